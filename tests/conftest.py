@@ -1,0 +1,64 @@
+"""Shared fixtures. The services they need are started by ``scripts/test``.
+
+A missing service is a loud failure that names the command to run, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class PulseDevices:
+    """The PulseAudio null sinks of DESIGN.md §5.
+
+    Play into ``mic_sink`` to speak into the virtual mic (the default source is
+    its monitor); record ``speaker_monitor`` to hear what we played on the
+    default sink.
+    """
+
+    mic_sink: str = "mic_feed"
+    speaker_sink: str = "speaker"
+    speaker_monitor: str = "speaker.monitor"
+
+
+@pytest.fixture(scope="session")
+def pulse() -> PulseDevices:
+    if shutil.which("pactl") is None:
+        pytest.fail("pactl is not installed: run scripts/setup --dev (installs pulseaudio-utils)")
+    try:
+        out = subprocess.run(
+            ["pactl", "list", "short", "sinks"], capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("pactl did not answer within 10 s: is PulseAudio hung? run tests via scripts/test")
+    if out.returncode != 0:
+        pytest.fail(f"PulseAudio is not running ({out.stderr.strip()}): run the tests via scripts/test")
+    devices = PulseDevices()
+    names = {line.split("\t")[1] for line in out.stdout.splitlines() if "\t" in line}
+    missing = {devices.mic_sink, devices.speaker_sink} - names
+    if missing:
+        pytest.fail(f"PulseAudio lacks the null sinks {sorted(missing)}: run the tests via scripts/test")
+    return devices
+
+
+@dataclass(frozen=True)
+class LiveKitServer:
+    url: str
+    api_key: str
+    api_secret: str
+
+
+@pytest.fixture(scope="session")
+def livekit_server() -> LiveKitServer:
+    """The loopback livekit-server that scripts/test starts (env LIVEKIT_URL/API_KEY/API_SECRET)."""
+    env = {k: os.environ.get(k, "") for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
+    missing = [k for k, v in env.items() if not v]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not set: run the tests via scripts/test, which starts livekit-server")
+    return LiveKitServer(env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
