@@ -1,0 +1,213 @@
+"""Configuration: frozen dataclasses, loaded from TOML, overridden by env and CLI.
+
+Precedence, lowest first: defaults in this module, the TOML file
+(:func:`edgeagent.paths.config_file`), ``EDGEAGENT__SECTION__FIELD`` environment
+variables, then ``--set section.field=value`` on the command line. Every value
+is checked against the field's type; an unknown key or a bad value raises
+:class:`ConfigError` naming the dotted path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edgeagent.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Local sound devices."""
+
+    input_device: str | None = None
+    """Microphone: exact name, part of a name, or index; None = system default."""
+    output_device: str | None = None
+    """Speaker: exact name, part of a name, or index; None = system default."""
+    frame_ms: int = 20
+    """Length of each captured frame in milliseconds."""
+    output_buffer_ms: int = 60
+    """Audio queued ahead of the speaker; small keeps barge-in and latency short."""
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Where model files live."""
+
+    dir: str | None = None
+    """Models directory; None = EDGEAGENT_MODELS, the service state dir, or ~/.local/share."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one device."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    log_level: str = "info"
+    """debug, info, warning or error."""
+
+
+# -- conversion -------------------------------------------------------------------
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert strings from env/CLI."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null", "") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+        return from_dict(tp, value, path)  # type: ignore[arg-type]
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # device indexes may be written as numbers
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    raise ConfigError(f"{path}: unsupported field type {tp!r}")  # pragma: no cover
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = path or "config"
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
+    kwargs = {
+        name: _coerce(value, hints[name], f"{path}.{name}" if path else name)
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) for JSON/TOML output."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    out = conv(cfg)
+    assert isinstance(out, dict)
+    return out
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        raise ConfigError(f"empty config key in {dotted!r}")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {part} is not a table")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def merge(base: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON merge patch (RFC 7386) of plain dicts; returns a new dict."""
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Defaults ← TOML file ← ``EDGEAGENT__A__B`` env ← ``a.b=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        if path.exists():
+            try:
+                tree = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    for key, value in (os.environ if env is None else env).items():
+        if key.startswith("EDGEAGENT__"):
+            _set_path(tree, ".".join(p.lower() for p in key[11:].split("__")), value)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set needs key=value, got {item!r}")
+        _set_path(tree, key.strip(), value.strip())
+    cfg = from_dict(Config, tree)
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level: expected debug, info, warning or error, got {cfg.log_level!r}")
+    return cfg

@@ -1,0 +1,1 @@
+"""Local and cloud language models, chat context and tools."""

@@ -1,0 +1,170 @@
+"""The one stream contract every stage (VAD, wake word, STT, TTS, LLM) shares.
+
+A :class:`StageStream` takes input with :meth:`push`, marks boundaries with
+:meth:`flush`, ends with :meth:`end_input`, and hands results out through
+``async for``. :meth:`aclose` cancels the work at once. A provider implements
+one coroutine, :meth:`StageStream._run`, that reads :meth:`_inputs` and calls
+:meth:`_emit`; the base owns the queues, error propagation and cancellation.
+
+CPU-heavy inference runs on the stage's :class:`InferenceThread` (one worker
+thread per stage instance), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
+
+from edgeagent.errors import EdgeAgentError
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+
+class Flush:
+    """Marker in the input: the current segment (utterance, sentence) is complete."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FLUSH"
+
+
+FLUSH = Flush()
+_END = object()
+
+
+class StageClosedError(EdgeAgentError):
+    """Input was pushed after end_input() or aclose()."""
+
+
+class InferenceThread:
+    """One worker thread for a stage's model; calls run in submission order."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., R], *args: object) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class StageStream(abc.ABC, Generic[InT, OutT]):
+    """Push in, iterate out, close. Create it inside a running event loop."""
+
+    def __init__(self) -> None:
+        self._in: asyncio.Queue[InT | Flush | object] = asyncio.Queue()
+        self._out: asyncio.Queue[OutT | BaseException | object] = asyncio.Queue()
+        self._input_ended = False
+        self._closed = False
+        self._task = asyncio.get_running_loop().create_task(self._main())
+
+    # -- caller side --------------------------------------------------------
+
+    def push(self, item: InT) -> None:
+        if self._input_ended or self._closed:
+            raise StageClosedError(f"{type(self).__name__}: push after end_input/aclose")
+        self._in.put_nowait(item)
+
+    def flush(self) -> None:
+        if self._input_ended or self._closed:
+            raise StageClosedError(f"{type(self).__name__}: flush after end_input/aclose")
+        self._in.put_nowait(FLUSH)
+
+    def end_input(self) -> None:
+        if not self._input_ended and not self._closed:
+            self._input_ended = True
+            self._in.put_nowait(_END)
+
+    def __aiter__(self) -> AsyncIterator[OutT]:
+        return self
+
+    async def __anext__(self) -> OutT:
+        item = await self._out.get()
+        if item is _END:
+            self._out.put_nowait(_END)  # keep later calls ending too
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._out.put_nowait(_END)
+            raise item
+        return item  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        """Cancel the work now; pending results are dropped. Safe to call twice."""
+        self._closed = True
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._out.put_nowait(_END)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- provider side ------------------------------------------------------
+
+    async def _inputs(self) -> AsyncIterator[InT | Flush]:
+        """Yield pushed items and FLUSH markers until end_input()."""
+        while True:
+            item = await self._in.get()
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
+    def _emit(self, item: OutT) -> None:
+        self._out.put_nowait(item)
+
+    @abc.abstractmethod
+    async def _run(self) -> None:
+        """Read :meth:`_inputs`, emit results; return when input has ended."""
+
+    async def _main(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, not lost
+            log.debug("%s failed: %r", type(self).__name__, exc)
+            self._out.put_nowait(exc)
+            return
+        self._out.put_nowait(_END)
+
+
+class Stage(abc.ABC):
+    """A loaded provider of one kind (a model held in memory).
+
+    Streams are cheap and made per utterance or per reply; the Stage holds the
+    model, the inference thread and the metrics listeners.
+    """
+
+    kind: str = ""
+    provider: str = ""
+
+    def __init__(self) -> None:
+        self._metric_listeners: list[Callable[[object], None]] = []
+
+    def on_metrics(self, callback: Callable[[object], None]) -> None:
+        """Call ``callback`` with each metrics record (see :mod:`edgeagent.metrics`)."""
+        self._metric_listeners.append(callback)
+
+    def _report(self, metrics: object) -> None:
+        for cb in list(self._metric_listeners):
+            try:
+                cb(metrics)
+            except Exception:  # a broken listener must not break the stage
+                log.exception("metrics listener failed")
+
+    async def aclose(self) -> None:
+        """Release the model and threads."""
