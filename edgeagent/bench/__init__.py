@@ -1,0 +1,1 @@
+"""Stage benchmarks used by scripts/bench-stages."""
