@@ -24,7 +24,7 @@ from edgeagent.errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 T = TypeVar("T")
 
@@ -191,14 +191,13 @@ def load(
 ) -> Config:
     """Defaults ← TOML file ← ``EDGEAGENT__A__B`` env ← ``a.b=value`` overrides."""
     tree: dict[str, Any] = {}
-    if path is not None:
-        if path.exists():
-            try:
-                tree = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-            except OSError as exc:
-                raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    if path is not None and path.exists():
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
     for key, value in (os.environ if env is None else env).items():
         if key.startswith("EDGEAGENT__"):
             _set_path(tree, ".".join(p.lower() for p in key[11:].split("__")), value)

@@ -51,8 +51,8 @@ def _json_type(tp: Any, where: str) -> dict[str, Any]:
         values = list(typing.get_args(tp))
         return {"type": _json_type(type(values[0]), where)["type"], "enum": values}
     if origin in (list, tuple) or tp in (list, tuple):
-        args = typing.get_args(tp)
-        return {"type": "array", "items": _json_type(args[0], where) if args else {}}
+        item_types = typing.get_args(tp)
+        return {"type": "array", "items": _json_type(item_types[0], where) if item_types else {}}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return {"type": "string", "enum": [m.value for m in tp]}
     simple = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object"}
