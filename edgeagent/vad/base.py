@@ -43,7 +43,10 @@ class VADEvent:
     """The segmenter's state after this window."""
     speech_duration: float
     silence_duration: float
-    """Silence so far inside speech (s); >0 on the first quiet window is the moment to start a speculative STT decode."""
+    """Silence so far inside speech (s).
+
+    It turns >0 on the first quiet window: the moment to start a speculative STT decode.
+    """
     frames: tuple[AudioFrame, ...] = ()
     """START: prefix padding + speech so far; END: the whole utterance with padding."""
 
