@@ -170,7 +170,7 @@ def test_path_and_list(pulled: Path) -> None:
     assert out.returncode == 1 and "unknown model 'no-such-model'" in out.stderr
     out = run_cli("list", models_dir=pulled)
     assert out.returncode == 0
-    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:5 + 3]}
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:8]}
     assert rows["silero-vad"][1:4] == ["vad", "yes", "installed"]
     assert rows["smollm2-135m"][-1] == "Apache-2.0"
     assert rows["vosk-en-small"][1:4] == ["stt", "no", "missing"]
