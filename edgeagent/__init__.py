@@ -1,6 +1,4 @@
 """edgeagent: an on-device voice agent for single-board computers."""
 
-from edgeagent.audio.frame import AudioFrame
-
 __version__ = "0.1.0"
-__all__ = ["AudioFrame", "__version__"]
+__all__ = ["__version__"]
