@@ -1,0 +1,147 @@
+"""Piper voices (piper-tts 1.8, onnxruntime): the default TTS.
+
+The default voice is the packaged en_US-joe-medium (22.05 kHz), manifest name
+``piper-en-us-joe``. Each clause is one Piper call (phonemize with espeak-ng,
+then one ONNX run per sentence) on the stage's :class:`InferenceThread`;
+audio comes out at the voice's own rate and is resampled only at the output.
+
+An ONNX run cannot be interrupted: cancellation takes effect between runs, so
+aclose() returns at once but the worker thread may finish the sentence in
+progress (a 5-word first clause is ~50-100 ms here, more on a Pi) before the
+next stream's work starts. The splitter keeps units small for that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+from piper import PiperVoice, SynthesisConfig
+from piper.config import PiperConfig
+
+from edgeagent.audio.frame import Int16Array
+from edgeagent.errors import ConfigError, ModelError
+from edgeagent.stage import InferenceThread
+from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
+
+#: The manifest name of the default voice (models/manifest.toml).
+DEFAULT_MODEL = "piper-en-us-joe"
+_VOICE_HELP = "a Piper voice is NAME.onnx with NAME.onnx.json beside it (https://huggingface.co/rhasspy/piper-voices)"
+
+
+def resolve_model(model: str | Path | None) -> tuple[Path, str]:
+    """The .onnx file of a voice given as a file, a directory, or None (the default),
+    and the fix to print when it cannot load."""
+    if model is None:
+        from edgeagent.models import model_path  # lazy: only when the default is used
+
+        path, fix = model_path(DEFAULT_MODEL), f"run: edgeagent models pull {DEFAULT_MODEL}"
+    else:
+        path, fix = Path(model).expanduser(), f"check the path; {_VOICE_HELP}"
+    if path.is_dir():
+        found = sorted(path.glob("*.onnx"))
+        if len(found) != 1:
+            what = "no .onnx file" if not found else f"{len(found)} .onnx files"
+            raise ModelError(f"Piper voice directory {path} holds {what}; pass the file itself or {fix}")
+        path = found[0]
+    if not path.is_file():
+        raise ModelError(f"Piper voice {path} does not exist; {fix}")
+    return path, fix
+
+
+def _load_voice(path: Path, fix: str, threads: int) -> PiperVoice:
+    config_path = path.with_name(path.name + ".json")
+    try:
+        config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"Piper voice config {config_path} cannot be read ({exc}); {fix}") from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"Piper voice {path} failed to load ({exc}); {fix}") from exc
+    # PiperVoice.load() hides the session options, so build the voice ourselves.
+    return PiperVoice(session=session, config=config)
+
+
+def _next_audio(pieces: Iterator[Any]) -> Int16Array | None:
+    """Runs on the inference thread: the next sentence's audio, or None at the end."""
+    chunk = next(pieces, None)
+    return None if chunk is None else chunk.audio_int16_array
+
+
+class PiperTTS(ClauseTTS):
+    """Piper voice, clause by clause.
+
+    Options: ``model`` (a .onnx file or a directory holding one; default the
+    packaged en_US-joe-medium), ``speaker`` (id or name, multi-speaker voices),
+    ``length_scale`` (> 1 slower, < 1 faster; default the voice's),
+    ``volume`` (gain, 1.0 = peak-normalized), ``threads`` (onnxruntime
+    intra-op threads), ``first_clause_words``, ``chunk_ms``, ``warmup`` (one
+    short synthesis at load so the first reply is not slow).
+    """
+
+    provider = "piper"
+
+    def __init__(
+        self,
+        *,
+        model: str | Path | None = None,
+        speaker: int | str | None = None,
+        length_scale: float | None = None,
+        volume: float = 1.0,
+        threads: int = 1,
+        first_clause_words: int = 5,
+        chunk_ms: float = CHUNK_MS,
+        warmup: bool = True,
+    ) -> None:
+        super().__init__(first_clause_words=first_clause_words, chunk_ms=chunk_ms)
+        if threads < 1:
+            raise ConfigError(f"piper threads must be >= 1, got {threads}")
+        if length_scale is not None and not 0.1 <= length_scale <= 10:
+            raise ConfigError(f"piper length_scale must be within 0.1..10, got {length_scale}")
+        if not 0 <= volume <= 10:
+            raise ConfigError(f"piper volume must be within 0..10, got {volume}")
+        path, fix = resolve_model(model)
+        self.model_path = path
+        self._voice = _load_voice(path, fix, threads)
+        self._syn = SynthesisConfig(
+            speaker_id=self._speaker_id(speaker), length_scale=length_scale, volume=volume
+        )
+        self._thread = InferenceThread("tts-piper")
+        if warmup:
+            for _ in self._voice.synthesize("Hello.", self._syn):
+                pass
+
+    def _speaker_id(self, speaker: int | str | None) -> int | None:
+        config = self._voice.config
+        if speaker is None:
+            return None
+        if isinstance(speaker, str):
+            if speaker not in config.speaker_id_map:
+                known = ", ".join(sorted(config.speaker_id_map)) or "none (single-speaker voice)"
+                raise ConfigError(f"Piper voice {self.model_path.name} has no speaker {speaker!r}; known: {known}")
+            return int(config.speaker_id_map[speaker])
+        if not 0 <= speaker < max(1, config.num_speakers):
+            raise ConfigError(
+                f"Piper voice {self.model_path.name} has {config.num_speakers} speaker(s); got id {speaker}"
+            )
+        return speaker
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._voice.config.sample_rate)
+
+    async def _clause_audio(self, text: str) -> AsyncGenerator[Int16Array, None]:
+        pieces = iter(self._voice.synthesize(text, self._syn))  # lazy: all work on the thread
+        while (audio := await self._thread.run(_next_audio, pieces)) is not None:
+            if len(audio):
+                yield audio
+
+    async def aclose(self) -> None:
+        self._thread.shutdown()
