@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -257,6 +258,21 @@ async def test_cancel_mid_sentence_stops_within_100_ms(tts: ClauseTTS) -> None:
     # the voice is still usable at once
     frame = await asyncio.wait_for(tts.synthesize("Still here."), 30)
     assert frame.duration > 0.3
+
+
+async def test_piper_cancel_stops_the_onnx_run_in_flight(piper_tts: PiperTTS) -> None:
+    text = " ".join(["the weather is sunny and bright"] * 6)  # 36 words: one long ONNX run
+    task = asyncio.create_task(piper_tts.synthesize(text))
+    await asyncio.sleep(0.15)  # phonemized; the run is in flight (it takes seconds)
+    assert not task.done()
+    t0 = time.perf_counter()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    # the worker thread is free again: the run was aborted, not waited for
+    await asyncio.wait_for(piper_tts._thread.run(time.perf_counter), 5)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.1, f"the inference thread was busy {elapsed * 1000:.0f} ms after the cancel"
 
 
 async def test_cancel_before_first_audio(tts: ClauseTTS) -> None:

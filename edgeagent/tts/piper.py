@@ -5,10 +5,10 @@ The default voice is the packaged en_US-joe-medium (22.05 kHz), manifest name
 then one ONNX run per sentence) on the stage's :class:`InferenceThread`;
 audio comes out at the voice's own rate and is resampled only at the output.
 
-An ONNX run cannot be interrupted: cancellation takes effect between runs, so
-aclose() returns at once but the worker thread may finish the sentence in
-progress (a 5-word first clause is ~50-100 ms here, more on a Pi) before the
-next stream's work starts. The splitter keeps units small for that reason.
+Cancellation reaches into the ONNX run in flight: Piper's session is wrapped
+so every run gets an onnxruntime ``RunOptions`` whose ``terminate`` flag is set
+when the stream is closed; onnxruntime stops within a few ms (between graph
+nodes), so the worker thread is free at once for the next reply.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import onnxruntime as ort
 from piper import PiperVoice, SynthesisConfig
@@ -66,11 +66,26 @@ def _load_voice(path: Path, fix: str, threads: int) -> PiperVoice:
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"Piper voice {path} failed to load ({exc}); {fix}") from exc
     # PiperVoice.load() hides the session options, so build the voice ourselves.
-    return PiperVoice(session=session, config=config)
+    return PiperVoice(session=cast(ort.InferenceSession, _TerminableSession(session)), config=config)
 
 
-def _next_audio(pieces: Iterator[Any]) -> Int16Array | None:
+class _TerminableSession:
+    """Piper's view of the ONNX session: each run uses the current RunOptions,
+    whose ``terminate`` flag the stream sets on cancellation."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+        self.run_options: ort.RunOptions | None = None
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        return self._session.run(output_names, input_feed, run_options or self.run_options)
+
+
+def _next_audio(session: _TerminableSession, pieces: Iterator[Any], options: ort.RunOptions) -> Int16Array | None:
     """Runs on the inference thread: the next sentence's audio, or None at the end."""
+    if options.terminate:
+        return None
+    session.run_options = options
     chunk = next(pieces, None)
     return None if chunk is None else chunk.audio_int16_array
 
@@ -139,9 +154,14 @@ class PiperTTS(ClauseTTS):
 
     async def _clause_audio(self, text: str) -> AsyncGenerator[Int16Array, None]:
         pieces = iter(self._voice.synthesize(text, self._syn))  # lazy: all work on the thread
-        while (audio := await self._thread.run(_next_audio, pieces)) is not None:
-            if len(audio):
-                yield audio
+        session = cast(_TerminableSession, self._voice.session)
+        options = ort.RunOptions()
+        try:
+            while (audio := await self._thread.run(_next_audio, session, pieces, options)) is not None:
+                if len(audio):
+                    yield audio
+        finally:
+            options.terminate = True  # cancelled: abort the ONNX run still in flight
 
     async def aclose(self) -> None:
         self._thread.shutdown()
