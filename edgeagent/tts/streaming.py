@@ -94,7 +94,8 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
     Every segment (ended by flush(), or by end_input() when text is pending)
     has its own ``segment_id`` and exactly one chunk with ``is_final``, the
     last; an empty segment gets one empty final chunk. aclose() drops audio
-    not yet read and stops synthesis after at most the piece in progress.
+    not yet read and stops synthesis at once (each voice aborts the work in
+    flight when its ``_clause_audio`` iterator is cancelled).
     """
 
     def __init__(self, tts: ClauseTTS, splitter: ClauseSplitter) -> None:
