@@ -1,0 +1,272 @@
+"""The output side shared by every paced sink: a small buffer between ``write()`` and the sink.
+
+A sink that consumes audio at its own pace (a sound card's callback, a real-time
+file writer) pulls fixed blocks with :meth:`BufferedOutput.render`, from any
+thread. ``write()`` resamples frames to the sink's rate and waits while the
+buffer is full, so the audio queued after the device is never more than
+``buffer_ms``; ``clear()`` drops it at once (barge-in); ``drain()`` waits until
+it has been handed to the sink and, for a device, played.
+
+For each written frame the monotonic time its first sample was handed to the
+sink is recorded (``last_written_time``, ``on_frame_started``) so latency is
+counted at the sample actually written, not at ``write()``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from edgeagent.audio.frame import AudioFrame, Int16Array
+from edgeagent.audio.io import AudioOutput, IOCounters
+from edgeagent.audio.resample import DEFAULT_QUALITY, Quality, Resampler
+from edgeagent.errors import AudioError
+
+Markers = tuple[AudioFrame, ...]
+
+
+class PlaybackBuffer:
+    """A thread-safe FIFO of int16 samples with the frames they came from.
+
+    ``playing`` is true from the first push until the buffer runs dry; running
+    dry while playing is an underrun unless a drain was asked for (a drain stays
+    asked for until the buffer runs dry, even if more is pushed meanwhile).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError("buffer capacity must be positive")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._chunks: deque[tuple[Int16Array, Markers]] = deque()
+        self._size = 0
+        self._playing = False
+        self._draining = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def free(self) -> int:
+        with self._lock:
+            return self.capacity - self._size
+
+    def push(self, samples: Int16Array, markers: Markers = ()) -> int:
+        """Append as much of ``samples`` as fits; returns how many samples were taken."""
+        with self._lock:
+            n = min(len(samples), self.capacity - self._size)
+            if n > 0:
+                self._chunks.append((samples[:n], markers))
+                self._size += n
+                self._playing = True
+            return n
+
+    def pull(self, out: Int16Array) -> tuple[list[tuple[Markers, int]], bool, bool]:
+        """Fill ``out`` (zeros after the data); returns (markers with offsets, underrun, drained)."""
+        started: list[tuple[Markers, int]] = []
+        n = len(out)
+        filled = 0
+        with self._lock:
+            while filled < n and self._chunks:
+                arr, markers = self._chunks[0]
+                if markers:
+                    started.append((markers, filled))
+                k = min(len(arr), n - filled)
+                out[filled : filled + k] = arr[:k]
+                if k == len(arr):
+                    self._chunks.popleft()
+                else:
+                    self._chunks[0] = (arr[k:], ())
+                filled += k
+            self._size -= filled
+            underrun = drained = False
+            if filled < n and self._playing:
+                self._playing = False
+                drained = self._draining
+                underrun = not self._draining
+                self._draining = False
+        out[filled:] = 0
+        return started, underrun, drained
+
+    def begin_drain(self) -> bool:
+        """Ask to be told when the buffer runs dry; False when it is already idle."""
+        with self._lock:
+            self._draining = self._playing
+            return self._playing
+
+    def clear(self) -> None:
+        with self._lock:
+            self._chunks.clear()
+            self._size = 0
+            self._playing = False
+            self._draining = False
+
+
+class BufferedOutput(AudioOutput):
+    """Base of outputs fed through a :class:`PlaybackBuffer` and consumed at a steady pace.
+
+    Subclasses implement :meth:`_open` (start the sink, return its rate) and
+    :meth:`_close`, and their consumer calls :meth:`render` once per block.
+    """
+
+    #: Seconds between a sample handed to the sink and the sink playing it.
+    output_latency: float = 0.0
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        buffer_ms: float = 60.0,
+        quality: Quality = DEFAULT_QUALITY,
+    ) -> None:
+        if buffer_ms <= 0:
+            raise ValueError("buffer_ms must be positive")
+        self.sample_rate = int(rate)
+        self.counters = IOCounters()
+        self.buffer_ms = float(buffer_ms)
+        self.quality: Quality = quality
+        #: Monotonic time the first sample of the latest started frame was handed to the sink.
+        self.last_written_time: float | None = None
+        #: Called on the event loop with (frame, monotonic time its first sample was handed over).
+        self.on_frame_started: Callable[[AudioFrame, float], None] | None = None
+        self.sink_rate: int | None = None
+        self._buf: PlaybackBuffer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resampler: Resampler | None = None
+        self._pending: list[AudioFrame] = []  # frames whose samples have not reached the buffer
+        self._generation = 0
+        self._space = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    # -- for subclasses --------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _open(self) -> int:
+        """Start the sink; return the sample rate it plays at."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Stop the sink and release it."""
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop, from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            loop.call_soon_threadsafe(fn, *args)
+
+    def render(self, out: Int16Array, now: float) -> None:
+        """Fill one block for the sink (any thread); ``now`` is when it is handed over."""
+        buf = self._buf
+        if buf is None:
+            out[:] = 0
+            return
+        started, underrun, drained = buf.pull(out)
+        # The block is handed over whole at `now`: that is when its frames started.
+        stamped = [(m, now) for m, _ in started]
+        self._post(self._after_render, stamped, underrun, drained)
+
+    def _after_render(
+        self, started: list[tuple[Markers, float]], underrun: bool, drained: bool
+    ) -> None:
+        for markers, t in started:
+            for frame in markers:
+                self.last_written_time = t
+                if self.on_frame_started is not None:
+                    self.on_frame_started(frame, t)
+        if underrun:
+            self.counters.underruns += 1
+        if drained:
+            self._drained.set()
+        self._space.set()
+
+    # -- AudioOutput -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the sink now rather than at the first write (idempotent)."""
+        if self._closed:
+            raise AudioError(f"{type(self).__name__} is closed")
+        async with self._open_lock:
+            if self._buf is not None:
+                return
+            self._loop = asyncio.get_running_loop()
+            rate = await self._open()
+            self.sink_rate = rate
+            self._buf = PlaybackBuffer(max(1, round(self.buffer_ms * rate / 1000)))
+
+    def _convert(self, frame: AudioFrame) -> AudioFrame:
+        rate = self.sink_rate or self.sample_rate
+        if self._resampler is not None and self._resampler.in_rate != frame.sample_rate:
+            self._resampler = None  # a new source rate: its tail is dropped with it
+        if self._resampler is None:
+            self._resampler = Resampler(frame.sample_rate, rate, quality=self.quality)
+        return self._resampler.push(frame)
+
+    async def _push(self, samples: Int16Array, generation: int) -> bool:
+        """Put samples into the buffer, waiting for space; False when cleared meanwhile."""
+        buf = self._buf
+        assert buf is not None
+        markers: Markers = tuple(self._pending)
+        self._pending = []
+        offset = 0
+        while offset < len(samples):
+            if generation != self._generation or self._closed:
+                return False
+            self._space.clear()
+            n = buf.push(samples[offset:], markers if offset == 0 else ())
+            offset += n
+            if offset < len(samples) and n == 0:
+                await self._space.wait()
+        return generation == self._generation
+
+    async def write(self, frame: AudioFrame) -> None:
+        await self.start()
+        async with self._write_lock:
+            generation = self._generation
+            self.counters.frames += 1
+            self._pending.append(frame)
+            data = self._convert(frame)
+            if data.num_samples:
+                await self._push(data.samples, generation)
+
+    def clear(self) -> None:
+        self._generation += 1
+        if self._buf is not None:
+            self._buf.clear()
+        self._resampler = None
+        self._pending = []
+        self._space.set()
+        self._drained.set()
+
+    async def drain(self) -> None:
+        if self._buf is None or self._closed:
+            return
+        async with self._write_lock:
+            generation = self._generation
+            if self._resampler is not None:
+                tail = self._resampler.flush()
+                if tail.num_samples and not await self._push(tail.samples, generation):
+                    return
+            self._drained.clear()
+            if not self._buf.begin_drain():
+                return
+        await self._drained.wait()
+        if generation == self._generation and self.output_latency > 0:
+            await asyncio.sleep(self.output_latency)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.clear()
+        if self._buf is not None:
+            await self._close()
