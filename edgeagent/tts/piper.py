@@ -86,7 +86,10 @@ def _next_audio(session: _TerminableSession, pieces: Iterator[Any], options: ort
     if options.terminate:
         return None
     session.run_options = options
-    chunk = next(pieces, None)
+    try:
+        chunk = next(pieces, None)
+    finally:
+        session.run_options = None
     return None if chunk is None else chunk.audio_int16_array
 
 
