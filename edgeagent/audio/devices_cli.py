@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         found = rows(kind)
         print(f"{kind.capitalize()} devices:")
         if not found:
-            print("  (none)")
+            print("  (none: is the sound card, or PulseAudio/PipeWire, running?)")
         width = max((len(d.name) for d in found), default=4)
         for d in found:
             mark = "*" if d.is_default(kind) else " "
