@@ -66,7 +66,7 @@ class AudioFrame:
     ) -> AudioFrame:
         """From floats in [-1, 1]; NaN becomes 0 and values beyond are clipped."""
         f = np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1), nan=0.0)
-        arr = np.clip(np.round(f * 32767.0), -32768, 32767).astype(np.int16)
+        arr = np.clip(np.round(f * 32768.0), -32768, 32767).astype(np.int16)
         arr.flags.writeable = False
         return cls(arr, int(sample_rate), timestamp)
 
