@@ -289,6 +289,32 @@ async def test_several_utterances_on_one_stream(whisper: WhisperSTT) -> None:
     assert wer("Turn off the radio.", texts[0]) <= 0.25 and wer("Good night.", texts[1]) <= 0.5, texts
 
 
+async def test_reopen_continues_the_last_utterance(whisper: WhisperSTT) -> None:
+    stream = whisper.stream()
+    events: list[SpeechEvent] = []
+
+    async def read() -> None:
+        async for event in stream:
+            events.append(event)
+
+    reader = asyncio.create_task(read())
+    try:
+        stream.push(with_silence(piper("Set a timer"), 0.2, 0.3))
+        stream.flush()  # the VAD heard silence...
+        stream.reopen()  # ...but the user carried on
+        stream.push(with_silence(piper("for five minutes."), 0.0, 0.3))
+        stream.flush()
+        stream.end_input()
+        await asyncio.wait_for(reader, TIMEOUT)
+    finally:
+        reader.cancel()
+        await stream.aclose()
+    texts = [e.text for e in finals(events)]
+    assert len(texts) == 2 and wer("Set a timer", texts[0]) <= 0.34, texts
+    assert wer("Set a timer for five minutes.", texts[1]) <= 0.2, texts
+    assert finals(events)[1].audio_duration > finals(events)[0].audio_duration + 1.0
+
+
 async def test_end_input_without_flush_still_gives_a_final(whisper: WhisperSTT) -> None:
     stream = whisper.stream()
     stream.push(with_silence(piper("Stop the music."), 0.2, 0.2))
@@ -457,6 +483,18 @@ async def test_vosk_handles_english_silence_and_other_rates(vosk_ko: VoskSTT) ->
     assert syllable_error(text, finals(at44k)[0].text) <= syllable_error(text, at16k.text) + 0.3
     nan = AudioFrame.from_float(np.full(8000, np.nan), RECOGNITION_RATE)
     assert (await asyncio.wait_for(vosk_ko.recognize(nan), TIMEOUT)).text == ""
+
+
+async def test_vosk_reopen_keeps_the_first_part(vosk_ko: VoskSTT) -> None:
+    stream = vosk_ko.stream()
+    stream.push(espeak("오늘 날씨가 좋네요", voice="ko"))
+    stream.flush()
+    stream.reopen()
+    stream.push(espeak("만나서 반갑습니다", voice="ko"))
+    stream.flush()
+    stream.end_input()
+    texts = [e.text for e in finals(await collect(stream))]
+    assert len(texts) == 2 and texts[0] and texts[1].startswith(texts[0]) and len(texts[1]) > len(texts[0])
 
 
 async def test_vosk_aclose_is_prompt(vosk_ko: VoskSTT) -> None:

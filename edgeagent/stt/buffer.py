@@ -31,6 +31,7 @@ class UtteranceBuffer:
         self._n = 0
         self._resampler: Resampler | None = None
         self._levels: list[float] = []  # RMS (0..1) of each full 10 ms block
+        self._peak = 0.0  # the largest of them
         self._partial_block: Int16Array = np.zeros(0, np.int16)
 
     # -- input ------------------------------------------------------------------
@@ -73,7 +74,9 @@ class UtteranceBuffer:
         whole = blocks.size - blocks.size % BLOCK
         if whole:
             x = blocks[:whole].astype(np.float32).reshape(-1, BLOCK) / 32768.0
-            self._levels.extend(np.sqrt(np.mean(x * x, axis=1)).tolist())
+            levels = np.sqrt(np.mean(x * x, axis=1))
+            self._levels.extend(levels.tolist())
+            self._peak = max(self._peak, float(levels.max()))
         self._partial_block = blocks[whole:]
 
     # -- views ------------------------------------------------------------------
@@ -101,8 +104,7 @@ class UtteranceBuffer:
 
     def peak_dbfs(self) -> float:
         """Level of the loudest 10 ms block (-inf when there is none)."""
-        peak = max(self._levels, default=0.0)
-        return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
+        return 20.0 * math.log10(self._peak) if self._peak > 0 else float("-inf")
 
     def is_silent(self) -> bool:
         """No block reaches :data:`SILENT_DBFS` (digital silence, or nothing at all)."""
@@ -115,8 +117,7 @@ class UtteranceBuffer:
         The last partial block (under 10 ms) is judged too. Used to tell a trailing
         pause from the end of a word that a decode of the first ``n`` samples missed.
         """
-        peak = max(self._levels, default=0.0)
-        limit = max(peak * 10.0 ** (rel_db / 20.0), 10.0 ** (SILENT_DBFS / 20.0))
+        limit = max(self._peak * 10.0 ** (rel_db / 20.0), 10.0 ** (SILENT_DBFS / 20.0))
         first = max(0, n // BLOCK)
         if any(level > limit for level in self._levels[first:]):
             return False

@@ -10,6 +10,8 @@ inference thread; a changed ``PartialResult`` becomes an INTERIM event. Kaldi's
 own endpointing may close a segment inside an utterance (``AcceptWaveform``
 returns True): its text is kept and prefixed to later hypotheses, so one
 ``flush()`` still gives one FINAL with the whole utterance (``FinalResult``).
+:meth:`VoskStream.reopen` continues the last utterance after its FINAL (the
+user carried on): the next FINAL starts with the previous text.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ import numpy as np
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.errors import ModelError
 from edgeagent.metrics import STTMetrics
-from edgeagent.stage import Flush, InferenceThread, StageStream
+from edgeagent.stage import Flush, InferenceThread, StageClosedError, StageStream
 from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
 from edgeagent.stt.buffer import UtteranceBuffer
 
 DEFAULT_MODEL = "vosk-en-small"
 """Manifest name of the default Vosk model (not in the default set: pull it first)."""
+
+
+class _Reopen:
+    """Input marker: continue the last utterance (see :meth:`VoskStream.reopen`)."""
+
+
+_REOPEN = _Reopen()
 
 
 @dataclass
@@ -161,15 +170,29 @@ class VoskStream(StageStream[AudioFrame, SpeechEvent]):
         super().flush()
         self._flush_times.append(time.monotonic())
 
+    def reopen(self) -> None:
+        """The user carried on after flush(): the next FINAL starts with the last one's text."""
+        if self._input_ended or self.closed:
+            raise StageClosedError(f"{type(self).__name__}: reopen after end_input/aclose")
+        self._in.put_nowait(_REOPEN)
+
     async def _run(self) -> None:
         stt = self._stt
         rec = await stt._thread.run(stt.recognizer)
         buf, hyp, last = UtteranceBuffer(), _Hypothesis(), ""
+        previous: tuple[UtteranceBuffer, str] | None = None
         async for item in self._inputs():
             if isinstance(item, Flush):
                 flushed = self._flush_times.pop(0) if self._flush_times else time.monotonic()
-                await self._finalize(rec, buf, hyp, flushed)
+                previous = (buf, await self._finalize(rec, buf, hyp, flushed))
                 buf, hyp, last = UtteranceBuffer(), _Hypothesis(), ""
+                continue
+            if isinstance(item, _Reopen):
+                if previous is not None and buf.num_samples == 0:
+                    buf, text = previous
+                    if text:
+                        hyp.segments.insert(0, text)
+                previous = None
                 continue
             samples = buf.push(item)
             if samples.size == 0:
@@ -182,12 +205,13 @@ class VoskStream(StageStream[AudioFrame, SpeechEvent]):
         if buf.num_samples:  # end_input() ends the last utterance too
             await self._finalize(rec, buf, hyp, time.monotonic())
 
-    async def _finalize(self, rec: Any, buf: UtteranceBuffer, hyp: _Hypothesis, flushed: float) -> None:
+    async def _finalize(self, rec: Any, buf: UtteranceBuffer, hyp: _Hypothesis, flushed: float) -> str:
         stt = self._stt
         text = await stt._thread.run(stt._finish, rec, buf.finish(), hyp)
         delay = time.monotonic() - flushed
         self._emit(SpeechEvent(SpeechEventType.FINAL, text, self._language, hyp.confidence, buf.duration, delay))
         stt._report(STTMetrics(stt.provider, buf.duration, hyp.seconds, delay, hyp.interims))
+        return text
 
 
 def _join(a: Int16Array, b: Int16Array) -> Int16Array:
