@@ -107,6 +107,8 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        while not self._out.empty():  # an interrupted reply must not play on
+            self._out.get_nowait()
         self._out.put_nowait(_END)
 
     @property

@@ -106,13 +106,6 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
         self._seg = _Segment(uuid.uuid4().hex[:12])
         super().__init__()
 
-    async def aclose(self) -> None:
-        # Queued audio of an interrupted reply must not play: drop it, as the
-        # StageStream contract says, before the base class cancels the task.
-        while not self._out.empty():
-            self._out.get_nowait()
-        await super().aclose()
-
     async def _run(self) -> None:
         try:
             async for item in self._inputs():
