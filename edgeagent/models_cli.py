@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from edgeagent import models
+from edgeagent import model_fetch, models
 from edgeagent.paths import models_dir
 
 
@@ -53,7 +53,7 @@ def _list(args: argparse.Namespace) -> int:
     root = args.dir or models_dir()
     rows = [("NAME", "STAGE", "DEFAULT", "STATUS", "SIZE", "LICENCE")]
     for m in manifest.models:
-        size = models.human(m.size) if m.size else "?"
+        size = model_fetch.human(m.size) if m.size else "?"
         rows.append((m.name, m.stage, "yes" if m.default else "no",
                      models.model_status(m, root), size, m.licence))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -65,7 +65,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _pull(args: argparse.Namespace) -> int:
     root = args.dir or models_dir()
-    written = models.pull(args.names, root, StderrProgress(), all_models=args.all,
+    written = model_fetch.pull(args.names, root, StderrProgress(), all_models=args.all,
                           allow_unverified=args.allow_unverified)
     print(f"{len(written)} file(s) written; models are in {root}", file=sys.stderr)
     return 0
@@ -113,7 +113,7 @@ class StderrProgress:
             return
         self._last = now
         pct = f" {100 * done / total:5.1f}%" if total else ""
-        line = f"  {label}: {models.human(done)} / {models.human(total) if total else '?'}{pct}"
+        line = f"  {label}: {model_fetch.human(done)} / {model_fetch.human(total) if total else '?'}{pct}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
             self._pending = True

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent import models
+from edgeagent import model_fetch, models
 from edgeagent.errors import ModelError
 
 EDGEAGENT = Path(sys.executable).parent / "edgeagent"
@@ -103,7 +103,7 @@ def test_pull_default_set_then_verify_passes(pulled: Path) -> None:
 
 def test_second_pull_writes_nothing(pulled: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in files_under(pulled)}
-    assert models.pull(dest=pulled, progress=models.SilentProgress()) == []
+    assert model_fetch.pull(dest=pulled, progress=model_fetch.SilentProgress()) == []
     assert {p: p.stat().st_mtime_ns for p in files_under(pulled)} == before
 
 
@@ -203,14 +203,14 @@ def test_pull_with_wrong_sha_keeps_the_old_file(pulled: Path, tmp_path: Path) ->
 
 
 def test_interrupted_pull_leaves_no_file(tmp_path: Path) -> None:
-    class Interrupt(models.SilentProgress):
+    class Interrupt(model_fetch.SilentProgress):
         def advance(self, label: str, done: int, total: int) -> None:
             if done >= 3 * models.CHUNK:
                 raise KeyboardInterrupt
 
     root = tmp_path / "models"
     with pytest.raises(KeyboardInterrupt):
-        models.pull(["smollm2-135m"], root, Interrupt())
+        model_fetch.pull(["smollm2-135m"], root, Interrupt())
     assert files_under(root) == []
 
 
