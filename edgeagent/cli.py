@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.runner",
     "edgeagent.models_cli",
     "edgeagent.audio.devices_cli",
+    "edgeagent.config_cli",
 )
 
 
