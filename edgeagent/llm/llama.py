@@ -1,0 +1,227 @@
+"""Local LLM on llama.cpp (llama-cpp-python): streamed replies, tools, end-of-turn probe.
+
+    llm = LlamaLLM()                       # the packaged SmolLM2-135M-Instruct
+    stream = llm.chat(ctx, tools=[set_light])
+    async for chunk in stream:             # ChatChunk(text=...) or ChatChunk(tool_calls=...)
+        ...
+    await stream.aclose()                  # stops generation within one token
+
+The prompt is written from the ChatContext in the model's chat format (ChatML
+for SmolLM2; see :mod:`edgeagent.llm.prompt`) and evaluated with the low-level
+API, so the KV cache of the unchanged prefix (system prompt, earlier turns) is
+reused from one call to the next. Tools: :mod:`edgeagent.llm.llama_gen` and
+:mod:`edgeagent.llm.toolcall`. All model work runs on one inference thread, so
+generation and :meth:`LlamaLLM.end_of_turn_logprob` never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeagent.llm.base import LLM, LLMOptions
+from edgeagent.llm.chat import ChatChunk, ChatContext, ChatMessage
+from edgeagent.llm.llama_engine import LlamaEngine, default_model_path, default_threads
+from edgeagent.llm.llama_gen import Generator, LLMError, Request, Settings, Stats
+from edgeagent.llm.prompt import template_for
+from edgeagent.llm.tools import FunctionTool
+from edgeagent.metrics import LLMMetrics
+from edgeagent.stage import InferenceThread, StageStream
+
+__all__ = ["LLMError", "LlamaChatStream", "LlamaLLM"]
+
+
+class LlamaLLM(LLM):
+    """llama.cpp provider (registry name ``llama``).
+
+    Args:
+        model_path: a .gguf file; default the manifest model ``smollm2-135m``.
+        n_ctx: context window in tokens; the oldest turns are dropped when it fills.
+        n_threads: CPU threads for llama.cpp; default min(4, cores).
+        n_batch: prompt tokens evaluated per decode call.
+        temperature: 0 is greedy (deterministic).
+        max_tokens: upper bound on one reply.
+        chat_format: "chatml" or "jinja" (the GGUF's own template); default from the GGUF.
+        tool_margin: the tool gate width in nats (see :mod:`edgeagent.llm.llama_gen`);
+            None lets a model with native tool calling decide alone.
+        max_tool_steps: tool-call rounds allowed per user turn; then the reply must be text.
+        repeat_penalty: llama.cpp repetition penalty over the last 64 tokens (1.0 = off).
+        seed: sampling seed when temperature > 0.
+    """
+
+    provider = "llama"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        temperature: float = 0.2,
+        max_tokens: int = 256,
+        chat_format: str | None = None,
+        tool_margin: float | None = 3.0,
+        max_tool_steps: int = 3,
+        repeat_penalty: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.options = LLMOptions(temperature=temperature, max_tokens=max_tokens)
+        self.max_tool_steps = max_tool_steps
+        path = Path(model_path) if model_path is not None else default_model_path()
+        self._engine = LlamaEngine(path, n_ctx=n_ctx, n_threads=n_threads or default_threads(),
+                                   n_batch=n_batch, seed=seed)
+        self.template = template_for(self._engine.metadata, chat_format, self._engine.bos_text,
+                                     self._engine.eos_text)
+        self._gen = Generator(self._engine, self.template,
+                              Settings(repeat_penalty=repeat_penalty, tool_margin=tool_margin))
+        self._thread = InferenceThread("llm-llama")
+        self._last_tools: tuple[FunctionTool, ...] = ()
+
+    @property
+    def model_path(self) -> Path:
+        return self._engine.path
+
+    def chat(
+        self,
+        ctx: ChatContext,
+        tools: Sequence[FunctionTool] = (),
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> LlamaChatStream:
+        msgs = tuple(ctx.messages)
+        since_user = _since_last_user(msgs)
+        steps = sum(1 for m in since_user if m.role == "assistant" and m.tool_calls)
+        self._last_tools = tuple(tools)
+        req = Request(
+            messages=msgs,
+            tools=tuple(tools),
+            temperature=self.options.temperature if temperature is None else temperature,
+            max_tokens=self.options.max_tokens if max_tokens is None else max_tokens,
+            allow_tools=bool(tools) and steps < self.max_tool_steps,
+            gate=bool(msgs) and msgs[-1].role == "user",
+        )
+        return LlamaChatStream(self, req)
+
+    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str, *,
+                                  tools: Sequence[FunctionTool] | None = None) -> float:
+        """log P(end of turn) right after ``user_text`` as a new user turn after ``ctx``.
+
+        ``ctx`` is the conversation before this user turn. The prefix is shared
+        with generation's KV cache (``tools`` default to those of the last
+        :meth:`chat`, so the system prompt matches), and the user's text stays
+        cached for the reply that follows. Empty text gives -inf.
+        """
+        if not user_text.strip():
+            return -math.inf
+        tools = self._last_tools if tools is None else tuple(tools)
+        return await self._thread.run(self._eot_sync, tuple(ctx.messages), user_text, tools)
+
+    def _eot_sync(self, msgs: tuple[ChatMessage, ...], user_text: str, tools: tuple[FunctionTool, ...]) -> float:
+        eng = self._engine
+        turn = self.template.user_turn_prefix(msgs, user_text, tools)
+        end_token = eng.tokenize(turn.turn_end)[0]
+
+        def render(ms: list[ChatMessage]) -> str:
+            return self.template.user_turn_prefix(ms, user_text, tools).prompt
+
+        tokens = self._gen.fit(msgs, tools, 1, render)
+        eng.prefill(tokens)
+        return float(eng.logprobs()[end_token])
+
+    async def prefill(self, ctx: ChatContext, tools: Sequence[FunctionTool] = ()) -> int:
+        """Evaluate ``ctx`` (e.g. just the system prompt) into the KV cache ahead of the first turn.
+
+        Returns the number of tokens now cached. Later calls reuse them.
+        """
+        self._last_tools = tuple(tools)
+
+        def run() -> int:
+            text = self.template.render(ctx.messages, tools, add_generation_prompt=False)
+            return self._engine.prefill(self._engine.tokenize(text)) if text else 0
+
+        await self._thread.run(run)
+        return self._engine.n_tokens
+
+    async def aclose(self) -> None:
+        """Free the model (after the job in progress)."""
+        await self._thread.run(self._engine.close)
+        self._thread.shutdown()
+
+
+def _since_last_user(msgs: Sequence[ChatMessage]) -> Sequence[ChatMessage]:
+    for i in range(len(msgs) - 1, -1, -1):
+        if msgs[i].role == "user":
+            return msgs[i + 1:]
+    return msgs
+
+
+class LlamaChatStream(StageStream[None, ChatChunk]):
+    """One reply being generated; started by :meth:`LlamaLLM.chat`, takes no input."""
+
+    def __init__(self, llm: LlamaLLM, req: Request) -> None:
+        self._llm = llm
+        self._req = req
+        self._cancel = threading.Event()
+        self._stats = Stats()
+        self._t0 = time.perf_counter()
+        super().__init__()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ChatChunk | BaseException | None] = asyncio.Queue()
+
+        def hand_over(item: ChatChunk | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening
+                self._cancel.set()
+
+        def job() -> None:
+            try:
+                self._llm._gen.run(self._req, hand_over, self._cancel, self._stats)
+            except BaseException as exc:
+                hand_over(exc)
+            finally:
+                hand_over(None)
+
+        ttft: float | None = None
+        finished = False
+        done = asyncio.ensure_future(self._llm._thread.run(job))
+        getter: asyncio.Future[ChatChunk | BaseException | None] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():  # the job never ran (thread shut down)
+                    getter.cancel()
+                    done.result()
+                    raise LLMError("the LLM was closed")
+                item = getter.result()
+                if item is None:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, LLMError):
+                        raise item
+                    raise LLMError(f"llama.cpp generation failed: {item}", retryable=True) from item
+                if ttft is None:
+                    ttft = time.perf_counter() - self._t0
+                self._emit(item)
+        finally:
+            self._cancel.set()
+            if getter is not None:
+                getter.cancel()
+            duration = time.perf_counter() - self._t0
+            st = self._stats
+            self._llm._report(LLMMetrics(
+                provider=self._llm.provider, ttft_s=duration if ttft is None else ttft, duration_s=duration,
+                prompt_tokens=st.prompt_tokens, cached_tokens=st.cached_tokens,
+                completion_tokens=st.completion_tokens, cancelled=not finished,
+            ))

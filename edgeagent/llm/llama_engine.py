@@ -1,0 +1,224 @@
+"""One llama.cpp model and its KV cache, driven token by token.
+
+:class:`LlamaEngine` keeps the token history that is in the KV cache and, for
+each new prompt, keeps the longest common prefix and evaluates only the rest
+(the system prompt and earlier turns are evaluated once). Generation and the
+end-of-turn probe share this one history, so whichever runs next reuses what
+the other left. Not thread safe: call it from the stage's inference thread only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeagent.errors import ModelError
+
+MODEL_NAME = "smollm2-135m"
+"""The manifest name of the default model."""
+
+
+def default_model_path() -> Path:
+    from edgeagent.models import model_path
+
+    return model_path(MODEL_NAME)
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class LlamaEngine:
+    """A loaded GGUF model with a reusable KV cache."""
+
+    def __init__(self, model_path: Path, *, n_ctx: int, n_threads: int, n_batch: int = 512, seed: int = 0) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        if not model_path.is_file():
+            raise ModelError(
+                f"LLM model file {model_path} does not exist; fix: edgeagent models pull {MODEL_NAME} "
+                "(or pass model_path= an existing .gguf file)"
+            )
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                n_batch=n_batch, seed=seed, logits_all=False, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(
+                f"cannot load LLM model {model_path} ({exc}): the file is not a valid GGUF model; "
+                f"fix: edgeagent models pull {MODEL_NAME} (or pass model_path= a valid .gguf file)"
+            ) from exc
+        self.path = model_path
+        self.seed = seed
+        self.n_ctx: int = self.llm.n_ctx()
+        self.n_vocab: int = self.llm.n_vocab()
+        self.metadata: dict[str, str] = dict(self.llm.metadata)
+        self._vocab = self.llm._model.vocab
+        self._tokens: list[int] = []
+
+    # -- text <-> tokens ----------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of prompt text; special tokens written in it (``<|im_end|>``) are parsed."""
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens give nothing)."""
+        return bytes(self.llm.detokenize([token], special=False))
+
+    def special_text(self, token: int) -> str:
+        return bytes(self.llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
+
+    def is_end(self, token: int) -> bool:
+        """End of generation: EOS, ``<|im_end|>`` and the like."""
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    @property
+    def bos_text(self) -> str:
+        return self.special_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
+
+    @property
+    def eos_text(self) -> str:
+        return self.special_text(self.llm.token_eos()) if self.llm.token_eos() >= 0 else ""
+
+    # -- the KV cache -------------------------------------------------------
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens now in the KV cache."""
+        return len(self._tokens)
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        """Make the cache hold exactly ``tokens``, reusing the common prefix; returns the tokens reused.
+
+        At least the last token is evaluated, so :meth:`logits` are those after it.
+        """
+        if not tokens:
+            raise ValueError("empty prompt")
+        common = 0
+        for a, b in zip(self._tokens, tokens, strict=False):
+            if a != b:
+                break
+            common += 1
+        keep = min(common, len(tokens) - 1)
+        self.truncate(keep)
+        self.eval(tokens[keep:])
+        return keep
+
+    def truncate(self, n: int) -> None:
+        """Forget everything after the first ``n`` tokens."""
+        if n < len(self._tokens):
+            self.llm.n_tokens = n
+            self.llm._ctx.kv_cache_seq_rm(-1, n, -1)
+            del self._tokens[n:]
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Append ``tokens`` to the cache (one decode per batch)."""
+        if len(self._tokens) + len(tokens) > self.n_ctx:
+            raise ValueError(f"context full: {len(self._tokens)} + {len(tokens)} tokens > n_ctx {self.n_ctx}")
+        self.llm.n_tokens = len(self._tokens)
+        self.llm.eval(list(tokens))
+        self._tokens.extend(tokens)
+
+    def logits(self) -> npt.NDArray[np.float32]:
+        """A writable view of the logits after the last evaluated token (valid until the next eval)."""
+        ptr = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def logprobs(self) -> npt.NDArray[np.float32]:
+        """Log-softmax of :meth:`logits` (a copy)."""
+        x = self.logits().astype(np.float64)
+        out: npt.NDArray[np.float32] = (x - (x.max() + np.log(np.exp(x - x.max()).sum()))).astype(np.float32)
+        return out
+
+    # -- sampling -----------------------------------------------------------
+
+    def sampler(self, temperature: float, repeat_penalty: float = 1.0, grammar: str | None = None) -> Any:
+        """A llama.cpp sampler chain: optional grammar, then greedy (temperature 0) or top-k/p sampling."""
+        from llama_cpp import _internals
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        make: Any = _internals.LlamaSampler  # untyped upstream
+        s = make()
+        if repeat_penalty != 1.0:
+            s.add_penalties(self.n_vocab, 64, repeat_penalty, 0.0, 0.0)
+        if grammar is not None:
+            s.add_grammar(self.llm._model, LlamaGrammar.from_string(grammar, verbose=False))
+        if temperature <= 0:
+            s.add_greedy()
+        else:
+            s.add_top_k(40)
+            s.add_top_p(0.95, 1)
+            s.add_min_p(0.05, 1)
+            s.add_temp(temperature)
+            s.add_dist(self.seed)
+        return s
+
+    def grammar_sampler(self, temperature: float, grammar: str) -> GrammarSampler:
+        return GrammarSampler(self.sampler(temperature), self.sampler(temperature, grammar=grammar))
+
+    def sample(self, sampler: Any) -> int:
+        """Sample (and accept) the next token from the current logits; does not evaluate it."""
+        if isinstance(sampler, GrammarSampler):
+            return sampler.sample(self.llm._ctx)
+        return int(sampler.sample(self.llm._ctx, -1))
+
+    def close(self) -> None:
+        self._tokens.clear()
+        self.llm.close()
+
+
+class GrammarSampler:
+    """Grammar-constrained sampling, checked lazily (as llama.cpp's own common sampler does).
+
+    Applying a grammar to the whole vocabulary costs ~15 ms a token here, more
+    than the decode itself. So sample without it first and ask the grammar about
+    that one token; only when it is refused, sample again under the grammar.
+    The result is the same token the full grammar sampler would pick at
+    temperature 0.
+    """
+
+    def __init__(self, plain: Any, constrained: Any) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._plain = plain
+        self._full = constrained  # chain: grammar first (no penalties), then selection
+        self._grammar = llama_cpp.llama_sampler_chain_get(constrained.sampler, 0)
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._arr = llama_cpp.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
+
+    def sample(self, ctx: Any) -> int:
+        lib = self._lib
+        token = int(self._plain.sample(ctx, -1))
+        cand: Any = self._one[0]
+        cand.id, cand.logit, cand.p = token, 1.0, 0.0
+        self._arr.size, self._arr.selected = 1, -1
+        lib.llama_sampler_apply(self._grammar, ctypes.byref(self._arr))
+        if cand.logit != -math.inf:
+            lib.llama_sampler_accept(self._grammar, token)
+            return token
+        return int(self._full.sample(ctx, -1))
+
+
+class Utf8Stream:
+    """Bytes of successive tokens in, whole UTF-8 text out (a character split across tokens waits)."""
+
+    def __init__(self) -> None:
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return str(self._dec.decode(data))
+
+    def finish(self) -> str:
+        return str(self._dec.decode(b"", final=True))
