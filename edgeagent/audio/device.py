@@ -137,6 +137,7 @@ class DeviceInput(AudioInput):
         self._assembler = FrameAssembler(self.sample_rate, self.frame_samples)
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self._next_ts: float | None = None  # earliest capture time the next frame may have
 
     async def start(self) -> None:
         """Open and start the device (idempotent)."""
@@ -189,6 +190,13 @@ class DeviceInput(AudioInput):
             return
         dropped = False
         for frame in frames:
+            # Callback jitter can date a block earlier than the samples already
+            # delivered imply; capture time never runs backwards.
+            floor = self._next_ts
+            if frame.timestamp is not None and floor is not None and frame.timestamp < floor:
+                frame = AudioFrame(frame.samples, frame.sample_rate, floor)
+            if frame.timestamp is not None:
+                self._next_ts = frame.timestamp + frame.duration
             if self._queue.full():
                 self._queue.get_nowait()
                 self.counters.dropped_frames += 1
