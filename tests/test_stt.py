@@ -178,22 +178,24 @@ def test_espeak_round_trip_has_low_word_error(whisper: WhisperSTT) -> None:
 
 
 async def test_partials_arrive_while_a_long_utterance_is_pushed(
-    whisper: WhisperSTT, whisper_metrics: Metrics
+    whisper: WhisperSTT, whisper_metrics: Metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(whisper, "max_duty", 0.0)  # a partial every second even on a busy CI machine
     audio = with_silence(piper(LONG), 0.3, 0.3)
     assert audio.duration > 8
     # Real-time-sized 20 ms chunks, fed at about real time so partial decodes can run.
     events, before_flush = await run_stream(whisper.stream(), audio, pause_s=0.02)
     partial = interims(events)
-    assert before_flush >= 1 and partial, "no INTERIM arrived while the utterance was being pushed"
+    assert before_flush >= 1 and partial, f"no INTERIM arrived while the utterance was being pushed: {events}"
     assert all(e.type is SpeechEventType.INTERIM for e in events[:before_flush])
     assert events[-1].type is SpeechEventType.FINAL and len(finals(events)) == 1
     final = events[-1]
     assert wer(LONG, final.text) <= 0.15, final.text
-    # Each partial hypothesis is the start of the utterance, roughly.
+    # Each partial hypothesis is roughly the start of the utterance (measured: WER <= 0.33
+    # against the reference's first words; the first second gave "the committee medal").
     for event in partial:
         words = normalize(event.text)
-        assert wer(" ".join(normalize(LONG)[: len(words)]), " ".join(words)) <= 0.5, event.text
+        assert wer(" ".join(normalize(LONG)[: len(words)]), " ".join(words)) <= 0.5, [e.text for e in partial]
     assert final.final_delay > 0
     assert final.audio_duration == pytest.approx(audio.duration, abs=0.01)
     record = whisper_metrics.records[-1]
@@ -455,9 +457,10 @@ async def test_vosk_streams_partials_and_a_final(vosk_ko: VoskSTT) -> None:
 
 async def test_vosk_hears_what_was_said(vosk_ko: VoskSTT) -> None:
     """espeak-ng's Korean is far from the speech the model was trained on, so the
-    transcripts are poor (syllable error ~0.8 of the reference length). What we assert is that the model
-    hears the content: each transcript is closer to its own sentence than to the
-    others, on average by a clear margin (measured in three runs: 0.76-0.88 own vs 1.07-1.19 others)."""
+    transcripts are poor (syllable error rate ~0.8). What we assert is that the
+    model hears the content: each transcript is closer to its own sentence than
+    to the others, on average by a clear margin (measured in three runs: 0.76-0.88
+    own vs 1.07-1.19 others)."""
     own: list[float] = []
     other: list[float] = []
     for i, text in enumerate(KOREAN):

@@ -1,18 +1,9 @@
-"""Whisper speech-to-text with faster-whisper (CTranslate2), packaged tiny.en by default.
+"""Whisper speech-to-text, packaged tiny.en by default: the stage and its stream.
 
-Whisper is not streaming, and faster-whisper always encodes a padded 30 s
-window, so one decode costs about the same whatever the length (~350 ms for
-tiny.en on an idle 2-core x86; DESIGN.md §8). CTranslate2's encoder does accept
-a shorter window, and the encoder is most of the cost, so ``encoder_window``
-(seconds, at least the audio plus ``encoder_margin``) can shorten it. It is
-off by default (30 s, Whisper's training condition) because accuracy suffers on
-short commands. Measured here on 78 Piper and espeak-ng utterances of 0.5-9 s,
-under the same load: 30 s window WER 0.078, median decode 767 ms; 20 s: 0.114,
-337 ms; 15 s: 0.116, 259 ms; 10 s: 0.216, 195 ms ("No." → "No? No?",
-repetition loops). On long sentences alone the loss is small (0.024 → 0.026 at
-10 s), so ``encoder_window=15`` is an option for slow boards.
-
-A :class:`WhisperStream`:
+Decoding itself (model loading, the encoder window, the hallucination guard) is
+in :mod:`edgeagent.stt.whisper_decoder`; this module decides *when* to decode.
+One decode costs about the same whatever the length (the encoder sees a padded
+window), so a :class:`WhisperStream`:
 
 - decodes the utterance so far every ``partial_interval`` seconds of new audio
   and emits INTERIM hypotheses, but only when the inference thread is idle (no
@@ -28,14 +19,6 @@ A :class:`WhisperStream`:
   starts the FINAL decode at once, or reuses a decode that already covers the
   utterance: one of exactly the current audio, or one whose only missing audio
   is a quiet tail (every 10 ms block ``reuse_quiet_db`` below the loudest).
-
-Hallucination guard: temperature fallback is off (one pass, for speed);
-segments with ``no_speech_prob > no_speech_threshold`` and ``avg_logprob <
-logprob_threshold`` (Whisper's own rule, 0.6 and -1.0) are dropped, and so are
-repetition loops (``compression_ratio > 2.4``) and segments without a letter or
-digit (a lone "." on noise); audio whose loudest 10 ms block
-is under -70 dBFS is not decoded at all. So silence gives an empty FINAL, not
-"Thank you."
 """
 
 from __future__ import annotations
@@ -45,46 +28,23 @@ import collections
 import logging
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Float32Array
-from edgeagent.errors import ModelError
 from edgeagent.metrics import STTMetrics
 from edgeagent.stage import Flush, InferenceThread, StageClosedError, StageStream
 from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
 from edgeagent.stt.buffer import UtteranceBuffer
+from edgeagent.stt.whisper_decoder import DEFAULT_MODEL, Transcript, WhisperDecoder
+
+__all__ = ["DEFAULT_MODEL", "Transcript", "WhisperSTT", "WhisperStream"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "whisper-tiny-en"
-"""Manifest name of the default model (a CTranslate2 directory)."""
-
-MAX_COMPRESSION_RATIO = 2.4
-MEL_FRAMES_PER_S = 100
-FULL_WINDOW_FRAMES = 3000
 
 PAUSE_SAMPLES = RECOGNITION_RATE // 50
 """A due partial decode waits for this much quiet (20 ms), so that it rarely
 keeps the thread busy when speech ends (then the FINAL would wait for it)."""
-
-
-def default_threads() -> int:
-    """CTranslate2 threads: every core up to 4 (a Pi has 4)."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """What one decode found."""
-
-    text: str
-    confidence: float
-    seconds: float
-    """Wall time the decode took."""
 
 
 @dataclass
@@ -147,72 +107,40 @@ class WhisperSTT(STT):
             partials: False decodes only on flush (no INTERIM events).
             reuse_quiet_db: a decode missing only a tail this far below the loudest
                 10 ms block is reused as the FINAL.
-            no_speech_threshold, logprob_threshold: the hallucination guard above.
-            encoder_window: least seconds of the 30 s window the encoder sees (30: all, the default).
+            no_speech_threshold, logprob_threshold: the hallucination guard
+                (see :mod:`edgeagent.stt.whisper_decoder`).
+            encoder_window: least seconds of the 30 s window the encoder sees (30: all).
             encoder_margin: seconds of padding the encoder sees after the audio.
         """
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory only, never a hub
         self.language = language
-        self.beam_size = beam_size
         self.partial_interval = partial_interval
         self.max_duty = max_duty
         self.partials_enabled = partials
         self.reuse_quiet_db = reuse_quiet_db
-        self.no_speech_threshold = no_speech_threshold
-        self.logprob_threshold = logprob_threshold
-        self.cpu_threads = cpu_threads or default_threads()
-        self.model_path = _resolve_model(model)
-        self.encoder_window = encoder_window
-        self.encoder_margin = encoder_margin
-        self._model = _load(self.model_path, compute_type, self.cpu_threads)
-        self._lock = threading.Lock()  # the window length is per call
+        self.decoder = WhisperDecoder(
+            model,
+            language=language,
+            cpu_threads=cpu_threads,
+            compute_type=compute_type,
+            beam_size=beam_size,
+            no_speech_threshold=no_speech_threshold,
+            logprob_threshold=logprob_threshold,
+            encoder_window=encoder_window,
+            encoder_margin=encoder_margin,
+        )
         self._thread = InferenceThread("stt-whisper")
-        self.last_decode_s = 0.0
-        """Wall time of the latest non-trivial decode; paces partials."""
 
-    # -- decoding (runs on the inference thread) --------------------------------
+    # -- decoding (on the inference thread) ---------------------------------------
 
     def transcribe(self, audio: Float32Array, language: str | None = None) -> Transcript:
         """Decode 16 kHz float32 samples synchronously (call it off the event loop)."""
-        start = time.perf_counter()
-        if audio.size == 0 or float(abs(audio).max()) < 10 ** (-70 / 20):
-            return Transcript("", 0.0, time.perf_counter() - start)
-        with self._lock:
-            seconds = max(self.encoder_window, audio.size / RECOGNITION_RATE + self.encoder_margin)
-            self._model.window_frames = min(FULL_WINDOW_FRAMES, 2 * math.ceil(seconds * MEL_FRAMES_PER_S / 2))
-            return self._transcribe(audio, language, start)
+        return self.decoder.transcribe(audio, language)
 
-    def _transcribe(self, audio: Float32Array, language: str | None, start: float) -> Transcript:
-        segments, _info = self._model.transcribe(
-            audio,
-            language=language or self.language,
-            task="transcribe",
-            beam_size=self.beam_size,
-            best_of=1,
-            temperature=0.0,
-            without_timestamps=True,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            no_speech_threshold=self.no_speech_threshold,
-            log_prob_threshold=self.logprob_threshold,
-        )
-        texts: list[str] = []
-        logprobs: list[float] = []
-        for seg in segments:
-            if seg.no_speech_prob > self.no_speech_threshold and seg.avg_logprob < self.logprob_threshold:
-                continue
-            if seg.compression_ratio > MAX_COMPRESSION_RATIO:
-                log.debug("dropping a repetition loop: %r", seg.text)
-                continue
-            text = seg.text.strip()
-            if any(ch.isalnum() for ch in text):  # "." or "..." alone is not speech
-                texts.append(text)
-                logprobs.append(seg.avg_logprob)
-        seconds = time.perf_counter() - start
-        self.last_decode_s = seconds
-        confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
-        return Transcript(" ".join(texts), confidence, seconds)
+    @property
+    def last_decode_s(self) -> float:
+        """Wall time of the latest decode; paces partials."""
+        return self.decoder.last_decode_s
 
     async def _decode(self, audio: Float32Array, language: str | None) -> Transcript:
         return await self._thread.run(self.transcribe, audio, language)
@@ -367,42 +295,3 @@ def _join(previous: _Utterance, current: _Utterance) -> _Utterance:
         previous.processing_s += current.processing_s
         previous.partials += current.partials
     return previous
-
-
-# -- loading ------------------------------------------------------------------------
-
-
-def _resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    if model is None:
-        from edgeagent.models import model_path
-
-        return model_path(DEFAULT_MODEL)
-    path = Path(model).expanduser()
-    if not (path / "model.bin").is_file():
-        raise ModelError(
-            f"{path} is not a CTranslate2 Whisper model directory (no model.bin); "
-            f"fix: pass the directory that holds model.bin, or run `edgeagent models pull {DEFAULT_MODEL}`"
-        )
-    return path
-
-
-def _load(path: Path, compute_type: str, threads: int) -> Any:
-    from faster_whisper import WhisperModel
-
-    class ShortWindowWhisper(WhisperModel):  # type: ignore[misc]
-        """Encodes only the first ``window_frames`` mel frames of the padded window."""
-
-        window_frames: int = FULL_WINDOW_FRAMES
-
-        def encode(self, features: Any) -> Any:
-            return super().encode(features[..., : self.window_frames])
-
-    try:
-        return ShortWindowWhisper(
-            str(path), device="cpu", compute_type=compute_type, cpu_threads=threads, local_files_only=True
-        )
-    except Exception as exc:
-        raise ModelError(
-            f"cannot load the Whisper model in {path}: {exc}; "
-            f"fix: `edgeagent models pull {DEFAULT_MODEL}` (or `edgeagent models verify`)"
-        ) from exc

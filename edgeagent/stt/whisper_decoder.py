@@ -1,0 +1,170 @@
+"""One Whisper decode: faster-whisper (CTranslate2) on the CPU, synchronous.
+
+Whisper is not streaming, and faster-whisper always encodes a padded 30 s
+window, so one decode costs about the same whatever the length (~350 ms for
+tiny.en on an idle 2-core x86; DESIGN.md §8). CTranslate2's encoder does accept
+a shorter window, and the encoder is most of the cost, so ``encoder_window``
+(seconds, at least the audio plus ``encoder_margin``) can shorten it. It is
+off by default (30 s, Whisper's training condition) because accuracy suffers on
+short commands. Measured here on 78 Piper and espeak-ng utterances of 0.5-9 s,
+under the same load: 30 s window WER 0.078, median decode 767 ms; 20 s: 0.114,
+337 ms; 15 s: 0.116, 259 ms; 10 s: 0.216, 195 ms ("No." → "No? No?",
+repetition loops). On long sentences alone the loss is small (0.024 → 0.026 at
+10 s), so ``encoder_window=15`` is an option for slow boards.
+
+Hallucination guard: temperature fallback is off (one pass, for speed);
+segments with ``no_speech_prob > no_speech_threshold`` and ``avg_logprob <
+logprob_threshold`` (Whisper's own rule, 0.6 and -1.0) are dropped, and so are
+repetition loops (``compression_ratio > 2.4``) and segments without a letter or
+digit (a lone "." on noise); audio that never reaches -70 dBFS is not decoded
+at all. So silence gives an empty FINAL, not
+"Thank you."
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeagent.audio.frame import RECOGNITION_RATE, Float32Array
+from edgeagent.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "whisper-tiny-en"
+"""Manifest name of the default model (a CTranslate2 directory)."""
+
+MAX_COMPRESSION_RATIO = 2.4
+MEL_FRAMES_PER_S = 100
+FULL_WINDOW_FRAMES = 3000
+SILENT_PEAK = 10 ** (-70 / 20)
+
+
+def default_threads() -> int:
+    """CTranslate2 threads: every core up to 4 (a Pi has 4)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What one decode found."""
+
+    text: str
+    confidence: float
+    seconds: float
+    """Wall time the decode took."""
+
+
+class WhisperDecoder:
+    """A loaded Whisper model and the decoding options; :meth:`transcribe` blocks."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        language: str = "en",
+        cpu_threads: int | None = None,
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        no_speech_threshold: float = 0.6,
+        logprob_threshold: float = -1.0,
+        encoder_window: float = 30.0,
+        encoder_margin: float = 5.0,
+    ) -> None:
+        """Options as in :class:`~edgeagent.stt.whisper.WhisperSTT`."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory only, never a hub
+        self.language = language
+        self.beam_size = beam_size
+        self.no_speech_threshold = no_speech_threshold
+        self.logprob_threshold = logprob_threshold
+        self.encoder_window = encoder_window
+        self.encoder_margin = encoder_margin
+        self.cpu_threads = cpu_threads or default_threads()
+        self.model_path = resolve_model(model)
+        self._model = _load(self.model_path, compute_type, self.cpu_threads)
+        self._lock = threading.Lock()  # the encoder window is set per call
+        self.last_decode_s = 0.0
+        """Wall time of the latest decode that ran the model."""
+
+    def transcribe(self, audio: Float32Array, language: str | None = None) -> Transcript:
+        """Decode 16 kHz float32 samples (blocks: call it off the event loop)."""
+        start = time.perf_counter()
+        if audio.size == 0 or float(abs(audio).max()) < SILENT_PEAK:
+            return Transcript("", 0.0, time.perf_counter() - start)
+        with self._lock:
+            seconds = max(self.encoder_window, audio.size / RECOGNITION_RATE + self.encoder_margin)
+            self._model.window_frames = min(FULL_WINDOW_FRAMES, 2 * math.ceil(seconds * MEL_FRAMES_PER_S / 2))
+            return self._transcribe(audio, language, start)
+
+    def _transcribe(self, audio: Float32Array, language: str | None, start: float) -> Transcript:
+        segments, _info = self._model.transcribe(
+            audio,
+            language=language or self.language,
+            task="transcribe",
+            beam_size=self.beam_size,
+            best_of=1,
+            temperature=0.0,
+            without_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            no_speech_threshold=self.no_speech_threshold,
+            log_prob_threshold=self.logprob_threshold,
+        )
+        texts: list[str] = []
+        logprobs: list[float] = []
+        for seg in segments:
+            if seg.no_speech_prob > self.no_speech_threshold and seg.avg_logprob < self.logprob_threshold:
+                continue
+            if seg.compression_ratio > MAX_COMPRESSION_RATIO:
+                log.debug("dropping a repetition loop: %r", seg.text)
+                continue
+            text = seg.text.strip()
+            if any(ch.isalnum() for ch in text):  # "." or "..." alone is not speech
+                texts.append(text)
+                logprobs.append(seg.avg_logprob)
+        seconds = time.perf_counter() - start
+        self.last_decode_s = seconds
+        confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+        return Transcript(" ".join(texts), confidence, seconds)
+
+
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
+    if model is None:
+        from edgeagent.models import model_path
+
+        return model_path(DEFAULT_MODEL)
+    path = Path(model).expanduser()
+    if not (path / "model.bin").is_file():
+        raise ModelError(
+            f"{path} is not a CTranslate2 Whisper model directory (no model.bin); "
+            f"fix: pass the directory that holds model.bin, or run `edgeagent models pull {DEFAULT_MODEL}`"
+        )
+    return path
+
+
+def _load(path: Path, compute_type: str, threads: int) -> Any:
+    from faster_whisper import WhisperModel
+
+    class ShortWindowWhisper(WhisperModel):  # type: ignore[misc]
+        """Encodes only the first ``window_frames`` mel frames of the padded window."""
+
+        window_frames: int = FULL_WINDOW_FRAMES
+
+        def encode(self, features: Any) -> Any:
+            return super().encode(features[..., : self.window_frames])
+
+    try:
+        return ShortWindowWhisper(
+            str(path), device="cpu", compute_type=compute_type, cpu_threads=threads, local_files_only=True
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load the Whisper model in {path}: {exc}; "
+            f"fix: `edgeagent models pull {DEFAULT_MODEL}` (or `edgeagent models verify`)"
+        ) from exc
