@@ -459,7 +459,7 @@ async def test_vosk_hears_what_was_said(vosk_ko: VoskSTT) -> None:
     """espeak-ng's Korean is far from the speech the model was trained on, so the
     transcripts are poor (syllable error rate ~0.8). What we assert is that the
     model hears the content: each transcript is closer to its own sentence than
-    to the others, on average by a clear margin (measured in three runs: 0.76-0.88
+    to the others, on average by a clear margin (measured in four runs: 0.76-0.92
     own vs 1.07-1.19 others)."""
     own: list[float] = []
     other: list[float] = []

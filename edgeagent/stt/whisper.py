@@ -91,7 +91,7 @@ class WhisperSTT(STT):
         reuse_quiet_db: float = -35.0,
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
-        encoder_window: float = 30.0,
+        encoder_window: float = 20.0,
         encoder_margin: float = 5.0,
     ) -> None:
         """
@@ -109,7 +109,8 @@ class WhisperSTT(STT):
                 10 ms block is reused as the FINAL.
             no_speech_threshold, logprob_threshold: the hallucination guard
                 (see :mod:`edgeagent.stt.whisper_decoder`).
-            encoder_window: least seconds of the 30 s window the encoder sees (30: all).
+            encoder_window: least seconds of the 30 s window the encoder sees (30: all of it;
+                see :mod:`edgeagent.stt.whisper_decoder` for the accuracy measured).
             encoder_margin: seconds of padding the encoder sees after the audio.
         """
         super().__init__()

@@ -1,16 +1,20 @@
 """One Whisper decode: faster-whisper (CTranslate2) on the CPU, synchronous.
 
 Whisper is not streaming, and faster-whisper always encodes a padded 30 s
-window, so one decode costs about the same whatever the length (~350 ms for
-tiny.en on an idle 2-core x86; DESIGN.md §8). CTranslate2's encoder does accept
-a shorter window, and the encoder is most of the cost, so ``encoder_window``
-(seconds, at least the audio plus ``encoder_margin``) can shorten it. It is
-off by default (30 s, Whisper's training condition) because accuracy suffers on
-short commands. Measured here on 78 Piper and espeak-ng utterances of 0.5-9 s,
-under the same load: 30 s window WER 0.078, median decode 767 ms; 20 s: 0.114,
-337 ms; 15 s: 0.116, 259 ms; 10 s: 0.216, 195 ms ("No." → "No? No?",
-repetition loops). On long sentences alone the loss is small (0.024 → 0.026 at
-10 s), so ``encoder_window=15`` is an option for slow boards.
+window, so one decode costs about the same whatever the length. CTranslate2's
+encoder does accept a shorter window, and the encoder is most of the cost
+(here, for a 5 s utterance: encoder ~400 ms, decoder ~120 ms), so we encode
+``max(encoder_window, audio + encoder_margin)`` seconds of the padded window:
+20 s by default. Word error rate on Piper and espeak-ng speech (mean WER,
+30 s / 20 s / 15 s / 10 s windows, each run under one load):
+
+- 200 utterances of 0.5-9 s: 0.066 / 0.065 / 0.074 / -
+- 100 utterances of 0.5-9 s: 0.094 / 0.093 / 0.102 / 0.128
+- 78 utterances of 0.5-9 s: 0.078 / 0.114 / 0.116 / 0.216
+
+Decode time of a 5 s utterance on an idle 2 cores: ~490 ms at 30 s, ~240 ms at
+15 s. Below 15 s short commands suffer ("No." → "No? No?", repetition loops).
+``encoder_window=30`` restores Whisper's own behaviour exactly.
 
 Hallucination guard: temperature fallback is off (one pass, for speed);
 segments with ``no_speech_prob > no_speech_threshold`` and ``avg_logprob <
@@ -74,7 +78,7 @@ class WhisperDecoder:
         beam_size: int = 1,
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
-        encoder_window: float = 30.0,
+        encoder_window: float = 20.0,
         encoder_margin: float = 5.0,
     ) -> None:
         """Options as in :class:`~edgeagent.stt.whisper.WhisperSTT`."""
