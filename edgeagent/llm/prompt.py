@@ -10,7 +10,8 @@ Two formats:
 
 Tools are described in the system prompt and calls and results are written as
 text (see :mod:`edgeagent.llm.toolcall`); the tool role becomes a user turn
-holding ``<tool_response>`` blocks. Message contents are stripped.
+holding ``<tool_response>`` blocks. Message contents are stripped, and ChatML
+turn markers inside them are dropped (text cannot open a turn of its own).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class ChatTemplate:
         """The prompt text; with ``add_generation_prompt`` it ends where the assistant's reply starts."""
         plain = _plain_messages(messages, tools, self.default_system)
         if self.format == "chatml":
-            text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in plain)
+            text = "".join(f"<|im_start|>{m['role']}\n{_no_markers(m['content'])}<|im_end|>\n" for m in plain)
             return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
         out: str = self._jinja.render(messages=plain, add_generation_prompt=add_generation_prompt,
                                       bos_token=self._bos, eos_token=self._eos)
@@ -72,7 +73,13 @@ class ChatTemplate:
         """The prompt up to the end of a new user turn's text, and what the template writes next."""
         full = self.render([*messages, ChatMessage("user", _MARK)], tools, add_generation_prompt=False)
         head, _, tail = full.rpartition(_MARK)
-        return TurnPrefix(prompt=head + user_text.strip(), turn_end=tail)
+        text = user_text.strip()
+        return TurnPrefix(prompt=head + (_no_markers(text) if self.format == "chatml" else text), turn_end=tail)
+
+
+def _no_markers(text: str) -> str:
+    """Turn markers inside a message would be parsed as special tokens: drop them."""
+    return text.replace("<|im_start|>", "").replace("<|im_end|>", "")
 
 
 def _plain_messages(messages: Sequence[ChatMessage], tools: Sequence[FunctionTool],
