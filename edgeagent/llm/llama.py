@@ -82,6 +82,7 @@ class LlamaLLM(LLM):
                               Settings(repeat_penalty=repeat_penalty, tool_margin=tool_margin))
         self._thread = InferenceThread("llm-llama")
         self._last_tools: tuple[FunctionTool, ...] = ()
+        self._closed = False
 
     @property
     def model_path(self) -> Path:
@@ -150,7 +151,10 @@ class LlamaLLM(LLM):
         return self._engine.n_tokens
 
     async def aclose(self) -> None:
-        """Free the model (after the job in progress)."""
+        """Free the model (after the job in progress). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         await self._thread.run(self._engine.close)
         self._thread.shutdown()
 
@@ -199,10 +203,10 @@ class LlamaChatStream(StageStream[None, ChatChunk]):
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():  # the job never ran (thread shut down)
+                if not getter.done():  # the job never ran: the stage was closed
                     getter.cancel()
-                    done.result()
-                    raise LLMError("the LLM was closed")
+                    cause = None if done.cancelled() else done.exception()
+                    raise LLMError("the LLM stage is closed") from cause
                 item = getter.result()
                 if item is None:
                     finished = True
