@@ -74,6 +74,7 @@ class LlamaEngine:
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._vocab = self.llm._model.vocab
         self._tokens: list[int] = []
+        self._draws = 0
 
     # -- text <-> tokens ----------------------------------------------------
 
@@ -170,7 +171,8 @@ class LlamaEngine:
             s.add_top_p(0.95, 1)
             s.add_min_p(0.05, 1)
             s.add_temp(temperature)
-            s.add_dist(self.seed)
+            s.add_dist(self.seed + self._draws)  # a new stream per reply, reproducible from the seed
+            self._draws += 1
         return s
 
     def grammar_sampler(self, temperature: float, grammar: str) -> GrammarSampler:
