@@ -206,9 +206,9 @@ async def test_partials_arrive_while_a_long_utterance_is_pushed(
     print(f"{len(partial)} partials; final delay {1000 * final.final_delay:.0f} ms; RTF {record.rtf:.3f}")
 
 
-async def test_final_reuses_a_decode_that_covers_the_utterance(
-    whisper: WhisperSTT, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def decode_calls(whisper: WhisperSTT, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the audio each real decode was given; partials every 0.5 s, no pacing."""
     calls: list[int] = []
     real = whisper.transcribe
 
@@ -219,6 +219,11 @@ async def test_final_reuses_a_decode_that_covers_the_utterance(
     monkeypatch.setattr(whisper, "transcribe", counting)
     monkeypatch.setattr(whisper, "partial_interval", 0.5)
     monkeypatch.setattr(whisper, "max_duty", 0.0)  # no pacing by decode time
+    return calls
+
+
+async def test_final_reuses_a_decode_that_covers_the_utterance(whisper: WhisperSTT, decode_calls: list[int]) -> None:
+    calls = decode_calls
     speech = piper("Open the garage door.")
     stream = whisper.stream()
     events: list[SpeechEvent] = []
@@ -246,18 +251,9 @@ async def test_final_reuses_a_decode_that_covers_the_utterance(
 
 
 async def test_final_decodes_again_when_speech_followed_the_last_decode(
-    whisper: WhisperSTT, monkeypatch: pytest.MonkeyPatch
+    whisper: WhisperSTT, decode_calls: list[int]
 ) -> None:
-    calls: list[int] = []
-    real = whisper.transcribe
-
-    def counting(audio: np.ndarray, language: str | None = None) -> object:
-        calls.append(audio.size)
-        return real(audio, language)
-
-    monkeypatch.setattr(whisper, "transcribe", counting)
-    monkeypatch.setattr(whisper, "partial_interval", 0.5)
-    monkeypatch.setattr(whisper, "max_duty", 0.0)
+    calls = decode_calls
     first = AudioFrame.concat([piper("Open the garage door"), AudioFrame.silence(0.05, RECOGNITION_RATE)])
     stream = whisper.stream()
     stream.push(first)  # a partial decode of this starts at once
