@@ -43,10 +43,12 @@ class Utterance:
         self.vad = vad
         self.stt = stt
         self._before = AudioHistory(BACKLOG_S)  # frames the VAD has, the STT not yet
+        self._recent = AudioHistory(HISTORY_S)  # every frame, for what follows this utterance
         self._speaking = False
 
     def push(self, frame: AudioFrame) -> None:
         self.vad.push(frame)
+        self._recent.add(frame)
         if self._speaking:
             self.stt.push(frame)
         else:
@@ -80,6 +82,10 @@ class Utterance:
                 deadline = loop.time() + MAX_SPEECH_S
             elif event.type is VADEventType.END_OF_SPEECH:
                 return event
+
+    def pushed_after(self, t: float) -> list[AudioFrame]:
+        """The frames pushed after VAD stream time ``t`` (e.g. the END_OF_SPEECH window)."""
+        return self._recent.after(t)
 
     async def transcript(self) -> str:
         self.stt.flush()

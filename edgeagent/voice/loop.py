@@ -217,27 +217,38 @@ class VoiceLoop:
             tail, timeout = [], self._follow_up
 
     async def _listen(self, tail: list[AudioFrame], timeout: float) -> tuple[str, float] | None:
-        """(transcript, capture time the speech ended) of one utterance; None when none came."""
+        """(transcript, capture time the speech ended) of one utterance; None when none came.
+
+        A segment with no words (a cough, the tail of the wake word) does not end the
+        listening window: the mic stays live while it is transcribed, and listening
+        goes on, from the audio after that segment, until ``timeout`` runs out.
+        """
         self._set_state(AgentState.LISTENING)
-        utt = Utterance(self._m.vad.stream(), self._m.stt.stream())
-        for frame in tail:
-            utt.push(frame)
-        feeder = asyncio.ensure_future(self._feed(utt.vad, utt.push))
-        try:
-            end = await utt.wait_for_end(timeout)
-            if end is None:
-                log.info("nothing said")
-                return None
-            self._marks = {"vad": time.monotonic()}
-            self._muted = True  # no barge-in: the mic is ignored until the reply has played
-            await cancel(feeder)
-            text = await utt.transcript()
-            self._mark("stt")
-        finally:
-            await cancel(feeder)
-            await utt.aclose()
-        log.info("user: %s", text or "(nothing recognised)")
-        return (text, speech_end(end)) if text else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            utt = Utterance(self._m.vad.stream(), self._m.stt.stream())
+            for frame in tail:
+                utt.push(frame)
+            feeder = asyncio.ensure_future(self._feed(utt.vad, utt.push))
+            try:
+                end = await utt.wait_for_end(max(0.0, deadline - loop.time()))
+                if end is None:
+                    log.info("nothing said")
+                    return None
+                self._marks = {"vad": time.monotonic()}
+                await cancel(feeder)
+                text = await utt.transcript()
+                self._mark("stt")
+                tail = utt.pushed_after(end.timestamp)
+            finally:
+                await cancel(feeder)
+                await utt.aclose()
+            if text:
+                self._muted = True  # no barge-in: the mic is ignored until the reply has played
+                log.info("user: %s", text)
+                return text, speech_end(end)
+            log.info("user: (nothing recognised), still listening")
 
     async def _answer(self, text: str, speech_end: float) -> None:
         """The LLM's reply to ``text``, spoken as it is generated."""
