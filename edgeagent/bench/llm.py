@@ -16,6 +16,7 @@ import statistics
 import time
 from typing import Any
 
+from edgeagent.bench import p90
 from edgeagent.llm.chat import ChatContext
 from edgeagent.llm.llama import LlamaLLM
 from edgeagent.metrics import LLMMetrics
@@ -119,7 +120,7 @@ async def _measure(llm: LlamaLLM, runs: int, warmup: int, max_tokens: int) -> di
         eot.append(time.perf_counter() - t0)
     return {
         "llm_first_token_ms": 1000 * statistics.median(ttft),
-        "llm_first_token_p90_ms": 1000 * sorted(ttft)[min(len(ttft) - 1, round(0.9 * (len(ttft) - 1)))],
+        "llm_first_token_p90_ms": 1000 * p90(ttft),
         "llm_first_token_cpu_ms": 1000 * statistics.median(cpu),
         "llm_tokens_per_s": statistics.median(rates),
         "llm_prompt_tokens": float(prompt),

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
+from edgeagent.bench import p90
 from edgeagent.stt.base import STT, SpeechEventType
 
 TARGET_FINAL_MS = 450.0
@@ -206,7 +207,7 @@ def bench(rounds: int = 2, warmup: int = 1, **whisper_options: Any) -> dict[str,
         delays.sort()
         return {
             "stt_final_ms": 1000 * statistics.median(delays),
-            "stt_final_p90_ms": 1000 * delays[min(len(delays) - 1, round(0.9 * (len(delays) - 1)))],
+            "stt_final_p90_ms": 1000 * p90(delays),
             "stt_decode_ms": 1000 * statistics.median(decodes),
             "stt_rtf": sum(decodes) / sum(durations),
             "stt_wer": statistics.fmean(errors),
