@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.stt.buffer import UtteranceBuffer
 from edgeagent.stt.vosk import VoskSTT
 from edgeagent.stt.whisper import WhisperSTT
+from edgeagent.stt.whisper_decoder import Transcript
 
 TIMEOUT = 120.0  # a decode is ~0.35 s on an idle 2-core x86; the CI box may be far busier
 
@@ -125,14 +127,6 @@ class Metrics:
             self.records.append(record)
 
 
-@pytest.fixture
-def whisper_metrics(whisper: WhisperSTT) -> Iterator[Metrics]:
-    metrics = Metrics()
-    whisper.on_metrics(metrics)
-    yield metrics
-    whisper._metric_listeners.remove(metrics)
-
-
 # -- word error rate ----------------------------------------------------------------------
 
 
@@ -177,10 +171,38 @@ def test_espeak_round_trip_has_low_word_error(whisper: WhisperSTT) -> None:
 # -- Whisper: streaming -------------------------------------------------------------------
 
 
-async def test_partials_arrive_while_a_long_utterance_is_pushed(
-    whisper: WhisperSTT, whisper_metrics: Metrics, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(whisper, "max_duty", 0.0)  # a partial every second even on a busy CI machine
+class CountingWhisperSTT(WhisperSTT):
+    """The real Whisper stage, recording the audio size of each decode it runs."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.decodes: list[int] = []
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        self.decodes.append(audio.size)
+        return super().transcribe(audio, language)
+
+
+@pytest.fixture(scope="module")
+def unpaced_whisper() -> Iterator[CountingWhisperSTT]:
+    """Partials every 0.5 s of new audio, not slowed by decode time (so a busy CI machine still sees them)."""
+    stt = CountingWhisperSTT(partial_interval=0.5, max_duty=0.0)
+    asyncio.run(asyncio.wait_for(stt.warmup(), TIMEOUT))
+    yield stt
+    asyncio.run(stt.aclose())
+
+
+@pytest.fixture
+def decode_calls(unpaced_whisper: CountingWhisperSTT) -> list[int]:
+    """Sizes of the audio each real decode of ``unpaced_whisper`` was given during the test."""
+    unpaced_whisper.decodes.clear()
+    return unpaced_whisper.decodes
+
+
+async def test_partials_arrive_while_a_long_utterance_is_pushed(unpaced_whisper: CountingWhisperSTT) -> None:
+    whisper = unpaced_whisper
+    metrics = Metrics()
+    whisper.on_metrics(metrics)
     audio = with_silence(piper(LONG), 0.3, 0.3)
     assert audio.duration > 8
     # Real-time-sized 20 ms chunks, fed at about real time so partial decodes can run.
@@ -198,7 +220,7 @@ async def test_partials_arrive_while_a_long_utterance_is_pushed(
         assert wer(" ".join(normalize(LONG)[: len(words)]), " ".join(words)) <= 0.5, [e.text for e in partial]
     assert final.final_delay > 0
     assert final.audio_duration == pytest.approx(audio.duration, abs=0.01)
-    record = whisper_metrics.records[-1]
+    record = metrics.records[-1]
     assert record.provider == "whisper" and record.partials == len(partial)
     assert record.audio_s == pytest.approx(audio.duration, abs=0.01)
     assert record.final_delay_s == pytest.approx(final.final_delay)
@@ -206,23 +228,10 @@ async def test_partials_arrive_while_a_long_utterance_is_pushed(
     print(f"{len(partial)} partials; final delay {1000 * final.final_delay:.0f} ms; RTF {record.rtf:.3f}")
 
 
-@pytest.fixture
-def decode_calls(whisper: WhisperSTT, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the audio each real decode was given; partials every 0.5 s, no pacing."""
-    calls: list[int] = []
-    real = whisper.transcribe
-
-    def counting(audio: np.ndarray, language: str | None = None) -> object:
-        calls.append(audio.size)
-        return real(audio, language)
-
-    monkeypatch.setattr(whisper, "transcribe", counting)
-    monkeypatch.setattr(whisper, "partial_interval", 0.5)
-    monkeypatch.setattr(whisper, "max_duty", 0.0)  # no pacing by decode time
-    return calls
-
-
-async def test_final_reuses_a_decode_that_covers_the_utterance(whisper: WhisperSTT, decode_calls: list[int]) -> None:
+async def test_final_reuses_a_decode_that_covers_the_utterance(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
+) -> None:
+    whisper = unpaced_whisper
     calls = decode_calls
     speech = piper("Open the garage door.")
     stream = whisper.stream()
@@ -251,8 +260,9 @@ async def test_final_reuses_a_decode_that_covers_the_utterance(whisper: WhisperS
 
 
 async def test_final_decodes_again_when_speech_followed_the_last_decode(
-    whisper: WhisperSTT, decode_calls: list[int]
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
 ) -> None:
+    whisper = unpaced_whisper
     calls = decode_calls
     first = AudioFrame.concat([piper("Open the garage door"), AudioFrame.silence(0.05, RECOGNITION_RATE)])
     stream = whisper.stream()

@@ -29,7 +29,7 @@ from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
 
 #: The manifest name of the default voice (models/manifest.toml).
 DEFAULT_MODEL = "piper-en-us-joe"
-_VOICE_HELP = "a Piper voice is NAME.onnx with NAME.onnx.json beside it (https://huggingface.co/rhasspy/piper-voices)"
+_VOICE_HELP = "a Piper voice is NAME.onnx with NAME.onnx.json beside it (voices: the rhasspy/piper-voices collection)"
 
 
 def resolve_model(model: str | Path | None) -> tuple[Path, str]:
