@@ -19,6 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeagent.config_voice import (
+    ACTIVATION_MODES,
+    TURN_DETECTORS,
+    ActivationConfig,
+    AgentConfig,
+    InterruptionConfig,
+    LLMConfig,
+    STTConfig,
+    TTSConfig,
+    TurnConfig,
+    VADConfig,
+)
 from edgeagent.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -41,6 +53,11 @@ class AudioConfig:
     """Length of each captured frame in milliseconds."""
     output_buffer_ms: int = 60
     """Audio queued ahead of the speaker; small keeps barge-in and latency short."""
+    echo_cancellation: bool = True
+    """Cancel the agent's own voice from the microphone (WebRTC AEC). Off: the mic is
+    ignored while the agent speaks, so there is no barge-in."""
+    noise_suppression: bool = False
+    """WebRTC noise suppression on the microphone (with echo cancellation on)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,14 @@ class Config:
 
     audio: AudioConfig = field(default_factory=AudioConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    interruption: InterruptionConfig = field(default_factory=InterruptionConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    stt: STTConfig = field(default_factory=STTConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -209,4 +234,31 @@ def load(
     cfg = from_dict(Config, tree)
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: expected debug, info, warning or error, got {cfg.log_level!r}")
+    validate(cfg)
     return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks across fields that types alone do not catch; raises :class:`ConfigError`."""
+    if cfg.activation.mode not in ACTIVATION_MODES:
+        raise ConfigError(
+            f"activation.mode: expected one of {', '.join(ACTIVATION_MODES)}, got {cfg.activation.mode!r}")
+    if cfg.turn.detection not in TURN_DETECTORS:
+        raise ConfigError(f"turn.detection: expected one of {', '.join(TURN_DETECTORS)}, got {cfg.turn.detection!r}")
+    if not 0 <= cfg.turn.min_delay_s <= cfg.turn.max_delay_s:
+        raise ConfigError("turn: expected 0 <= min_delay_s <= max_delay_s")
+    if not 0 < cfg.turn.eot_threshold < 1:
+        raise ConfigError(f"turn.eot_threshold: expected a probability between 0 and 1, got {cfg.turn.eot_threshold}")
+    if not 0 < cfg.activation.wake_threshold < 1:
+        raise ConfigError(f"activation.wake_threshold: expected 0-1, got {cfg.activation.wake_threshold}")
+    if cfg.activation.mode == "wake" and not cfg.activation.wake_words:
+        raise ConfigError("activation.wake_words: wake mode needs at least one wake word")
+    for name in ("listen_s", "follow_up_s"):
+        if getattr(cfg.activation, name) < 0:
+            raise ConfigError(f"activation.{name} must not be negative")
+    if cfg.interruption.min_duration_s < 0 or cfg.interruption.false_timeout_s <= 0:
+        raise ConfigError("interruption: min_duration_s must be >= 0 and false_timeout_s > 0")
+    if cfg.llm.max_tokens < 1:
+        raise ConfigError("llm.max_tokens must be at least 1")
+    if not 0.25 <= cfg.tts.speed <= 4.0:
+        raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")

@@ -14,6 +14,7 @@ A parameter annotated :class:`RunContext` is injected, not shown to the model.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import json
@@ -33,11 +34,14 @@ class ToolError(EdgeAgentError):
 
 @dataclass
 class RunContext:
-    """Handed to tools that ask for it: who is calling, and shared user data."""
+    """Handed to tools that ask for it: the session, the agent that called, shared user data."""
 
     session: Any = None
     agent: Any = None
-    userdata: dict[str, Any] = field(default_factory=dict)
+    userdata: Any = field(default_factory=dict)
+    """The session's ``userdata`` (whatever the application passed in)."""
+    speech: Any = None
+    """The :class:`~edgeagent.voice.speech.SpeechHandle` of the reply that made the call."""
 
 
 def _json_type(tp: Any, where: str) -> dict[str, Any]:
@@ -87,6 +91,10 @@ class FunctionTool:
     context_param: str | None = None
     """Name of the parameter that receives the RunContext."""
     hints: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def bind(self, owner: object) -> FunctionTool:
+        """This tool with ``owner`` as ``self`` (for tools declared as methods)."""
+        return dataclasses.replace(self, fn=types.MethodType(self.fn, owner))
 
     def schema(self) -> dict[str, Any]:
         """OpenAI "tools" entry."""
@@ -184,7 +192,9 @@ def function_tool(
         required: list[str] = []
         ctx_param = None
         arg_hints: dict[str, Any] = {}
-        for pname, param in inspect.signature(f).parameters.items():
+        for i, (pname, param) in enumerate(inspect.signature(f).parameters.items()):
+            if i == 0 and pname == "self":
+                continue  # a method of an Agent: bound when the agent is made
             tp = hints.get(pname)
             if tp is None:
                 raise TypeError(f"tool {f.__name__}: parameter {pname!r} needs a type hint")

@@ -1,23 +1,38 @@
-"""The talking agent: for now the minimal sequential :class:`VoiceLoop` (issue 4 replaces it)."""
+"""The talking agent: :class:`AgentSession` runs an :class:`Agent` on an audio input and output."""
 
-from edgeagent.voice.loop import (
-    AgentReply,
+from edgeagent.llm.tools import RunContext, ToolError, function_tool
+from edgeagent.voice.agent import Agent, StopResponse
+from edgeagent.voice.events import (
+    AgentHandoffEvent,
     AgentState,
-    LoopEvent,
-    StateChanged,
-    UserTranscript,
-    VoiceLoop,
-    WakeDetected,
+    AgentStateChangedEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    MetricsCollectedEvent,
+    TurnMetrics,
+    UserInputTranscribedEvent,
+    WakeWordDetectedEvent,
 )
+from edgeagent.voice.session import AgentSession
+from edgeagent.voice.speech import SpeechHandle
 from edgeagent.voice.stages import Models
 
 __all__ = [
-    "AgentReply",
+    "Agent",
+    "AgentHandoffEvent",
+    "AgentSession",
     "AgentState",
-    "LoopEvent",
+    "AgentStateChangedEvent",
+    "ConversationItemAddedEvent",
+    "ErrorEvent",
+    "MetricsCollectedEvent",
     "Models",
-    "StateChanged",
-    "UserTranscript",
-    "VoiceLoop",
-    "WakeDetected",
+    "RunContext",
+    "SpeechHandle",
+    "StopResponse",
+    "ToolError",
+    "TurnMetrics",
+    "UserInputTranscribedEvent",
+    "WakeWordDetectedEvent",
+    "function_tool",
 ]

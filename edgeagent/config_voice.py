@@ -1,0 +1,122 @@
+"""Config sections of the voice agent: who it is, when it listens, how turns end, its stages.
+
+They are part of :class:`edgeagent.config.Config` (``[agent]``, ``[activation]``,
+``[turn]``, ``[interruption]``, ``[vad]``, ``[stt]``, ``[llm]``, ``[tts]``) and are
+what :class:`edgeagent.voice.session.AgentSession` takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTIVATION_MODES = ("wake", "ptt", "always")
+TURN_DETECTORS = ("vad", "stt", "semantic")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The agent's identity and instructions."""
+
+    name: str = "edgeagent"
+    """Shown to other participants and in logs."""
+    instructions: str = (
+        "You are a helpful voice assistant on a small device. Answer in one or two short sentences."
+    )
+    """The system prompt of the default agent."""
+
+
+@dataclass(frozen=True)
+class ActivationConfig:
+    """When the agent listens."""
+
+    mode: str = "wake"
+    """wake: after a wake word; ptt: while the push-to-talk button is held; always: all the time (rooms)."""
+    wake_words: tuple[str, ...] = ("hey_jarvis",)
+    """Wake word models (openwakeword: hey_jarvis, alexa, hey_mycroft, hey_rhasspy)."""
+    wake_threshold: float = 0.5
+    """Wake word score (0-1) at which the word fires; higher: fewer false triggers."""
+    listen_s: float = 8.0
+    """After the wake word: how long to wait for the question to start."""
+    follow_up_s: float = 5.0
+    """After a reply: how long a follow-up question may start without the wake word (0: none)."""
+    stop_words: tuple[str, ...] = ("stop", "stop it", "be quiet", "quiet", "never mind", "cancel", "shut up")
+    """Said alone, these stop the agent (and are not sent to the LLM); the wake word said
+    while the agent speaks stops it too."""
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """How the end of the user's turn is decided."""
+
+    detection: str = "semantic"
+    """vad: after min_delay_s of silence; stt: as soon as the transcript is final;
+    semantic: the LLM judges whether the text is a finished turn (min_delay_s if likely,
+    max_delay_s if not)."""
+    min_delay_s: float = 0.3
+    """Silence after speech (s) before a turn that looks finished ends."""
+    max_delay_s: float = 2.0
+    """Silence after speech (s) after which the turn ends whatever it looks like."""
+    eot_threshold: float = 0.05
+    """semantic: probability of the end-of-turn token above which the text counts as finished."""
+    max_speech_s: float = 15.0
+    """A turn is cut off (and answered) after this much speech."""
+
+
+@dataclass(frozen=True)
+class InterruptionConfig:
+    """Barge-in: the user talking over the agent."""
+
+    enabled: bool = True
+    """Speech over the agent's reply stops it (needs echo cancellation to be useful)."""
+    min_duration_s: float = 0.15
+    """Speech must last this long (s) to pause the reply; shorter sounds over it are ignored."""
+    false_timeout_s: float = 2.0
+    """A paused reply resumes when no words were heard within this time (s)."""
+
+
+@dataclass(frozen=True)
+class VADConfig:
+    """Voice activity detection."""
+
+    provider: str = "silero"
+    """silero."""
+    activation_threshold: float = 0.5
+    """Speech probability at or above which audio counts as speech."""
+
+
+@dataclass(frozen=True)
+class STTConfig:
+    """Speech to text."""
+
+    provider: str = "whisper"
+    """whisper or vosk."""
+    model: str | None = None
+    """Model directory; None = the provider's default model from the models directory."""
+    partials: bool = True
+    """Interim transcripts while the user speaks."""
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The language model."""
+
+    provider: str = "llama"
+    """llama (llama.cpp, local)."""
+    model: str | None = None
+    """A .gguf file; None = the default model from the models directory."""
+    temperature: float = 0.2
+    """Sampling temperature; 0 is deterministic."""
+    max_tokens: int = 120
+    """Longest reply in tokens."""
+
+
+@dataclass(frozen=True)
+class TTSConfig:
+    """Text to speech."""
+
+    provider: str = "piper"
+    """piper or espeak."""
+    model: str | None = None
+    """Piper voice (.onnx); None = the default voice from the models directory."""
+    speed: float = 1.0
+    """Speaking rate; 1.0 is the voice's own."""

@@ -1,0 +1,211 @@
+"""What a session remembers: the agent in charge, the chat history, tools and handoffs, turn metrics.
+
+:class:`Conversation` is the session's :class:`~edgeagent.voice.reply.ReplyHost`:
+replies ask it for the LLM context (the agent's instructions, then the history)
+and the tools, and hand it tool calls to run. It adds every message to the
+history and reports it as ``conversation_item_added``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
+from edgeagent.llm.tools import FunctionTool, RunContext, ToolError
+from edgeagent.voice.agent import Agent, StopResponse
+from edgeagent.voice.events import (
+    AgentHandoffEvent,
+    AgentState,
+    AgentStateChangedEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    MetricsCollectedEvent,
+    TurnMetrics,
+)
+from edgeagent.voice.reply import Reply
+from edgeagent.voice.speech import SpeechHandle
+
+if TYPE_CHECKING:
+    from edgeagent.voice.session import AgentSession
+
+log = logging.getLogger(__name__)
+
+TOOL_TIMEOUT_S = 30.0
+
+
+@dataclass
+class TurnRecord:
+    """One user turn as it was heard; monotonic times."""
+
+    id: str = ""
+    speech_end: float | None = None
+    final_at: float | None = None
+    committed_at: float | None = None
+    transcript: str = ""
+    eot_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        self.id = self.id or uuid.uuid4().hex[:8]
+
+
+class Conversation:
+    """The agent, the history and everything that changes them."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self._session = session
+        self.history = ChatContext()
+        self._agent: Agent | None = None
+        self._state = AgentState.INITIALIZING
+
+    @property
+    def agent(self) -> Agent:
+        if self._agent is None:
+            raise RuntimeError("the session has no agent yet: start() it")
+        return self._agent
+
+    # -- the history -----------------------------------------------------------------
+
+    def llm_context(self) -> ChatContext:
+        ctx = ChatContext()
+        ctx.add("system", self.agent.instructions)
+        ctx.messages.extend(self.history.messages)
+        return ctx
+
+    def current_tools(self) -> Sequence[FunctionTool]:
+        return self.agent.tools
+
+    def add(self, message: ChatMessage) -> None:
+        self.history.messages.append(message)
+        self._session.emit(ConversationItemAddedEvent(message, self.agent.label if self._agent else ""))
+
+    # -- agents ----------------------------------------------------------------------
+
+    async def set_agent(self, agent: Agent) -> None:
+        old = self._agent
+        if old is agent:
+            return
+        if old is not None:
+            await old.on_exit()
+        agent._session = self._session
+        self._agent = agent
+        if old is not None:
+            log.info("handoff: %s -> %s", old.label, agent.label)
+            self._session.emit(AgentHandoffEvent(old.label, agent.label))
+        prefill = getattr(self._session.llm, "prefill", None)
+        if prefill is not None:  # the new system prompt, into the KV cache before it is needed
+            await prefill(self.llm_context(), agent.tools)
+        await agent.on_enter()
+
+    async def exit(self) -> None:
+        if self._agent is not None:
+            await self._agent.on_exit()
+
+    # -- tools -----------------------------------------------------------------------
+
+    async def run_tools(self, calls: Sequence[ToolCall], text: str, handle: SpeechHandle) -> None:
+        """Run the LLM's tool calls; their results (or errors) go into the history."""
+        self.add(ChatMessage("assistant", text, tool_calls=tuple(calls)))
+        tools = {t.name: t for t in self.agent.tools}
+        next_agent: Agent | None = None
+        for call in calls:
+            tool = tools.get(call.name)
+            try:
+                if tool is None:
+                    raise ToolError(f"no tool named {call.name!r}")
+                ctx = RunContext(session=self._session, agent=self.agent, userdata=self._session.userdata,
+                                 speech=handle)
+                log.info("tool call %s(%s)", call.name, call.arguments)
+                result = await asyncio.wait_for(tool.call(call.arguments, ctx), TOOL_TIMEOUT_S)
+            except (ToolError, asyncio.TimeoutError) as exc:
+                result = f"error: {exc or 'the tool took too long'}"
+                log.warning("tool %s: %s", call.name, result)
+            except Exception as exc:
+                log.exception("tool %s failed", call.name)
+                self._session.emit(ErrorEvent(exc, "tool"))
+                result = f"error: the tool failed ({type(exc).__name__})"
+            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Agent):
+                next_agent, result = result
+            elif isinstance(result, Agent):
+                next_agent, result = result, f"transferred to {result.label}"
+            self.add(ChatMessage("tool", _tool_text(result), tool_call_id=call.id))
+        if next_agent is not None:
+            await self.set_agent(next_agent)
+
+    # -- replies ---------------------------------------------------------------------
+
+    async def play(self, reply: Reply) -> None:
+        """Run ``reply``; for a user turn, add the user's message and ask the agent first."""
+        user_text = reply.user_text
+        if user_text is not None:
+            message = ChatMessage("user", user_text)
+            self.add(message)
+            ctx = self.llm_context()
+            try:
+                await self.agent.on_user_turn_completed(ctx, message)
+            except StopResponse:
+                log.info("%s chose not to answer", self.agent.label)
+                return
+            reply.set_context(ctx)
+        await reply.run()
+
+    async def finish(self, reply: Reply) -> None:
+        """After a reply: what was said goes into the history, the turn's metrics go out."""
+        handle = reply.handle
+        text = (handle.spoken_text if handle.interrupted else handle.text).strip()
+        if text and handle.add_to_chat_ctx:
+            self.add(ChatMessage("assistant", text, interrupted=handle.interrupted))
+        log.info("agent: %s%s", text or "(nothing)", " (interrupted)" if handle.interrupted else "")
+        turn = handle.turn
+        if isinstance(turn, TurnRecord):
+            metrics = turn_metrics(turn, reply, handle.interrupted)
+            log.info("turn metrics %s", metrics.as_log())
+            self._session.emit(MetricsCollectedEvent(metrics))
+
+    def set_state(self, state: AgentState) -> None:
+        if state is not self._state:
+            old, self._state = self._state, state
+            log.info("state: %s", state.value)
+            self._session.emit(AgentStateChangedEvent(old, state))
+
+    def on_first_audio(self, handle: SpeechHandle) -> None:
+        self._session.on_first_audio()
+
+
+def turn_metrics(turn: TurnRecord, reply: Reply, interrupted: bool) -> TurnMetrics:
+    t = reply.times
+    end = turn.speech_end
+
+    def since(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else max(0.0, b - a)
+
+    return TurnMetrics(
+        turn_id=turn.id,
+        transcript=turn.transcript,
+        end_of_utterance_delay=since(end, turn.committed_at),
+        transcription_delay=since(end, turn.final_at),
+        llm_ttft=since(t.llm_request, t.llm_first),
+        tts_ttfa=since(t.tts_first_text, t.tts_first_audio),
+        e2e_latency=since(end, t.first_out),
+        eot_probability=turn.eot_probability,
+        interrupted=interrupted,
+        llm_ttft_after_speech=since(end, t.llm_first),
+        tts_ttfa_after_speech=since(end, t.tts_first_audio),
+    )
+
+
+def _tool_text(result: Any) -> str:
+    if result is None:
+        return "done"
+    if isinstance(result, str):
+        return result
+    try:
+        return json.dumps(result)
+    except (TypeError, ValueError):
+        return str(result)
+

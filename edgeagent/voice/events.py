@@ -1,0 +1,162 @@
+"""What an :class:`~edgeagent.voice.session.AgentSession` tells the world: typed events.
+
+    session.on("agent_state_changed", lambda ev: print(ev.old_state, "->", ev.new_state))
+
+Event names and payloads follow LiveKit Agents: ``agent_state_changed``,
+``user_input_transcribed``, ``conversation_item_added``, ``metrics_collected``,
+``error``, plus ``wake_word_detected`` and ``agent_handoff``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgeagent.llm.chat import ChatMessage
+
+log = logging.getLogger(__name__)
+
+
+class AgentState(str, enum.Enum):
+    """The states of ``lk.agent.state``."""
+
+    INITIALIZING = "initializing"
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+@dataclass(frozen=True)
+class AgentStateChangedEvent:
+    old_state: AgentState
+    new_state: AgentState
+    type: Literal["agent_state_changed"] = "agent_state_changed"
+
+
+@dataclass(frozen=True)
+class UserInputTranscribedEvent:
+    transcript: str
+    is_final: bool
+    type: Literal["user_input_transcribed"] = "user_input_transcribed"
+
+
+@dataclass(frozen=True)
+class ConversationItemAddedEvent:
+    item: ChatMessage
+    """A user message, an assistant reply (``interrupted`` when cut off), a tool call or result."""
+    agent: str = ""
+    """The agent (class name or label) that owned the conversation when it was added."""
+    type: Literal["conversation_item_added"] = "conversation_item_added"
+
+
+@dataclass(frozen=True)
+class TurnMetrics:
+    """One user turn and the reply to it; times in seconds.
+
+    The reference point is the end of the user's speech as the VAD placed it (capture
+    time). Any of them is None when that step did not happen (e.g. interrupted early).
+    """
+
+    turn_id: str
+    transcript: str
+    end_of_utterance_delay: float | None
+    """End of speech → the turn was declared over."""
+    transcription_delay: float | None
+    """End of speech → final transcript."""
+    llm_ttft: float | None
+    """LLM request → first token."""
+    tts_ttfa: float | None
+    """First text handed to TTS → its first audio."""
+    e2e_latency: float | None
+    """End of speech → first reply sample handed to the output device."""
+    eot_probability: float | None = None
+    """Semantic turn detection: the LLM's probability that the turn was finished."""
+    interrupted: bool = False
+    llm_ttft_after_speech: float | None = None
+    """End of speech → first LLM token."""
+    tts_ttfa_after_speech: float | None = None
+    """End of speech → first TTS audio."""
+    type: Literal["turn_metrics"] = "turn_metrics"
+
+    def as_log(self) -> str:
+        """One ``key=value`` line, times in ms."""
+        parts = [f"turn={self.turn_id}"]
+        for name in ("end_of_utterance_delay", "transcription_delay", "llm_ttft", "tts_ttfa", "e2e_latency",
+                     "llm_ttft_after_speech", "tts_ttfa_after_speech"):
+            value = getattr(self, name)
+            parts.append(f"{name}_ms={'-' if value is None else round(1000 * value)}")
+        if self.eot_probability is not None:
+            parts.append(f"eot_probability={self.eot_probability:.3f}")
+        parts.append(f"interrupted={str(self.interrupted).lower()}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class MetricsCollectedEvent:
+    metrics: Any
+    """A :class:`TurnMetrics`, or a stage's record from :mod:`edgeagent.metrics`."""
+    type: Literal["metrics_collected"] = "metrics_collected"
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    error: BaseException
+    source: str
+    """Which part failed: "stt", "llm", "tts", "tool", "input", "output", ..."""
+    recoverable: bool = True
+    type: Literal["error"] = "error"
+
+
+@dataclass(frozen=True)
+class WakeWordDetectedEvent:
+    word: str
+    score: float
+    type: Literal["wake_word_detected"] = "wake_word_detected"
+
+
+@dataclass(frozen=True)
+class AgentHandoffEvent:
+    old_agent: str
+    new_agent: str
+    type: Literal["agent_handoff"] = "agent_handoff"
+
+
+SessionEvent = (AgentStateChangedEvent | UserInputTranscribedEvent | ConversationItemAddedEvent
+                | MetricsCollectedEvent | ErrorEvent | WakeWordDetectedEvent | AgentHandoffEvent)
+EVENT_NAMES = ("agent_state_changed", "user_input_transcribed", "conversation_item_added",
+               "metrics_collected", "error", "wake_word_detected", "agent_handoff")
+
+Handler = Callable[[Any], Any]
+
+
+@dataclass
+class EventEmitter:
+    """``on(name, handler)``; handlers run synchronously, and one that raises is logged, not fatal."""
+
+    _handlers: dict[str, list[Handler]] = field(default_factory=dict)
+
+    def on(self, name: str, handler: Handler | None = None) -> Any:
+        """Register ``handler`` for event ``name``; without a handler, a decorator."""
+        if name not in EVENT_NAMES:
+            raise ValueError(f"unknown event {name!r}; known: {', '.join(EVENT_NAMES)}")
+
+        def add(h: Handler) -> Handler:
+            self._handlers.setdefault(name, []).append(h)
+            return h
+
+        return add(handler) if handler is not None else add
+
+    def off(self, name: str, handler: Handler) -> None:
+        if handler in self._handlers.get(name, []):
+            self._handlers[name].remove(handler)
+
+    def emit(self, event: SessionEvent) -> None:
+        for handler in list(self._handlers.get(event.type, [])):
+            try:
+                handler(event)
+            except Exception:
+                log.exception("%s handler failed", event.type)

@@ -1,0 +1,227 @@
+"""The ears of a session: the mic in, echo cancelled, into wake word, VAD and STT, events out.
+
+Every 16 kHz frame goes, in order, through the echo canceller (when there is
+one) to the VAD, to the wake word stream (when wake mode has one) and to the
+history ring; while an utterance is open, to its STT stream too. What the
+streams report comes out of one queue, :attr:`Listener.heard`, in arrival order,
+as ``("vad", VADEvent)``, ``("wake", WakeEvent)``, ``("stt", (utterance id,
+SpeechEvent))``, ``("error", (source, exception))`` and ``("end", None)`` when
+the input ran out.
+
+All streams see the same frames from the same first sample, so their stream
+times (seconds of audio pushed) agree; :meth:`Listener.capture_time` turns one
+into the monotonic time the microphone captured it.
+
+Without echo cancellation the agent would hear itself: while it plays (and for
+:data:`ECHO_TAIL_S` after), silence is fed instead of the mic, so neither the VAD
+nor the wake word reacts to our own voice (and there is no barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
+from edgeagent.audio.io import AudioInput
+from edgeagent.audio.resample import Resampler
+from edgeagent.stage import StageStream
+from edgeagent.stt.base import STT, SpeechEvent
+from edgeagent.vad.base import VAD
+from edgeagent.voice.listen import AudioHistory
+from edgeagent.wake.base import WakeWord
+
+log = logging.getLogger(__name__)
+
+HISTORY_S = 12.0
+"""Audio kept for the STT before an utterance opens (wake word lag, VAD lag, prefix)."""
+ECHO_TAIL_S = 0.35
+"""Without echo cancellation: how long after playback the mic stays ignored (room echo,
+device latency)."""
+
+
+class Listener:
+    """Runs the input side until :meth:`aclose`; see the module docs."""
+
+    def __init__(self, inp: AudioInput, vad: VAD, stt: STT, wake: WakeWord | None, *, echo: Any = None,
+                 ignore_own_playback: bool = True) -> None:
+        self.ignore_own_playback = ignore_own_playback
+        self._in = inp
+        self._vad_stage = vad
+        self._stt_stage = stt
+        self._wake_stage = wake
+        self.echo = echo
+        """An :class:`~edgeagent.audio.echo.EchoCanceller`, or None."""
+        self.heard: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.history = AudioHistory(HISTORY_S)
+        self._pushed = 0  # 16 kHz samples fed to the streams
+        self._origin: float | None = None  # capture time of stream sample 0
+        self._vad: StageStream[AudioFrame, Any] | None = None
+        self._wake: StageStream[AudioFrame, Any] | None = None
+        self._stt: StageStream[AudioFrame, SpeechEvent] | None = None
+        self._stt_reader: asyncio.Task[None] | None = None
+        self.utterance_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._playing = False
+        self._played_until = 0.0  # monotonic end of the last playback
+        self.ended = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._vad = self._vad_stage.stream()
+        self._tasks.append(asyncio.ensure_future(self._read("vad", self._vad)))
+        if self._wake_stage is not None:
+            self._wake = self._wake_stage.stream()
+            self._tasks.append(asyncio.ensure_future(self._read("wake", self._wake)))
+        self._tasks.append(asyncio.ensure_future(self._pump()))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.close_utterance()
+        for stream in (self._vad, self._wake):
+            if stream is not None:
+                await stream.aclose()
+
+    # -- time ------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """Stream time: seconds of audio fed so far."""
+        return self._pushed / RECOGNITION_RATE
+
+    def capture_time(self, stream_time: float) -> float:
+        """Monotonic capture time of stream time ``stream_time`` (now, without timestamps)."""
+        if self._origin is None:
+            return time.monotonic() - (self.now - stream_time)
+        return self._origin + stream_time
+
+    # -- playback (echo without a canceller) -------------------------------------
+
+    def set_playing(self, playing: bool) -> None:
+        if self._playing and not playing:
+            self._played_until = time.monotonic()
+        self._playing = playing
+
+    @property
+    def deaf(self) -> bool:
+        """Ignoring the mic because our own voice may be in it."""
+        if self.echo is not None or not self.ignore_own_playback:
+            return False
+        return self._playing or time.monotonic() < self._played_until + ECHO_TAIL_S
+
+    # -- utterances --------------------------------------------------------------
+
+    def open_utterance(self, start: float) -> int:
+        """A new STT stream fed from stream time ``start`` on; returns its id."""
+        self._drop_stt()
+        self.utterance_id += 1
+        stream = self._stt_stage.stream()
+        self._stt = stream
+        for frame in self.history.after(start):
+            stream.push(frame)
+        uid = self.utterance_id
+        self._stt_reader = asyncio.ensure_future(self._read_stt(uid, stream))
+        return uid
+
+    def flush(self) -> None:
+        if self._stt is not None and not self._stt.closed:
+            self._stt.flush()
+
+    def reopen(self) -> None:
+        reopen = getattr(self._stt, "reopen", None)
+        if reopen is not None and not self._stt.closed:  # type: ignore[union-attr]
+            reopen()
+
+    async def close_utterance(self) -> None:
+        stream, reader = self._stt, self._stt_reader
+        self._stt = self._stt_reader = None
+        await _close(stream, reader)
+
+    def drop_utterance(self) -> None:
+        """Stop feeding the open utterance now and close its stream in the background."""
+        if self._stt is None:
+            return
+        stream, reader = self._stt, self._stt_reader
+        self._stt = self._stt_reader = None
+        task = asyncio.ensure_future(_close(stream, reader))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _drop_stt(self) -> None:
+        self.drop_utterance()
+
+    # -- the pump ----------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        rate = getattr(self._in, "sample_rate", RECOGNITION_RATE)
+        resampler = None if rate == RECOGNITION_RATE else Resampler(rate, RECOGNITION_RATE)
+        try:
+            async for frame in self._in:
+                if resampler is not None:
+                    frame = resampler.push(frame)
+                if frame.num_samples:
+                    self._feed(frame)
+        except Exception as exc:
+            log.exception("the audio input failed")
+            self.heard.put_nowait(("error", ("input", exc)))
+        finally:
+            # The streams finish what they have (their last events come first), then "end".
+            for stream in (self._vad, self._wake):
+                if stream is not None:
+                    stream.end_input()
+            readers = self._tasks[: len(self._tasks) - 1]
+            await asyncio.gather(*readers, return_exceptions=True)
+            self.ended = True
+            self.heard.put_nowait(("end", None))
+
+    def _feed(self, frame: AudioFrame) -> None:
+        if frame.timestamp is not None:
+            self._origin = frame.timestamp - self.now
+        if self.echo is not None:
+            frame = self.echo.process_capture(frame)
+        elif self.deaf:
+            frame = AudioFrame.from_int16(np.zeros(frame.num_samples, np.int16), RECOGNITION_RATE, frame.timestamp)
+        self._pushed += frame.num_samples
+        self.history.add(frame)
+        assert self._vad is not None
+        self._vad.push(frame)
+        if self._wake is not None:
+            self._wake.push(frame)
+        if self._stt is not None and not self._stt.closed:
+            self._stt.push(frame)
+
+    async def _read(self, name: str, stream: StageStream[AudioFrame, Any]) -> None:
+        try:
+            async for event in stream:
+                self.heard.put_nowait((name, event))
+        except Exception as exc:
+            log.exception("the %s stream failed", name)
+            self.heard.put_nowait(("error", (name, exc)))
+
+    async def _read_stt(self, uid: int, stream: StageStream[AudioFrame, SpeechEvent]) -> None:
+        try:
+            async for event in stream:
+                self.heard.put_nowait(("stt", (uid, event)))
+        except Exception as exc:
+            log.warning("speech recognition failed: %s", exc)
+            self.heard.put_nowait(("error", ("stt", exc)))
+
+
+async def _close(stream: StageStream[AudioFrame, SpeechEvent] | None, reader: asyncio.Task[None] | None) -> None:
+    if reader is not None:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+    if stream is not None:
+        await stream.aclose()

@@ -1,0 +1,208 @@
+"""The mouth of a session: one reply, from LLM tokens (and tool calls) through TTS to the speaker.
+
+The LLM's text deltas are pushed into one TTS stream as they come; its audio is
+written to the output while the LLM still generates (clause by clause, see
+:mod:`edgeagent.tts.streaming`). Tool calls are run between LLM rounds; a tool
+that returns an Agent hands the conversation over, and the next round speaks
+with the new agent's instructions and tools.
+
+:meth:`Reply.pause` stops the sound at once (the output buffer is cleared) but
+keeps the reply, for a barge-in that may turn out to be a cough;
+:meth:`Reply.resume` carries on. Cancelling the task that runs :meth:`Reply.run`
+(an interruption) stops the LLM and the TTS and drops queued audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgeagent.audio.frame import AudioFrame
+from edgeagent.audio.io import AudioOutput
+from edgeagent.audio.playback import BufferedOutput
+from edgeagent.llm.base import LLM
+from edgeagent.llm.chat import ChatContext, ToolCall
+from edgeagent.llm.tools import FunctionTool
+from edgeagent.stage import StageStream
+from edgeagent.tts.base import TTS, SynthesizedAudio
+from edgeagent.voice.speech import SpeechHandle
+
+log = logging.getLogger(__name__)
+
+MAX_TOOL_ROUNDS = 4
+"""LLM rounds per reply (each may call tools); the LLM itself also bounds tool steps."""
+
+
+class ReplyHost(Protocol):
+    """What a reply needs from its session."""
+
+    def llm_context(self) -> ChatContext: ...
+    def current_tools(self) -> Sequence[FunctionTool]: ...
+    async def run_tools(self, calls: Sequence[ToolCall], text: str, handle: SpeechHandle) -> None: ...
+    def on_first_audio(self, handle: SpeechHandle) -> None: ...
+
+
+@dataclass
+class ReplyTimes:
+    """Monotonic times of this reply's first steps (None: not reached)."""
+
+    llm_request: float | None = None
+    llm_first: float | None = None
+    tts_first_text: float | None = None
+    tts_first_audio: float | None = None
+    first_out: float | None = None
+
+
+class Reply:
+    """One spoken reply; :meth:`run` it in a task, cancel the task to interrupt."""
+
+    def __init__(
+        self,
+        handle: SpeechHandle,
+        host: ReplyHost,
+        llm: LLM,
+        tts: TTS,
+        out: AudioOutput,
+        *,
+        text: str | None = None,
+        ctx: ChatContext | None = None,
+        user_text: str | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.handle = handle
+        self._host = host
+        self._llm = llm
+        self._tts = tts
+        self._out = out
+        self._text = text  # say(): fixed text, no LLM
+        self._ctx = ctx  # the first round's context (on_user_turn_completed may have added to it)
+        self._max_tokens = max_tokens
+        self.user_text = user_text
+        """The user's words this reply answers (added to the history when it starts)."""
+        self.times = ReplyTimes()
+        self._playing = asyncio.Event()
+        self._playing.set()
+        self._paused_at: float | None = None
+        self.audible = False
+        """Some of its audio has been handed to the output."""
+
+    def set_context(self, ctx: ChatContext) -> None:
+        """The context of the first LLM round (e.g. as on_user_turn_completed left it)."""
+        self._ctx = ctx
+
+    # -- control -----------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return not self._playing.is_set()
+
+    def pause(self) -> None:
+        """Silence now (queued output dropped); :meth:`resume` carries on from the next chunk."""
+        if self.paused:
+            return
+        self._playing.clear()
+        self._paused_at = time.monotonic()
+        self._out.clear()
+
+    def resume(self) -> None:
+        self._playing.set()
+        self._paused_at = None
+
+    # -- the work ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        tts = self._tts.stream()
+        timed = self._out if isinstance(self._out, BufferedOutput) else None
+        if timed is not None:
+            timed.on_frame_started = self._frame_started
+        speaker = asyncio.ensure_future(self._speak(tts))
+        finished = False
+        try:
+            if self._text is not None:
+                self._push(tts, self._text)
+            else:
+                await self._generate(tts)
+            tts.flush()
+            await speaker
+            finished = True
+        finally:
+            speaker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await speaker
+            await tts.aclose()
+            if timed is not None and timed.on_frame_started == self._frame_started:
+                timed.on_frame_started = None
+            if not finished:  # interrupted or failed: nothing of it may play on
+                self._out.clear()
+
+    async def _generate(self, tts: StageStream[str, SynthesizedAudio]) -> None:
+        ctx = self._ctx
+        for _ in range(MAX_TOOL_ROUNDS):
+            if ctx is None:
+                ctx = self._host.llm_context()
+            tools = self._host.current_tools()
+            if self.times.llm_request is None:
+                self.times.llm_request = time.monotonic()
+            stream = self._llm.chat(ctx, tools, max_tokens=self._max_tokens)
+            calls: list[ToolCall] = []
+            round_text: list[str] = []
+            try:
+                async for chunk in stream:
+                    if self.times.llm_first is None:
+                        self.times.llm_first = time.monotonic()
+                    if chunk.text:
+                        round_text.append(chunk.text)
+                        self._push(tts, chunk.text)
+                    calls.extend(chunk.tool_calls)
+            finally:
+                await stream.aclose()
+            if not calls:
+                return
+            await self._host.run_tools(calls, "".join(round_text), self.handle)
+            ctx = None
+        log.warning("the reply stopped after %d rounds of tool calls", MAX_TOOL_ROUNDS)
+
+    def _push(self, tts: StageStream[str, SynthesizedAudio], text: str) -> None:
+        if self.times.tts_first_text is None and text.strip():
+            self.times.tts_first_text = time.monotonic()
+        self.handle.text += text
+        tts.push(text)
+
+    async def _speak(self, tts: StageStream[str, SynthesizedAudio]) -> None:
+        async for audio in tts:
+            if audio.frame.num_samples:
+                if self.times.tts_first_audio is None:
+                    self.times.tts_first_audio = time.monotonic()
+                await self._playing.wait()
+                await self._write(audio.frame)
+                self.handle.spoken_text = _spoken(self.handle.spoken_text, audio)
+            if audio.is_final:
+                break
+        await self._playing.wait()
+        await self._out.drain()
+
+    async def _write(self, frame: AudioFrame) -> None:
+        if not self.audible:
+            self.audible = True
+            self._host.on_first_audio(self.handle)
+        if not isinstance(self._out, BufferedOutput) and self.times.first_out is None:
+            self.times.first_out = time.monotonic()
+        await self._out.write(frame)
+
+    def _frame_started(self, frame: AudioFrame, handed_over: float) -> None:
+        if self.times.first_out is None:
+            self.times.first_out = handed_over
+
+
+def _spoken(so_far: str, audio: SynthesizedAudio) -> str:
+    """Add a clause's text the first time one of its chunks is played."""
+    if audio.text and not so_far.endswith(audio.text):
+        return f"{so_far} {audio.text}".strip()
+    return so_far
+
+

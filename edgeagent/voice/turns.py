@@ -1,0 +1,259 @@
+"""When is the user's turn over? A pure tracker over VAD windows and STT finals, and the detectors.
+
+:class:`TurnTracker` knows nothing about audio or models: it is fed VAD events
+(stream times in seconds) and final transcripts, and answers with what to do:
+
+- ``OPEN``: speech started, send audio (from ``start``) to a fresh STT stream;
+- ``FLUSH``: the first quiet window after speech: ask the STT for its final
+  transcript now, speculatively, in parallel with the endpointing wait;
+- ``REOPEN``: the user carried on; the STT continues the same utterance;
+- ``COMMIT``: the turn is over, with its text;
+- ``DISCARD``: speech ended without words (a cough, the wake word's tail).
+
+A turn ends once its transcript is final and the silence after the speech has
+lasted the delay the :class:`TurnDetector` asks for: ``vad`` always the short
+delay, ``stt`` none (the final transcript is the end), ``semantic`` the short one
+when the LLM finds the text finished and the long one when not. Whatever the
+text, the turn ends after ``max_delay_s`` of silence, and speech longer than
+``max_speech_s`` is cut off.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgeagent.config_voice import TurnConfig
+from edgeagent.llm.chat import ChatContext
+from edgeagent.vad.base import VADEvent, VADEventType
+
+
+class Action(enum.Enum):
+    OPEN = "open"
+    FLUSH = "flush"
+    REOPEN = "reopen"
+    COMMIT = "commit"
+    DISCARD = "discard"
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    start: float = 0.0
+    """OPEN: stream time the STT audio starts at."""
+    text: str = ""
+    """COMMIT: the transcript."""
+    speech_end: float = 0.0
+    """COMMIT/DISCARD: stream time the speech ended."""
+
+
+class Phase(enum.Enum):
+    NONE = "none"
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+
+
+class TurnTracker:
+    """One user turn at a time; ``open_at`` lets a wake word open a turn mid-speech."""
+
+    def __init__(self, options: TurnConfig, prefix_padding: float = 0.3) -> None:
+        self.options = options
+        self.prefix_padding = prefix_padding
+        self.phase = Phase.NONE
+        self.speech_start = 0.0
+        self.speech_end = 0.0
+        self.now = 0.0
+        self._flushes = 0  # finals asked for in this turn
+        self._finals = 0  # finals received
+        self._text: str | None = None  # the final of the current pause, once it is in
+        self._delay: float | None = None  # silence this text needs before the turn ends
+        self._cut = False  # max_speech_s reached
+
+    @property
+    def active(self) -> bool:
+        return self.phase is not Phase.NONE
+
+    @property
+    def speech_duration(self) -> float:
+        end = self.now if self.phase is Phase.SPEAKING else self.speech_end
+        return max(0.0, end - self.speech_start)
+
+    @property
+    def silence(self) -> float:
+        return self.now - self.speech_end if self.phase is Phase.PAUSED else 0.0
+
+    @property
+    def pending_text(self) -> str | None:
+        """The final transcript waiting for the turn decision (None: not in yet)."""
+        return self._text
+
+    def open_at(self, start: float, speaking: bool, speech_end: float | None = None) -> list[Step]:
+        """Open a turn now (wake word, push-to-talk) with audio from ``start``."""
+        self._reset()
+        self.speech_start = start
+        if speaking:
+            self.phase = Phase.SPEAKING
+            return [Step(Action.OPEN, start=start)]
+        self.phase = Phase.PAUSED
+        self.speech_end = speech_end if speech_end is not None else start
+        self._flushes = 1
+        return [Step(Action.OPEN, start=start), Step(Action.FLUSH)]
+
+    def on_vad(self, ev: VADEvent) -> list[Step]:
+        self.now = ev.timestamp
+        steps: list[Step] = []
+        resumed = ev.type is VADEventType.START_OF_SPEECH or (ev.speaking and ev.silence_duration == 0.0)
+        if self.phase is Phase.NONE:
+            if ev.type is VADEventType.START_OF_SPEECH:
+                self._reset()
+                self.phase = Phase.SPEAKING
+                self.speech_start = ev.timestamp - ev.speech_duration
+                return [Step(Action.OPEN, start=max(0.0, self.speech_start - self.prefix_padding))]
+            return steps
+        if self.phase is Phase.SPEAKING:
+            if (ev.speaking and ev.silence_duration > 0) or ev.type is VADEventType.END_OF_SPEECH:
+                return self._pause(ev.timestamp - ev.silence_duration)
+            if self.speech_duration >= self.options.max_speech_s:
+                self._cut = True
+                return self._pause(ev.timestamp)
+            return steps
+        # PAUSED
+        if resumed and not self._cut and ev.type is not VADEventType.END_OF_SPEECH:
+            self.phase = Phase.SPEAKING
+            self._text = self._delay = None
+            return [Step(Action.REOPEN)]
+        return self._check()
+
+    def on_final(self, text: str) -> list[Step]:
+        """A final transcript arrived (one per FLUSH, in order)."""
+        self._finals += 1
+        if self.phase is not Phase.PAUSED or self._finals < self._flushes:
+            return []  # a stale final: the user carried on after that flush
+        self._text = text.strip()
+        if not self._text:
+            self._delay = 0.0
+        return self._check()
+
+    def set_delay(self, text: str, delay: float) -> list[Step]:
+        """The detector's verdict on ``text``: how much silence it needs (ignored when stale)."""
+        if self._text is None or self._text != text.strip() or self.phase is not Phase.PAUSED:
+            return []
+        self._delay = delay
+        return self._check()
+
+    def end_speech(self, at: float) -> list[Step]:
+        """Speech is over now (push-to-talk released, input ended): the final decides."""
+        self._cut = True
+        if self.phase is Phase.SPEAKING:
+            return self._pause(at)
+        return self._check()
+
+    def close(self) -> None:
+        self._reset()
+
+    def _pause(self, speech_end: float) -> list[Step]:
+        self.phase = Phase.PAUSED
+        self.speech_end = speech_end
+        self._flushes += 1
+        self._text = self._delay = None
+        return [Step(Action.FLUSH)]
+
+    def _check(self) -> list[Step]:
+        if self.phase is not Phase.PAUSED or self._text is None:
+            return []
+        if not self._text:
+            if self._cut or self.silence >= self.options.max_delay_s:
+                end = self.speech_end
+                self._reset()
+                return [Step(Action.DISCARD, speech_end=end)]
+            return []
+        limit = self.options.max_delay_s
+        judged = self._delay is not None and self.silence >= min(self._delay, limit)
+        if self._cut or judged or self.silence >= limit:
+            step = Step(Action.COMMIT, text=self._text, speech_end=self.speech_end)
+            self._reset()
+            return [step]
+        return []
+
+    def _reset(self) -> None:
+        self.phase = Phase.NONE
+        self._flushes = self._finals = 0
+        self._text = self._delay = None
+        self._cut = False
+
+
+# -- detectors -------------------------------------------------------------------
+
+
+class TurnDetector(Protocol):
+    name: str
+    last_probability: float | None
+
+    async def delay(self, ctx: ChatContext, text: str) -> float:
+        """Seconds of silence the turn needs, given its final text."""
+
+
+class VADDetector:
+    """The short delay, whatever was said."""
+
+    name = "vad"
+
+    def __init__(self, options: TurnConfig) -> None:
+        self.options = options
+        self.last_probability: float | None = None
+
+    async def delay(self, ctx: ChatContext, text: str) -> float:
+        return self.options.min_delay_s
+
+
+class STTDetector:
+    """The final transcript ends the turn."""
+
+    name = "stt"
+
+    def __init__(self, options: TurnConfig) -> None:
+        self.options = options
+        self.last_probability: float | None = None
+
+    async def delay(self, ctx: ChatContext, text: str) -> float:
+        return 0.0
+
+
+class EndOfTurnModel(Protocol):
+    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str) -> float: ...
+
+
+class SemanticDetector:
+    """The LLM's probability of its end-of-turn token right after the text.
+
+    It evaluates the text as the next user message after the conversation so far,
+    which the reply then reuses from the KV cache, so the check costs little
+    more than the reply's own prompt evaluation.
+    """
+
+    name = "semantic"
+
+    def __init__(self, options: TurnConfig, model: EndOfTurnModel) -> None:
+        self.options = options
+        self.model = model
+        self.last_probability: float | None = None
+
+    async def delay(self, ctx: ChatContext, text: str) -> float:
+        logprob = await self.model.end_of_turn_logprob(ctx, text)
+        p = math.exp(logprob) if logprob > -700 else 0.0
+        self.last_probability = p
+        return self.options.min_delay_s if p >= self.options.eot_threshold else self.options.max_delay_s
+
+
+def make_detector(options: TurnConfig, llm: object) -> TurnDetector:
+    """The detector ``options.detection`` names; semantic needs an LLM with ``end_of_turn_logprob``."""
+    if options.detection == "semantic":
+        if not hasattr(llm, "end_of_turn_logprob"):
+            raise ValueError(f"turn.detection = semantic needs an LLM with end_of_turn_logprob; "
+                             f"{type(llm).__name__} has none (use vad or stt)")
+        return SemanticDetector(options, llm)
+    if options.detection == "stt":
+        return STTDetector(options)
+    return VADDetector(options)
