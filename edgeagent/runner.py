@@ -1,40 +1,77 @@
-"""``edgeagent run``: load the config, check models and sound devices, run the agent.
+"""``edgeagent run``: the voice agent on the local mic and speaker, or on WAV files.
 
-The agent is the minimal :class:`~edgeagent.voice.loop.VoiceLoop` on the default
-local models, the configured microphone and speaker. SIGINT and SIGTERM stop it
-cleanly (streams, devices and models closed; exit status 0).
+    edgeagent run                                # the default mic and speaker (Ctrl-C stops)
+    edgeagent run --input-device 2 --output-device usb
+    edgeagent run --input q.wav --output r.wav   # headless: a WAV in, the reply WAV out
+    edgeagent run --check                        # only check config, models and devices
+
+The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
+([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
+"user: ..." and "agent: ..." for every turn and one "metrics: ..." line per turn
+(times in ms). SIGINT and SIGTERM stop it cleanly (exit status 0).
+
+A WAV input is played at real-time pace, as a microphone would deliver it, and is
+followed by a second of silence so that its last turn ends as it would live; the
+run ends once every reply has been written. --fast feeds it as fast as the agent
+takes it: the same transcript and reply, but the latency metrics then measure
+nothing real. With a WAV at either end there is no echo path: echo cancellation
+is off and the agent hears all of the input, also while it speaks.
+
+With no sound device at all, a plain `edgeagent run` says so in one line and
+answers the bundled sample question (edgeagent/data/sample_question.wav: "Hey
+Jarvis. What is the capital of France?") into ./edgeagent-reply.wav instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
-from edgeagent.errors import EdgeAgentError
-from edgeagent.paths import config_file
+from edgeagent.errors import AudioError, EdgeAgentError
+from edgeagent.paths import cache_dir, config_file
 
 if TYPE_CHECKING:
     from edgeagent.audio.device import DeviceInput, DeviceOutput
+    from edgeagent.audio.io import AudioInput, AudioOutput
+    from edgeagent.audio.wav import WavFileInput
+    from edgeagent.config_voice import ActivationConfig
+    from edgeagent.voice.session import AgentSession
     from edgeagent.voice.stages import Models
 
 log = logging.getLogger(__name__)
 
 #: Seconds a sound device may take to open (PulseAudio can be slow to answer).
 DEVICE_OPEN_TIMEOUT_S = 15.0
+#: The question the agent answers when there is no sound device (package data).
+SAMPLE_QUESTION = Path(__file__).resolve().parent / "data" / "sample_question.wav"
+#: Silence fed after a WAV input, so that its last turn ends as it would live.
+WAV_TAIL_S = 1.0
+#: A WAV run fails if the agent has not finished this long after the input was fed.
+WAV_GRACE_S = 180.0
+#: Seconds the session may take to close.
+CLOSE_TIMEOUT_S = 30.0
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "run", help="run the voice agent on the local mic and speaker", description=__doc__
+        "run", help="run the voice agent (local mic and speaker, or WAV files)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--check", action="store_true", help="only check config, models and devices, then exit")
+    p.add_argument("--input", type=Path, metavar="WAV", help="listen to this audio file instead of the microphone")
+    p.add_argument("--output", type=Path, metavar="WAV", help="write the agent's speech to this WAV file")
+    p.add_argument("--input-device", metavar="DEV", help="microphone: index or part of a name (audio.input_device)")
+    p.add_argument("--output-device", metavar="DEV", help="speaker: index or part of a name (audio.output_device)")
+    p.add_argument("--fast", action="store_true", help="feed --input as fast as the agent takes it")
     p.set_defaults(func=main)
 
 
@@ -55,12 +92,20 @@ def preflight(cfg: config_mod.Config) -> list[str]:
 
 def make_devices(audio: config_mod.AudioConfig) -> tuple[DeviceInput, DeviceOutput]:
     """The configured microphone (16 kHz frames) and speaker, not yet opened."""
-    from edgeagent.audio.device import DeviceInput, DeviceOutput
+    return make_input(audio), make_output(audio)
+
+
+def make_input(audio: config_mod.AudioConfig) -> DeviceInput:
+    from edgeagent.audio.device import DeviceInput
     from edgeagent.audio.frame import RECOGNITION_RATE
 
-    inp = DeviceInput(audio.input_device, rate=RECOGNITION_RATE, frame_ms=audio.frame_ms)
-    out = DeviceOutput(audio.output_device, buffer_ms=audio.output_buffer_ms)
-    return inp, out
+    return DeviceInput(audio.input_device, rate=RECOGNITION_RATE, frame_ms=audio.frame_ms)
+
+
+def make_output(audio: config_mod.AudioConfig) -> DeviceOutput:
+    from edgeagent.audio.device import DeviceOutput
+
+    return DeviceOutput(audio.output_device, buffer_ms=audio.output_buffer_ms)
 
 
 async def check_devices(audio: config_mod.AudioConfig) -> list[str]:
@@ -86,8 +131,108 @@ async def _open(device: DeviceInput | DeviceOutput) -> None:
         ) from None
 
 
-async def serve(cfg: config_mod.Config) -> int:
-    """Run the agent until SIGINT/SIGTERM (0) or until the microphone stops (1)."""
+def missing_devices() -> str | None:
+    """Why no sound device can be used at all; None when PortAudio lists an input and an output."""
+    from edgeagent.audio.devices import list_devices
+
+    try:
+        devices = list_devices()
+    except AudioError as exc:
+        return str(exc)
+    lacking = [kind for kind in ("input", "output") if not any(d.channels(kind) for d in devices)]
+    return f"PortAudio lists no {' and no '.join(lacking)} device" if lacking else None
+
+
+def reply_path() -> Path:
+    """Where the no-device fallback writes its reply: ./edgeagent-reply.wav, else the cache."""
+    if os.access(Path.cwd(), os.W_OK):
+        return Path.cwd() / "edgeagent-reply.wav"
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return cache_dir() / "reply.wav"
+
+
+def fallback_line(why: str, reply: Path) -> str:
+    log.info("no usable sound device: %s", why)
+    return (f"edgeagent: no audio device found; answering the bundled sample question instead "
+            f"({SAMPLE_QUESTION}) -> {reply}")
+
+
+def open_wav(path: Path, frame_ms: float, *, realtime: bool, tail_s: float = WAV_TAIL_S) -> WavFileInput:
+    """``path`` as a microphone, followed by ``tail_s`` of silence (same pacing and timestamps).
+
+    Reads and checks the whole file now: raises :class:`AudioError` naming the problem.
+    """
+    import numpy as np
+
+    from edgeagent.audio.frame import AudioFrame
+    from edgeagent.audio.wav import WavFileInput
+
+    class PaddedWavInput(WavFileInput):
+        def __init__(self) -> None:
+            super().__init__(path, frame_ms=frame_ms, realtime=realtime)
+            silence = AudioFrame.from_int16(np.zeros(self.frame_samples, np.int16), self.sample_rate)
+            self._frames += [silence] * round(tail_s * self.sample_rate / self.frame_samples)
+
+    return PaddedWavInput()
+
+
+# -- the session ---------------------------------------------------------------------
+
+
+class Transcript:
+    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error."""
+
+    def __init__(self) -> None:
+        self.user_turns = 0
+        self.replies = 0
+        self.fatal: BaseException | None = None
+
+    def attach(self, session: AgentSession) -> None:
+        session.on("conversation_item_added", self._item)
+        session.on("metrics_collected", self._metrics)
+        session.on("error", self._error)
+
+    def _item(self, ev: Any) -> None:
+        msg = ev.item
+        if msg.role == "user":
+            self.user_turns += 1
+            print(f"user: {msg.content}", flush=True)
+        elif msg.role == "assistant" and msg.content:
+            self.replies += 1
+            print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}", flush=True)
+
+    def _metrics(self, ev: Any) -> None:
+        from edgeagent.voice.events import TurnMetrics
+
+        if isinstance(ev.metrics, TurnMetrics):
+            print(f"metrics: {ev.metrics.as_log()}", flush=True)
+
+    def _error(self, ev: Any) -> None:
+        if ev.recoverable:
+            log.warning("%s: %s", ev.source, ev.error)
+        else:
+            print(f"edgeagent: {ev.source} failed: {ev.error}", flush=True)
+            self.fatal = self.fatal or ev.error
+
+
+def make_session(models: Models, cfg: config_mod.Config, *, files: bool = False) -> AgentSession:
+    """The session on ``models`` and the config; ``files``: a WAV file is one end (no echo path)."""
+    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.stages import wake_for
+
+    return AgentSession(
+        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=wake_for(models, cfg.activation),
+        activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
+        echo_cancellation=cfg.audio.echo_cancellation and not files,
+        noise_suppression=cfg.audio.noise_suppression, ignore_own_playback=not files,
+    )
+
+
+async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output_wav: Path | None = None,
+                fast: bool = False, fallback: bool = False) -> int:
+    """Run the agent: on the devices until SIGINT/SIGTERM (0) or the mic ends (1); with
+    ``input_wav`` until every reply is out (0). ``fallback``: when the default devices do
+    not open, answer the sample question into a reply WAV instead."""
     from edgeagent.voice.stages import Models
 
     stop = asyncio.Event()
@@ -96,11 +241,11 @@ async def serve(cfg: config_mod.Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         log.info("loading models")
-        models = await Models.load()  # a signal meanwhile stops right after
+        models = await Models.load(cfg)  # a signal meanwhile stops right after
         try:
             if stop.is_set():
                 return 0
-            return await _talk(models, cfg.audio, stop)
+            return await _talk(models, cfg, stop, input_wav, output_wav, fast=fast, fallback=fallback)
         finally:
             await models.aclose()
     finally:
@@ -108,34 +253,110 @@ async def serve(cfg: config_mod.Config) -> int:
             loop.remove_signal_handler(sig)
 
 
-async def _talk(models: Models, audio: config_mod.AudioConfig, stop: asyncio.Event) -> int:
-    """The agent on the configured devices until ``stop`` is set (0) or the mic ends (1)."""
-    from edgeagent.voice.loop import VoiceLoop
+async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, input_wav: Path | None,
+                output_wav: Path | None, *, fast: bool, fallback: bool) -> int:
+    """Open both ends (devices first, falling back to the sample question) and converse."""
+    from edgeagent.audio.wav import WavFileOutput
 
-    inp, out = make_devices(audio)
+    dev_in: DeviceInput | None = None
+    dev_out: DeviceOutput | None = None
     try:
-        await _open(inp)
-        await _open(out)
-        agent = asyncio.ensure_future(VoiceLoop(models, inp, out).run())
-        stopper = asyncio.ensure_future(stop.wait())
-        print('edgeagent: listening; say "hey jarvis" and a question (Ctrl-C stops)', flush=True)
-        await asyncio.wait({agent, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not agent.done():
-            log.info("stopping")
-            agent.cancel()
-            await asyncio.gather(agent, return_exceptions=True)
-            return 0
-        agent.result()  # raises the error that ended it
-        log.error("the microphone stopped delivering audio")
-        return 1
+        if input_wav is None:
+            dev_in = make_input(cfg.audio)
+            await _open(dev_in)
+        if output_wav is None:
+            dev_out = make_output(cfg.audio)
+            await _open(dev_out)
+    except EdgeAgentError as exc:
+        for device in (dev_in, dev_out):
+            if device is not None:
+                await device.aclose()
+        if not fallback:
+            raise
+        dev_in = dev_out = None
+        input_wav, output_wav = SAMPLE_QUESTION, reply_path()
+        print(fallback_line(str(exc), output_wav), flush=True)
+    wav_in = None if input_wav is None else open_wav(input_wav, cfg.audio.frame_ms, realtime=not fast)
+    inp: AudioInput | None = wav_in or dev_in
+    out: AudioOutput | None = dev_out
+    if output_wav is not None:
+        out = WavFileOutput(output_wav, models.tts.sample_rate)
+    assert inp is not None and out is not None
+    try:
+        code = await _converse(models, cfg, stop, inp, out, files=wav_in is not None or output_wav is not None)
     finally:
-        await out.aclose()
         await inp.aclose()
+        await out.aclose()  # a WavFileOutput appears under its name only now
+    if code == 0 and wav_in is not None:
+        if output_wav is not None:
+            print(f"edgeagent: reply written to {output_wav}", flush=True)
+    elif code == 0 and not stop.is_set():
+        print("edgeagent: the microphone stopped delivering audio", flush=True)
+        return 1
+    return code
+
+
+async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp: AudioInput,
+                    out: AudioOutput, *, files: bool) -> int:
+    """The session until the input is done (0), ``stop`` is set (0), or it fails (1)."""
+    from edgeagent.audio.wav import WavFileInput
+    from edgeagent.voice.agent import Agent
+
+    wav_in = inp if isinstance(inp, WavFileInput) else None
+    session = make_session(models, cfg, files=files)
+    printer = Transcript()
+    printer.attach(session)
+    try:
+        await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
+        if wav_in is None:
+            print(f"edgeagent: listening; {_prompt(cfg.activation)} (Ctrl-C stops)", flush=True)
+        limit = None if wav_in is None else (wav_in.duration if wav_in.realtime else 0.0) + WAV_GRACE_S
+        done = asyncio.ensure_future(session.wait_until_done())
+        stopper = asyncio.ensure_future(stop.wait())
+        finished, _ = await asyncio.wait({done, stopper}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if done not in finished:
+            done.cancel()
+            await asyncio.gather(done, return_exceptions=True)
+            if stopper in finished:
+                log.info("stopping")
+                return 0
+            print(f"edgeagent: the agent did not finish within {limit:.0f} s", flush=True)
+            return 1
+        done.result()
+    finally:
+        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+    if printer.fatal is not None:
+        return 1
+    if wav_in is not None and printer.user_turns == 0:
+        why = ""
+        if cfg.activation.mode == "wake":
+            why = (" (activation.mode is wake: does it start with the wake word? "
+                   "--set activation.mode=always answers without one)")
+        print(f"edgeagent: heard no question in {wav_in.path}{why}", flush=True)
+    return 0
+
+
+def _unwritable(path: Path) -> str | None:
+    parent = path.parent
+    if path.is_dir():
+        return "it is a directory"
+    if not parent.is_dir():
+        return f"no such directory {parent}"
+    return None if os.access(parent, os.W_OK) else f"the directory {parent} is not writable"
+
+
+def _prompt(activation: ActivationConfig) -> str:
+    words = " or ".join(f'"{w.replace("_", " ")}"' for w in activation.wake_words)
+    return f"say {words} and a question" if activation.mode == "wake" else "speak"
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config or config_file(), overrides=args.set)
+    devices = {k: v for k, v in (("input_device", args.input_device), ("output_device", args.output_device))
+               if v is not None}
+    if devices:
+        cfg = dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, **devices))
     logging.getLogger().setLevel(cfg.log_level.upper())
     problems = preflight(cfg)
     if args.check:
@@ -147,4 +368,22 @@ def main(args: argparse.Namespace) -> int:
     if args.check:
         print("edgeagent: config, models and sound devices are ready")
         return 0
-    return asyncio.run(serve(cfg))
+    input_wav: Path | None = args.input
+    output_wav: Path | None = args.output
+    if input_wav is not None:
+        try:  # read it now: a bad file is one line, not a traceback after the models load
+            open_wav(input_wav, cfg.audio.frame_ms, realtime=False, tail_s=0.0)
+        except AudioError as exc:
+            print(f"edgeagent: {exc}")
+            return 1
+    if output_wav is not None and (why := _unwritable(output_wav)):
+        print(f"edgeagent: cannot write {output_wav}: {why}")
+        return 1
+    # Plain `run` falls back to the sample question where there is no sound device at all;
+    # with a device named (config or flags) or a file given, a device problem is an error.
+    fallback = input_wav is None and output_wav is None and not (cfg.audio.input_device or cfg.audio.output_device)
+    if fallback and (why := missing_devices()) is not None:
+        input_wav, output_wav = SAMPLE_QUESTION, reply_path()
+        print(fallback_line(why, output_wav), flush=True)
+        fallback = False
+    return asyncio.run(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast, fallback=fallback))

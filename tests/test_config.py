@@ -61,3 +61,59 @@ def test_example_template_is_current_and_loads(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text("\n".join(ln.split("  # unset")[0] for ln in lines))
     assert config.load(f, env={}) == config.Config()
+
+
+def test_voice_sections_from_file_env_and_cli(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[agent]\ninstructions = "Be brief."\n'
+        '[activation]\nmode = "always"\nwake_words = ["alexa", "hey_mycroft"]\n'
+        '[turn]\ndetection = "vad"\nmin_delay_s = 0.4\n'
+        '[stt]\nprovider = "vosk"\npartials = false\n'
+        '[tts]\nprovider = "espeak"\nspeed = 1.5\n'
+    )
+    env = {"EDGEAGENT__LLM__MAX_TOKENS": "60", "EDGEAGENT__ACTIVATION__WAKE_WORDS": "alexa"}
+    overrides = ["interruption.enabled=off", "vad.activation_threshold=0.6", "audio.echo_cancellation=no"]
+    cfg = config.load(f, env=env, overrides=overrides)
+    assert cfg.agent.instructions == "Be brief."
+    assert cfg.activation.mode == "always"
+    assert cfg.activation.wake_words == ("alexa",)  # env beats the file; a comma list becomes a tuple
+    assert (cfg.turn.detection, cfg.turn.min_delay_s, cfg.turn.max_delay_s) == ("vad", 0.4, 2.0)
+    assert (cfg.stt.provider, cfg.stt.partials, cfg.stt.model) == ("vosk", False, None)
+    assert (cfg.tts.provider, cfg.tts.speed) == ("espeak", 1.5)
+    assert cfg.llm.max_tokens == 60
+    assert cfg.interruption.enabled is False
+    assert cfg.vad.activation_threshold == 0.6
+    assert cfg.audio.echo_cancellation is False
+    assert cfg.audio.noise_suppression is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["activation.mode=sometimes"], "activation.mode"),
+        (["turn.detection=psychic"], "turn.detection"),
+        (["turn.min_delay_s=3", "turn.max_delay_s=1"], "min_delay_s <= max_delay_s"),
+        (["turn.min_delay_s=-0.1"], "min_delay_s <= max_delay_s"),
+        (["turn.eot_threshold=1.5"], "turn.eot_threshold"),
+        (["activation.wake_threshold=0"], "activation.wake_threshold"),
+        (["activation.wake_words="], "activation.wake_words"),
+        (["activation.listen_s=-1"], "activation.listen_s"),
+        (["activation.follow_up_s=-1"], "activation.follow_up_s"),
+        (["interruption.false_timeout_s=0"], "interruption"),
+        (["llm.max_tokens=0"], "llm.max_tokens"),
+        (["tts.speed=9"], "tts.speed"),
+        (["llm.temperature=hot"], "llm.temperature: expected a number"),
+        (["stt.partials=maybe"], "stt.partials: expected true or false"),
+        (["tts.pitch=3"], "tts: unknown key(s) pitch"),
+    ],
+)
+def test_bad_voice_config_names_the_field(overrides: list[str], field: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        config.load(None, env={}, overrides=overrides)
+
+
+def test_validate_accepts_the_defaults_and_no_wake_word_outside_wake_mode() -> None:
+    config.validate(config.Config())
+    cfg = config.load(None, env={}, overrides=["activation.mode=ptt", "activation.wake_words="])
+    assert cfg.activation.wake_words == ()

@@ -1,4 +1,16 @@
-"""The stages a voice loop runs, loaded once: the default local providers, by registry name."""
+"""The stages a voice agent runs, built from the config and loaded once.
+
+:meth:`Models.load` reads ``[vad]``, ``[activation]``, ``[stt]``, ``[llm]``, ``[tts]``
+and ``[models]`` and creates each provider through :func:`edgeagent.registry.create`
+(all at once, in worker threads), then warms them up: one Whisper decode and the
+LLM prefill of ``[agent].instructions``, so the first turn is not the slow one.
+
+The wake word stage is always loaded, whatever ``activation.mode`` says: it costs a
+few MB and ~2 ms per 80 ms of audio, the session listens for it in wake mode, and in
+every mode the wake word said over a reply stops that reply. When no wake words are
+configured (allowed outside wake mode) it loads the default word list; callers that
+mean "no wake word" check ``cfg.activation.wake_words`` (see :func:`wake_for`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +18,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
+from edgeagent.config_voice import ActivationConfig, AgentConfig
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext
 from edgeagent.stt.base import STT
@@ -16,21 +30,103 @@ from edgeagent.tts.base import TTS
 from edgeagent.vad.base import VAD
 from edgeagent.wake.base import WakeWord
 
+if TYPE_CHECKING:
+    from edgeagent.config import Config
+
 log = logging.getLogger(__name__)
 
-# Providers by registry name. Their config sections (and options) belong to issue 4.
-VAD_PROVIDER = "silero"
 WAKE_PROVIDER = "openwakeword"
-STT_PROVIDER = "whisper"
-LLM_PROVIDER = "llama"
-TTS_PROVIDER = "piper"
-WAKE_WORD = "hey_jarvis"
-INSTRUCTIONS = "You are a helpful voice assistant on a small device. Answer in one or two short sentences."
+INSTRUCTIONS = AgentConfig().instructions
+"""The default system prompt (``[agent].instructions``)."""
+
+#: espeak-ng's words per minute at ``tts.speed = 1.0``, and the range it accepts.
+ESPEAK_WPM = 160
+ESPEAK_WPM_RANGE = (80, 450)
+
+#: (kind, provider) → (the option that names the model, the manifest name of its default).
+#: Used only when ``models.dir`` is set, so that the stages load from where preflight looked.
+_DEFAULT_MODELS: dict[tuple[str, str], tuple[str, str]] = {
+    ("vad", "silero"): ("model_path", "silero-vad"),
+    ("wake", "openwakeword"): ("model_dir", "openwakeword"),
+    ("stt", "whisper"): ("model", "whisper-tiny-en"),
+    ("stt", "vosk"): ("model", "vosk-en-small"),
+    ("llm", "llama"): ("model_path", "smollm2-135m"),
+    ("tts", "piper"): ("model", "piper-en-us-joe"),
+}
+
+Spec = tuple[str, str, dict[str, Any]]
+
+
+def stage_specs(cfg: Config) -> list[Spec]:
+    """(kind, provider, constructor options) of every stage, in :class:`Models` field order."""
+    wake_words = cfg.activation.wake_words or ActivationConfig().wake_words
+    llm_opts: dict[str, Any] = {"temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens}
+    if cfg.llm.model:
+        llm_opts["model_path"] = cfg.llm.model
+    stt_opts: dict[str, Any] = {"model": cfg.stt.model} if cfg.stt.model else {}
+    if cfg.stt.provider == "whisper":
+        stt_opts["partials"] = cfg.stt.partials  # vosk always reports partials, it costs nothing
+    specs: list[Spec] = [
+        ("vad", cfg.vad.provider, {"activation_threshold": cfg.vad.activation_threshold}),
+        ("wake", WAKE_PROVIDER, {"words": tuple(wake_words), "threshold": cfg.activation.wake_threshold}),
+        ("stt", cfg.stt.provider, stt_opts),
+        ("llm", cfg.llm.provider, llm_opts),
+        ("tts", cfg.tts.provider, tts_options(cfg)),
+    ]
+    if cfg.models.dir:
+        root = Path(cfg.models.dir).expanduser()
+        for kind, provider, opts in specs:
+            default = _DEFAULT_MODELS.get((kind, provider))
+            if default is not None and default[0] not in opts:
+                opts[default[0]] = _LazyModel(default[1], root)
+    return specs
+
+
+def tts_options(cfg: Config) -> dict[str, Any]:
+    """``[tts]`` as the provider's options: ``speed`` becomes Piper's ``length_scale``
+    (1 / speed; 1.0 keeps the voice's own) or espeak-ng's words per minute (160 × speed,
+    clamped to what espeak-ng takes); ``model`` is a Piper voice, or espeak-ng's voice name."""
+    speed = cfg.tts.speed
+    if cfg.tts.provider == "piper":
+        opts: dict[str, Any] = {} if speed == 1.0 else {"length_scale": 1.0 / speed}
+        if cfg.tts.model:
+            opts["model"] = cfg.tts.model
+        return opts
+    if cfg.tts.provider == "espeak":
+        lo, hi = ESPEAK_WPM_RANGE
+        wpm = round(ESPEAK_WPM * speed)
+        if not lo <= wpm <= hi:
+            log.warning("tts.speed %.2f is %d wpm, beyond espeak-ng's %d-%d: using %d",
+                        speed, wpm, lo, hi, min(hi, max(lo, wpm)))
+        opts = {"wpm": min(hi, max(lo, wpm))}
+        if cfg.tts.model:
+            opts["voice"] = cfg.tts.model
+        return opts
+    return {"model": cfg.tts.model} if cfg.tts.model else {}  # unknown: the registry names the choices
+
+
+@dataclass(frozen=True)
+class _LazyModel:
+    """A manifest model under ``root``, resolved in the worker thread that creates the stage
+    (so a missing one fails like the stage's own default would, with the fix)."""
+
+    name: str
+    root: Path
+
+    def resolve(self) -> Path:
+        from edgeagent.models import model_path
+
+        return model_path(self.name, root=self.root)
+
+
+def _create(kind: str, provider: str, options: dict[str, Any]) -> Any:
+    opts = {k: v.resolve() if isinstance(v, _LazyModel) else v for k, v in options.items()}
+    return registry.create(kind, provider, **opts)
 
 
 @dataclass
 class Models:
-    """The loaded stages, shared by every loop (and every test of a module)."""
+    """The loaded stages, shared by every session (and every test of a module)."""
 
     vad: VAD
     wake: WakeWord
@@ -39,17 +135,19 @@ class Models:
     tts: TTS
 
     @classmethod
-    async def load(cls, instructions: str = INSTRUCTIONS) -> Models:
-        """Load every default provider (in worker threads, at once) and warm it up."""
-        specs: list[tuple[str, str, dict[str, Any]]] = [
-            ("vad", VAD_PROVIDER, {}), ("wake", WAKE_PROVIDER, {"words": (WAKE_WORD,)}),
-            # No partials: this loop reads only the FINAL, and a partial decode still running
-            # at the flush delays it (measured: 910 ms instead of one decode, ~450 ms here).
-            ("stt", STT_PROVIDER, {"partials": False}), ("llm", LLM_PROVIDER, {}), ("tts", TTS_PROVIDER, {}),
-        ]
+    async def load(cls, cfg: Config | None = None) -> Models:
+        """Create every configured provider (in worker threads, at once) and warm it up.
+
+        ``cfg`` defaults to the built-in defaults (not the config file). If one stage
+        fails, the others are closed and its error is raised.
+        """
+        from edgeagent.config import Config
+
+        cfg = cfg or Config()
+        specs = stage_specs(cfg)
         t0 = time.monotonic()
         loaded = await asyncio.gather(
-            *(asyncio.to_thread(registry.create, kind, name, **opts) for kind, name, opts in specs),
+            *(asyncio.to_thread(_create, kind, name, opts) for kind, name, opts in specs),
             return_exceptions=True,
         )
         stages = [r for r in loaded if not isinstance(r, BaseException)]
@@ -58,8 +156,13 @@ class Models:
                 await stage.aclose()
             raise next(r for r in loaded if isinstance(r, BaseException))
         models = cls(*stages)
-        await models._warm(instructions)
-        log.info("models loaded in %.1f s", time.monotonic() - t0)
+        try:
+            await models._warm(cfg.agent.instructions)
+        except BaseException:
+            await models.aclose()
+            raise
+        log.info("models loaded in %.1f s: %s", time.monotonic() - t0,
+                 ", ".join(f"{kind}={name}" for kind, name, _ in specs))
         return models
 
     async def _warm(self, instructions: str) -> None:
@@ -74,6 +177,11 @@ class Models:
     async def aclose(self) -> None:
         for stage in (self.vad, self.wake, self.stt, self.llm, self.tts):
             await stage.aclose()
+
+
+def wake_for(models: Models, activation: ActivationConfig) -> WakeWord | None:
+    """The wake stage to hand a session: None when no wake word is configured."""
+    return models.wake if activation.wake_words else None
 
 
 def new_context(instructions: str) -> ChatContext:
