@@ -68,7 +68,7 @@ class InterruptionConfig:
 
     enabled: bool = True
     """Speech over the agent's reply stops it (needs echo cancellation to be useful)."""
-    min_duration_s: float = 0.15
+    min_duration_s: float = 0.1
     """Speech must last this long (s) to pause the reply; shorter sounds over it are ignored."""
     false_timeout_s: float = 2.0
     """A paused reply resumes when no words were heard within this time (s)."""

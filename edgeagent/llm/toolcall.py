@@ -63,8 +63,12 @@ def response_text(msg: ChatMessage) -> str:
     return f"<tool_response>\n{msg.content.strip()}\n</tool_response>"
 
 
+MAX_CALLS = 3
+"""Most tool calls in one model turn."""
+
+
 def grammar(tools: Sequence[FunctionTool]) -> str:
-    """GBNF for what follows ``<tool_call>``: one call or a list of calls, then the close tag.
+    """GBNF for what follows ``<tool_call>``: one call or a list of up to MAX_CALLS calls, then the close tag.
 
     Each call is ``{"name": <one of the tools>, "arguments": <that tool's schema>}``;
     the empty list is allowed and means "no call after all".
@@ -82,8 +86,10 @@ def grammar(tools: Sequence[FunctionTool]) -> str:
     ]
     conv = converter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False, raw_pattern=False)
     call = conv.visit({"anyOf": alternatives} if len(alternatives) > 1 else alternatives[0], "call")
+    # At most MAX_CALLS: a small model otherwise repeats one call until max_tokens cuts the JSON.
+    more = " ".join(f'( tc-ws "," tc-ws {call}' for _ in range(MAX_CALLS - 1)) + " )?" * (MAX_CALLS - 1)
     rules = [
-        f'root ::= tc-ws ( "[" tc-ws ( {call} ( tc-ws "," tc-ws {call} )* )? tc-ws "]" | {call} ) tc-ws "{CLOSE}"',
+        f'root ::= tc-ws ( "[" tc-ws ( {call} {more} )? tc-ws "]" | {call} ) tc-ws "{CLOSE}"',
         'tc-ws ::= ( " " | "\\n" )?',
         conv.format_grammar(),
     ]
@@ -116,5 +122,7 @@ def parse_calls(text: str, tools: Sequence[FunctionTool]) -> list[ToolCall]:
             log.warning("dropping tool call with bad arguments: %s", exc)
             continue
         args = json.dumps(item.get("arguments") or {})
+        if any(c.name == tool.name and c.arguments == args for c in calls):
+            continue  # the same call twice in one turn: once is enough
         calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=tool.name, arguments=args))
     return calls

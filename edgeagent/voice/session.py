@@ -272,7 +272,10 @@ class AgentSession:
             return
         if (not reply.paused and self._tracker.phase is Phase.SPEAKING
                 and self._tracker.speech_duration >= self.interruption.min_duration_s):
-            log.info("user speech over the reply: paused")
+            assert self._listener is not None
+            lag = time.monotonic() - self._listener.capture_time(self._tracker.speech_start)
+            log.info("user speech over the reply: paused %.0f ms after it began (at %.3f)",
+                     1000 * lag, time.monotonic())
             reply.pause()
             self._barge_paused_at = now
             self._set_playing(False)
