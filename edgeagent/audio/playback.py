@@ -134,6 +134,11 @@ class BufferedOutput(AudioOutput):
         self.last_written_time: float | None = None
         #: Called on the event loop with (frame, monotonic time its first sample was handed over).
         self.on_frame_started: Callable[[AudioFrame, float], None] | None = None
+        #: The render tap: called from :meth:`render`, on the sink's thread (PortAudio's
+        #: for a device), with (the block just filled, sink rate, the time it was handed
+        #: over). An echo canceller uses it as its far-end reference. The block is reused
+        #: by the sink: copy it, and return quickly (no blocking, no heavy work).
+        self.on_render: Callable[[Int16Array, int, float], None] | None = None
         self.sink_rate: int | None = None
         self._buf: PlaybackBuffer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,6 +176,9 @@ class BufferedOutput(AudioOutput):
             out[:] = 0
             return
         started, underrun, drained = buf.pull(out)
+        tap = self.on_render
+        if tap is not None:
+            tap(out, self.sink_rate or self.sample_rate, now)
         # The block is handed over whole at `now`: that is when its frames started.
         stamped = [(m, now) for m, _ in started]
         self._post(self._after_render, stamped, underrun, drained)
