@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -45,6 +46,31 @@ def pulse() -> PulseDevices:
     if missing:
         pytest.fail(f"PulseAudio lacks the null sinks {sorted(missing)}: run the tests via scripts/test")
     return devices
+
+
+@pytest.fixture
+def loopback(pulse: PulseDevices) -> Iterator[None]:
+    """speaker.monitor → mic_feed: the default output is heard by the default input."""
+    out = subprocess.run(
+        [
+            "pactl",
+            "load-module",
+            "module-loopback",
+            f"source={pulse.speaker_monitor}",
+            f"sink={pulse.mic_sink}",
+            "latency_msec=30",
+            "adjust_time=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert out.returncode == 0, f"pactl load-module module-loopback failed: {out.stderr}"
+    module = out.stdout.strip()
+    try:
+        yield
+    finally:
+        subprocess.run(["pactl", "unload-module", module], timeout=10, check=True)
 
 
 @dataclass(frozen=True)
