@@ -352,3 +352,43 @@ async def test_the_agent_does_not_hear_itself(models: Models, loopback: None, pu
         transcript = await live.wait_for(UserInputTranscribedEvent, 20, lambda e: e.is_final)
     assert handle.interrupted
     assert {"stop", "talking"} & words(transcript.transcript), transcript
+
+
+async def test_a_backchannel_resumes_the_reply_and_stop_ends_it(
+    models: Models, pulse: PulseDevices, tmp_path: Path
+) -> None:
+    hmm = save(with_silence(espeak("uh huh"), 0.0, 0.5), tmp_path / "hmm.wav")
+    stop = save(with_silence(piper("Stop."), 0.0, 0.5), tmp_path / "stop.wav")
+    live = Live(models, echo_cancellation=False, ignore_own_playback=False)  # no echo path here
+    async with live.running():
+        handle = live.session.say(LONG_TEXT)
+        at = await live.wait_state(AgentState.SPEAKING, 20)
+        await asyncio.sleep(1.0)
+        await play(pulse.mic_sink, hmm)
+        paused = await live.wait_state(AgentState.LISTENING, 5, at)  # paused while it listens
+        await live.wait_state(AgentState.SPEAKING, 10, paused)  # and goes on
+        assert not handle.interrupted and not handle.done()
+        await asyncio.sleep(0.5)
+        await play(pulse.mic_sink, stop)
+        await asyncio.wait_for(handle.wait_for_playout(), 10)
+        await live.wait_state(AgentState.IDLE, 10)
+        await asyncio.sleep(1.0)
+    assert handle.interrupted
+    items = [e.item for e in live.of(ConversationItemAddedEvent)]
+    assert [(m.role, m.interrupted) for m in items] == [("assistant", True)], items  # no answer to "stop"
+    finals = [e.transcript for e in live.of(UserInputTranscribedEvent) if e.is_final]
+    assert len(finals) == 1 and words(finals[0]) == {"stop"}, finals
+
+
+async def test_push_to_talk(models: Models, pulse: PulseDevices, wavs: Wavs) -> None:
+    live = Live(models, activation=ActivationConfig(mode="ptt"))
+    async with live.running():
+        await play(pulse.mic_sink, wavs.wake_then_question)  # not pressed: ignored, wake word or not
+        await asyncio.sleep(1.0)
+        assert live.states() == [AgentState.IDLE], live.events
+        live.session.push_to_talk(True)
+        await play(pulse.mic_sink, wavs.no_wake)
+        live.session.push_to_talk(False)
+        metrics = await live.wait_for(MetricsCollectedEvent, 60)
+    assert {"capital", "france"} <= words(metrics.metrics.transcript), metrics
+    assert live.states()[:4] == [AgentState.IDLE, AgentState.LISTENING, AgentState.THINKING, AgentState.SPEAKING]

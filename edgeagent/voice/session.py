@@ -362,6 +362,9 @@ class AgentSession:
             # Speech over the reply too short to pause it (a word, a cough): not an interruption.
             log.info("user: %s (too short to interrupt the reply: ignored)", step.text)
             return
+        if reply is not None and reply.paused and _only_fillers(step.text):
+            self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
+            return
         self.emit(UserInputTranscribedEvent(step.text, is_final=True))
         log.info("user: %s", step.text)
         if _is_stop(step.text, self.activation.stop_words):
@@ -454,6 +457,15 @@ class AgentSession:
                 assert exc is not None
                 self.emit(ErrorEvent(exc, what))
         return done
+
+
+FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "hm", "hmm", "hmmm", "mm", "mhm", "mm-hmm", "uh-huh"))
+"""Sounds that are not words: said over the agent's reply, they do not interrupt it."""
+
+
+def _only_fillers(text: str) -> bool:
+    said = re.findall(r"[a-z'-]+", text.lower())
+    return all(w.strip("-") in FILLERS for w in said)
 
 
 def _is_stop(text: str, stop_words: Sequence[str]) -> bool:
