@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOOL_TIMEOUT_S = 30.0
+MAX_HISTORY = 64
+"""Messages kept in the history: a device that runs for months must not grow without end
+(the LLM sees even fewer: it drops the oldest turns that do not fit its context)."""
 
 
 @dataclass
@@ -81,7 +84,10 @@ class Conversation:
         return self.agent.tools
 
     def add(self, message: ChatMessage) -> None:
-        self.history.messages.append(message)
+        msgs = self.history.messages
+        msgs.append(message)
+        while len(msgs) > MAX_HISTORY or (msgs and msgs[0].role == "tool"):
+            del msgs[0]  # oldest first; never start with a tool result whose call is gone
         self._session.emit(ConversationItemAddedEvent(message, self.agent.label if self._agent else ""))
 
     # -- agents ----------------------------------------------------------------------
