@@ -71,6 +71,19 @@ def test_splitter_first_clause_is_short_and_cut_at_a_natural_break() -> None:
     ]
 
 
+def test_splitter_caps_clauses_without_spaces() -> None:
+    """A rambling model ("7,987,987,...") gives no word to cut at: clauses stay bounded."""
+    sp = ClauseSplitter(max_chars=100)
+    out = sp.push("There are 7,")
+    for _ in range(100):
+        out += sp.push("987,")
+    out += sp.flush()
+    assert len(out) >= 4 and max(len(c) for c in out) <= 100, [len(c) for c in out]
+    assert "".join(out) == "There are 7," + "987," * 100
+    with pytest.raises(ValueError, match="max_chars"):
+        ClauseSplitter(max_chars=5)
+
+
 def test_splitter_word_limit_grows_per_clause() -> None:
     words = ["w"] * 100
     clauses = split(" ".join(words) + ".")

@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext, ChatMessage
 from edgeagent.llm.llama_engine import LlamaEngine, default_model_path, default_threads
@@ -33,6 +35,8 @@ from edgeagent.metrics import LLMMetrics
 from edgeagent.stage import InferenceThread, StageStream
 
 __all__ = ["LLMError", "LlamaChatStream", "LlamaLLM"]
+
+_TERMINAL = (".", "?", "!")
 
 
 class LlamaLLM(LLM):
@@ -114,6 +118,8 @@ class LlamaLLM(LLM):
                                   tools: Sequence[FunctionTool] | None = None) -> float:
         """log P(end of turn) right after ``user_text`` as a new user turn after ``ctx``.
 
+        For text without a final ``.?!`` it is log P(end of turn or a sentence end).
+
         ``ctx`` is the conversation before this user turn. The prefix is shared
         with generation's KV cache (``tools`` default to those of the last
         :meth:`chat`, so the system prompt matches), and the user's text stays
@@ -134,7 +140,13 @@ class LlamaLLM(LLM):
 
         tokens = self._gen.fit(msgs, tools, 1, render)
         eng.prefill(tokens)
-        return float(eng.logprobs()[end_token])
+        logprobs = eng.logprobs()
+        ids = [end_token]
+        if user_text.rstrip()[-1:] not in _TERMINAL:
+            # Unpunctuated text (STT output often is): a sentence end next counts as an end too,
+            # or "who painted the Mona Lisa" would look unfinished for want of its "?".
+            ids += [t for p in _TERMINAL if len(t_ := eng.tokenize(p)) == 1 for t in t_]
+        return float(np.logaddexp.reduce(logprobs[ids].astype(np.float64)))
 
     async def prefill(self, ctx: ChatContext, tools: Sequence[FunctionTool] = ()) -> int:
         """Evaluate ``ctx`` (e.g. just the system prompt) into the KV cache ahead of the first turn.

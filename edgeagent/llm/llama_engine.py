@@ -22,14 +22,7 @@ import numpy.typing as npt
 
 from edgeagent.errors import ModelError
 
-# llama.cpp's CPU backend is built with OpenMP, whose threads spin while they wait.
-# On a board where STT, TTS and other processes share the cores, spinning threads
-# steal each other's time: a 200-token prompt measured 3-9 s instead of 1.5 s here
-# under load. Passive waiting costs little when idle. libgomp reads this once, when
-# it is loaded, so it only takes effect if llama.cpp (or CTranslate2) is not loaded
-# yet; an explicit setting in the environment wins.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+# OMP_WAIT_POLICY=PASSIVE is set in edgeagent/__init__.py, before any model loads.
 
 MODEL_NAME = "smollm2-135m"
 """The manifest name of the default model."""

@@ -97,12 +97,17 @@ class ClauseSplitter:
     max_words: int = 30
     min_words: int = 4
     first_min_words: int = 1
+    max_chars: int = 200
+    """A clause never exceeds this (a model rambling "7,987,987,987,..." has no spaces to cut
+    at; one huge clause costs the voice seconds and hundreds of MB)."""
     _buf: str = field(default="", init=False, repr=False)
     _index: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.first_words <= self.max_words or min(self.min_words, self.first_min_words) < 1:
             raise ValueError("need 1 <= first_words <= max_words, and min_words, first_min_words >= 1")
+        if self.max_chars < 20:
+            raise ValueError("max_chars must be at least 20")
 
     @classmethod
     def sentences(cls) -> ClauseSplitter:
@@ -127,6 +132,8 @@ class ClauseSplitter:
     def flush(self) -> list[str]:
         """End the segment: the rest of the text (if speakable), and reset."""
         out: list[str] = []
+        while len(self._buf) > self.max_chars:
+            self._take(self._char_cut(self._buf), out)
         self._take(len(self._buf), out)
         self._buf = ""
         self._index = 0
@@ -164,7 +171,15 @@ class ClauseSplitter:
                 break
         cut = min(candidates) if candidates else None
         limit_cut = self._word_limit_cut(buf if cut is None else buf[:cut])
-        return limit_cut if limit_cut is not None else cut
+        cut = limit_cut if limit_cut is not None else cut
+        if (cut is None or cut > self.max_chars) and len(buf) > self.max_chars:
+            cut = self._char_cut(buf)
+        return cut
+
+    def _char_cut(self, buf: str) -> int:
+        """A cut at most max_chars in: at the last space in the second half, else hard."""
+        space = buf.rfind(" ", self.max_chars // 2, self.max_chars)
+        return space if space > 0 else self.max_chars
 
     def _word_limit_cut(self, text: str) -> int | None:
         """A cut for a clause over the word limit, preferring a natural break."""
