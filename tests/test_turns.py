@@ -177,3 +177,11 @@ def test_event_emitter_names_and_broken_handlers() -> None:
     assert seen == ["hey_jarvis"]
     with pytest.raises(ValueError, match="unknown event"):
         em.on("no_such_event", print)
+
+
+def test_a_looping_reply_is_recognised() -> None:
+    from edgeagent.voice.reply import _looping
+
+    assert _looping("There are 7," + "987," * 8)
+    assert not _looping("There are 7," + "987," * 3)
+    assert not _looping("The capital of France is Paris. It is large, large and old.")

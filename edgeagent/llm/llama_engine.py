@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from edgeagent.errors import ModelError
 
-# OMP_WAIT_POLICY=PASSIVE is set in edgeagent/__init__.py, before any model loads.
+# GOMP_SPINCOUNT (how long OpenMP threads spin) is set in edgeagent/__init__.py, before any model loads.
 
 MODEL_NAME = "smollm2-135m"
 """The manifest name of the default model."""

@@ -83,6 +83,14 @@ def _is_abbreviation(before: str) -> bool:
     return word.lower() in ABBREVIATIONS
 
 
+DIGIT_WEIGHT = 6
+"""A digit is spoken as several letters' worth ("987" is "nine hundred eighty-seven")."""
+
+
+def _weight(text: str) -> int:
+    return len(text) + (DIGIT_WEIGHT - 1) * sum(ch.isdigit() for ch in text)
+
+
 @dataclass
 class ClauseSplitter:
     """Splits streamed text into clauses to speak; one instance per stream.
@@ -98,8 +106,9 @@ class ClauseSplitter:
     min_words: int = 4
     first_min_words: int = 1
     max_chars: int = 200
-    """A clause never exceeds this (a model rambling "7,987,987,987,..." has no spaces to cut
-    at; one huge clause costs the voice seconds and hundreds of MB)."""
+    """A clause never sounds longer than this many characters of text, a digit counting as
+    :data:`DIGIT_WEIGHT` (a model rambling "7,987,987,..." has no spaces to cut at, and one
+    huge clause cost the voice 10 s and 900 MB)."""
     _buf: str = field(default="", init=False, repr=False)
     _index: int = field(default=0, init=False, repr=False)
 
@@ -132,7 +141,7 @@ class ClauseSplitter:
     def flush(self) -> list[str]:
         """End the segment: the rest of the text (if speakable), and reset."""
         out: list[str] = []
-        while len(self._buf) > self.max_chars:
+        while _weight(self._buf) > self.max_chars:
             self._take(self._char_cut(self._buf), out)
         self._take(len(self._buf), out)
         self._buf = ""
@@ -172,14 +181,20 @@ class ClauseSplitter:
         cut = min(candidates) if candidates else None
         limit_cut = self._word_limit_cut(buf if cut is None else buf[:cut])
         cut = limit_cut if limit_cut is not None else cut
-        if (cut is None or cut > self.max_chars) and len(buf) > self.max_chars:
+        if _weight(buf if cut is None else buf[:cut]) > self.max_chars:
             cut = self._char_cut(buf)
         return cut
 
     def _char_cut(self, buf: str) -> int:
-        """A cut at most max_chars in: at the last space in the second half, else hard."""
-        space = buf.rfind(" ", self.max_chars // 2, self.max_chars)
-        return space if space > 0 else self.max_chars
+        """A cut within max_chars of weight: at the last space in its second half, else hard."""
+        total, end = 0, len(buf)
+        for i, ch in enumerate(buf):
+            total += DIGIT_WEIGHT if ch.isdigit() else 1
+            if total > self.max_chars:
+                end = max(1, i)
+                break
+        space = buf.rfind(" ", end // 2, end)
+        return space if space > 0 else end
 
     def _word_limit_cut(self, text: str) -> int | None:
         """A cut for a clause over the word limit, preferring a natural break."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,6 +159,9 @@ class Reply:
                     if chunk.text:
                         round_text.append(chunk.text)
                         self._push(tts, chunk.text)
+                        if _looping(self.handle.text):
+                            log.warning("the LLM is repeating itself (%r...): reply cut", self.handle.text[-40:])
+                            return
                     calls.extend(chunk.tool_calls)
             finally:
                 await stream.aclose()
@@ -197,6 +201,14 @@ class Reply:
     def _frame_started(self, frame: AudioFrame, handed_over: float) -> None:
         if self.times.first_out is None:
             self.times.first_out = handed_over
+
+
+_LOOP = re.compile(r"(.{1,24}?)\1{7,}$", re.DOTALL)
+
+
+def _looping(text: str) -> bool:
+    """The text ends in the same short piece eight times over ("987,987,987,...")."""
+    return bool(_LOOP.search(text[-240:]))
 
 
 def _spoken(so_far: str, audio: SynthesizedAudio) -> str:
