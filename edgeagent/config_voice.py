@@ -117,6 +117,6 @@ class TTSConfig:
     provider: str = "piper"
     """piper or espeak."""
     model: str | None = None
-    """Piper voice (.onnx); None = the default voice from the models directory."""
+    """piper: a voice file (.onnx); espeak: a voice name (e.g. en-us); None = the default voice."""
     speed: float = 1.0
     """Speaking rate; 1.0 is the voice's own."""

@@ -13,7 +13,7 @@ from edgeagent.llm.tools import RunContext, function_tool
 from edgeagent.vad.base import VADEvent, VADEventType
 from edgeagent.voice.agent import Agent
 from edgeagent.voice.events import EventEmitter, WakeWordDetectedEvent
-from edgeagent.voice.session import _is_stop
+from edgeagent.voice.hearing import _is_stop
 from edgeagent.voice.turns import Action, Phase, SemanticDetector, TurnTracker
 
 W = 0.032  # one VAD window

@@ -7,11 +7,11 @@
     await session.aclose()
 
 The session owns the state (initializing → idle → listening → thinking →
-speaking), the conversation history, turn taking and interruptions. Its ears
-are a :class:`~edgeagent.voice.listener.Listener`, the turn decision a
-:class:`~edgeagent.voice.turns.TurnTracker` with a detector, each reply a
-:class:`~edgeagent.voice.reply.Reply`. One task reads what the listener heard
-(:meth:`_hear`), one plays replies in order (:meth:`_speak_loop`).
+speaking), the replies and the conversation history. Its ears are a
+:class:`~edgeagent.voice.listener.Listener`; wake words, turn taking and
+barge-in are :class:`~edgeagent.voice.hearing.Hearing`'s (one task reads what the
+listener heard); each reply is a :class:`~edgeagent.voice.reply.Reply`, played in
+order by :meth:`AgentSession._speak_loop`.
 
 Activation: ``wake`` opens a listening window (``listen_s``) at the wake word,
 and a follow-up window (``follow_up_s``) after each reply; ``always`` listens all
@@ -26,10 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from edgeagent.audio.io import AudioInput, AudioOutput
@@ -37,31 +34,25 @@ from edgeagent.audio.playback import BufferedOutput
 from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext, ChatMessage
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.stt.base import STT
 from edgeagent.tts.base import TTS
-from edgeagent.vad.base import VAD, VADEvent
+from edgeagent.vad.base import VAD
 from edgeagent.voice.agent import Agent
-from edgeagent.voice.conversation import Conversation, TurnRecord
+from edgeagent.voice.conversation import Conversation
 from edgeagent.voice.events import (
     AgentState,
     ErrorEvent,
     EventEmitter,
     SessionEvent,
-    UserInputTranscribedEvent,
-    WakeWordDetectedEvent,
 )
+from edgeagent.voice.hearing import Hearing
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
-from edgeagent.voice.turns import Action, Phase, Step, TurnTracker, make_detector
-from edgeagent.wake.base import WakeEvent, WakeWord
+from edgeagent.voice.turns import make_detector
+from edgeagent.wake.base import WakeWord
 
 log = logging.getLogger(__name__)
-
-WAKE_OVERLAP_S = 0.16
-"""The question's audio starts this long before the wake word fired (it fires at the end of
-an 80 ms step, sometimes after the next word began; see the issue 3 notes)."""
-
 
 class AgentSession:
     """See the module docs. Options are the config sections of :mod:`edgeagent.config_voice`."""
@@ -97,20 +88,15 @@ class AgentSession:
         self.state = AgentState.INITIALIZING
         self.conversation = Conversation(self)
         self._events = EventEmitter()
-        self._detector = make_detector(self.turn_options, llm)
-        self._tracker = TurnTracker(self.turn_options)
+        make_detector(self.turn_options, llm)  # a bad turn.detection fails here, not at start()
         self._listener: Listener | None = None
+        self._hearing: Hearing | None = None
         self._out: AudioOutput | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._queue: asyncio.Queue[tuple[SpeechHandle, Reply]] = asyncio.Queue()
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
-        self._armed_until = -math.inf  # stream time until which speech may open a turn
-        self._ptt = False
-        self._turn: TurnRecord | None = None  # the user turn being heard
-        self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
         self._idle = asyncio.Event()
-        self._vad_in_speech = False
         self._closed = False
 
     # -- public API ----------------------------------------------------------------
@@ -148,11 +134,10 @@ class AgentSession:
         self._listener = Listener(input, self.vad, self.stt, wake, echo=echo,
                                   ignore_own_playback=self.ignore_own_playback)
         self._out = output
+        self._hearing = Hearing(self, self._listener)
         await self.conversation.set_agent(agent)
-        if self.activation.mode == "always":
-            self._armed_until = math.inf
         self._listener.start()
-        self._tasks = [asyncio.ensure_future(self._hear()), asyncio.ensure_future(self._speak_loop())]
+        self._tasks = [asyncio.ensure_future(self._hearing.run()), asyncio.ensure_future(self._speak_loop())]
         self._update_state()
 
     def say(self, text: str, *, allow_interruptions: bool = True, add_to_chat_ctx: bool = True) -> SpeechHandle:
@@ -187,16 +172,14 @@ class AgentSession:
 
     def push_to_talk(self, pressed: bool) -> None:
         """Push-to-talk: pressed opens the user's turn (stopping any reply), released ends it."""
-        listener = self._listener
-        if listener is None or pressed == self._ptt:
-            return
-        self._ptt = pressed
-        if pressed:
-            self.interrupt()
-            self._apply(self._tracker.open_at(max(0.0, listener.now - 0.1), speaking=True))
-        else:
-            self._apply(self._tracker.end_speech(listener.now))
-        self._update_state()
+        if self._hearing is not None:
+            self._hearing.push_to_talk(pressed)
+            self._update_state()
+
+    @property
+    def current_reply(self) -> Reply | None:
+        """The reply being generated or played, if any."""
+        return self._reply
 
     async def wait_until_done(self) -> None:
         """Until the input has ended and every turn and reply is over."""
@@ -222,160 +205,6 @@ class AgentSession:
                 self._listener.echo.close()
         with contextlib.suppress(Exception):
             await self.conversation.exit()
-
-    # -- hearing -------------------------------------------------------------------
-
-    async def _hear(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while True:
-            kind, payload = await listener.heard.get()
-            try:
-                if kind == "vad":
-                    self._on_vad(payload)
-                elif kind == "wake":
-                    self._on_wake(payload)
-                elif kind == "stt":
-                    self._on_stt(*payload)
-                elif kind == "error":
-                    source, exc = payload
-                    self.emit(ErrorEvent(exc, source, recoverable=source != "input"))
-                elif kind == "end":
-                    self._apply(self._tracker.end_speech(listener.now))
-            except Exception as exc:  # one bad event must not stop the ears
-                log.exception("handling a %s event failed", kind)
-                self.emit(ErrorEvent(exc, "session"))
-            self._update_state()
-
-    def _accepting(self) -> bool:
-        """May speech open a user turn now?"""
-        if self.activation.mode == "ptt":
-            return False  # the button opens turns
-        listener = self._listener
-        assert listener is not None
-        return listener.now <= self._armed_until or self._reply is not None
-
-    def _on_vad(self, ev: VADEvent) -> None:
-        self._vad_in_speech = ev.speaking
-        if self.activation.mode == "ptt" and not self._tracker.active:
-            return
-        if self._tracker.phase is Phase.NONE and not self._accepting():
-            return
-        if self.activation.mode != "ptt":
-            self._apply(self._tracker.on_vad(ev))
-        self._tracker.now = ev.timestamp
-        self._check_barge_in(ev.timestamp)
-
-    def _check_barge_in(self, now: float) -> None:
-        reply = self._reply
-        if reply is None or not self.interruption.enabled or not reply.handle.allow_interruptions:
-            return
-        if (not reply.paused and self._tracker.phase is Phase.SPEAKING
-                and self._tracker.speech_duration >= self.interruption.min_duration_s):
-            assert self._listener is not None
-            lag = time.monotonic() - self._listener.capture_time(self._tracker.speech_start)
-            log.info("user speech over the reply: paused %.0f ms after it began (at %.3f)",
-                     1000 * lag, time.monotonic())
-            reply.pause()
-            self._barge_paused_at = now
-            self._set_playing(False)
-        elif (reply.paused and self._barge_paused_at is not None and not self._tracker.active
-              and now - self._barge_paused_at >= self.interruption.false_timeout_s):
-            self._resume("no words within the false interruption timeout")
-
-    def _resume(self, why: str) -> None:
-        reply = self._reply
-        self._barge_paused_at = None
-        if reply is not None and reply.paused:
-            log.info("false interruption (%s): the reply resumes", why)
-            reply.resume()
-
-    def _on_wake(self, ev: WakeEvent) -> None:
-        listener = self._listener
-        assert listener is not None
-        log.info("wake word %s (score %.2f)", ev.word, ev.score)
-        self.emit(WakeWordDetectedEvent(ev.word, ev.score))
-        if self._reply is not None:
-            log.info("wake word during the reply: stopped")
-            self.interrupt()
-        self._armed_until = listener.now + self.activation.listen_s
-        if not self._tracker.active and self._vad_speaking(ev.timestamp):
-            self._apply(self._tracker.open_at(max(0.0, ev.timestamp - WAKE_OVERLAP_S), speaking=True))
-
-    def _vad_speaking(self, at: float) -> bool:
-        """Is the VAD inside an utterance (speech or its short pauses) at stream time ``at``?"""
-        return self._tracker.phase is not Phase.NONE or self._vad_in_speech
-
-    def _on_stt(self, uid: int, ev: SpeechEvent) -> None:
-        listener = self._listener
-        if listener is None or uid != listener.utterance_id or self._turn is None:
-            return
-        if ev.type is SpeechEventType.INTERIM:
-            self.emit(UserInputTranscribedEvent(ev.text, is_final=False))
-            return
-        self._turn.final_at = time.monotonic()
-        steps = self._tracker.on_final(ev.text)
-        self._apply(steps)
-        text = self._tracker.pending_text
-        if text:
-            task = asyncio.ensure_future(self._judge(text))
-            task.add_done_callback(self._report_failure("turn detection"))
-
-    async def _judge(self, text: str) -> None:
-        delay = await self._detector.delay(self.conversation.llm_context(), text)
-        if self._turn is not None:
-            self._turn.eot_probability = self._detector.last_probability
-        self._apply(self._tracker.set_delay(text, delay))
-        self._update_state()
-
-    def _apply(self, steps: Sequence[Step]) -> None:
-        listener = self._listener
-        assert listener is not None
-        for step in steps:
-            if step.action is Action.OPEN:
-                listener.open_utterance(step.start)
-                self._turn = TurnRecord()
-            elif step.action is Action.FLUSH:
-                listener.flush()
-            elif step.action is Action.REOPEN:
-                listener.reopen()
-            elif step.action is Action.COMMIT:
-                self._commit(step)
-            elif step.action is Action.DISCARD:
-                log.info("user: (nothing recognised)")
-                self._turn = None
-                listener.drop_utterance()
-                if self._reply is not None and self._reply.paused:
-                    self._resume("no words")
-
-    def _commit(self, step: Step) -> None:
-        listener = self._listener
-        assert listener is not None
-        turn, self._turn = self._turn or TurnRecord(), None
-        listener.drop_utterance()
-        turn.speech_end = listener.capture_time(step.speech_end)
-        turn.committed_at = time.monotonic()
-        turn.transcript = step.text
-        self._barge_paused_at = None
-        reply = self._reply
-        if reply is not None and reply.audible and not reply.paused:
-            # Speech over the reply too short to pause it (a word, a cough): not an interruption.
-            log.info("user: %s (too short to interrupt the reply: ignored)", step.text)
-            return
-        if reply is not None and reply.paused and _only_fillers(step.text):
-            self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
-            return
-        self.emit(UserInputTranscribedEvent(step.text, is_final=True))
-        log.info("user: %s", step.text)
-        if _is_stop(step.text, self.activation.stop_words):
-            log.info("stop word: the agent stops")
-            self.interrupt()
-            if self.activation.mode == "wake":
-                self._armed_until = -math.inf
-            return
-        self.interrupt()
-        handle = SpeechHandle(source="user_turn", turn=turn)
-        self._enqueue(handle, user_text=step.text)
 
     # -- speaking ------------------------------------------------------------------
 
@@ -411,9 +240,8 @@ class AgentSession:
                 self._set_playing(False)
                 await self.conversation.finish(reply)
                 handle._mark_done()
-                if (self._listener is not None and self.activation.mode == "wake" and self._queue.empty()
-                        and not handle.interrupted):
-                    self._armed_until = self._listener.now + self.activation.follow_up_s
+                if self._hearing is not None and self._queue.empty() and not handle.interrupted:
+                    self._hearing.follow_up()
                 self._update_state()
 
     def _set_playing(self, playing: bool) -> None:
@@ -423,18 +251,19 @@ class AgentSession:
     # -- state and events ------------------------------------------------------------
 
     def _quiet(self) -> bool:
-        return self._reply is None and self._queue.empty() and not self._tracker.active
+        hearing = self._hearing
+        return self._reply is None and self._queue.empty() and not (hearing and hearing.tracker.active)
 
     def _update_state(self) -> None:
-        if self._listener is None or self._closed:
+        hearing = self._hearing
+        if hearing is None or self._closed:
             return
         reply = self._reply
         if reply is not None and reply.audible and not reply.paused:
             state = AgentState.SPEAKING
         elif (reply is not None and not reply.paused) or not self._queue.empty():
             state = AgentState.THINKING
-        elif (self._tracker.active or self._ptt or (reply is not None and reply.paused)
-              or self._listener.now <= self._armed_until):
+        elif hearing.listening or (reply is not None and reply.paused):
             state = AgentState.LISTENING
         else:
             state = AgentState.IDLE
@@ -457,20 +286,6 @@ class AgentSession:
                 assert exc is not None
                 self.emit(ErrorEvent(exc, what))
         return done
-
-
-FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "hm", "hmm", "hmmm", "mm", "mhm", "mm-hmm", "uh-huh"))
-"""Sounds that are not words: said over the agent's reply, they do not interrupt it."""
-
-
-def _only_fillers(text: str) -> bool:
-    said = re.findall(r"[a-z'-]+", text.lower())
-    return all(w.strip("-") in FILLERS for w in said)
-
-
-def _is_stop(text: str, stop_words: Sequence[str]) -> bool:
-    said = " ".join(re.findall(r"[a-z']+", text.lower()))
-    return bool(said) and said in {" ".join(re.findall(r"[a-z']+", w.lower())) for w in stop_words}
 
 
 def _canceller(task: asyncio.Task[None]) -> Callable[[], None]:

@@ -1,0 +1,238 @@
+"""The user's side of a session: what the listener heard becomes wake-ups, turns and barge-ins.
+
+:class:`Hearing` reads the :class:`~edgeagent.voice.listener.Listener`'s queue in
+order. Wake words arm a listening window (and stop a reply); VAD windows and final
+transcripts go through the :class:`~edgeagent.voice.turns.TurnTracker`, whose steps
+open, flush, reopen and close the STT utterance; a committed turn is handed to the
+session to answer. Speech over a reply pauses it (``interruption.min_duration_s``);
+words stop it, no words or only fillers resume it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from edgeagent.stt.base import SpeechEvent, SpeechEventType
+from edgeagent.vad.base import VADEvent
+from edgeagent.voice.conversation import TurnRecord
+from edgeagent.voice.events import ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
+from edgeagent.voice.listener import Listener
+from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.turns import Action, Phase, Step, TurnTracker, make_detector
+from edgeagent.wake.base import WakeEvent
+
+if TYPE_CHECKING:
+    from edgeagent.voice.session import AgentSession
+
+log = logging.getLogger(__name__)
+
+WAKE_OVERLAP_S = 0.16
+"""The question's audio starts this long before the wake word fired (it fires at the end of
+an 80 ms step, sometimes after the next word began; see the issue 3 notes)."""
+
+
+class Hearing:
+    """Wake word, turn taking and barge-in for one session."""
+
+    def __init__(self, session: AgentSession, listener: Listener) -> None:
+        self._s = session
+        self._listener = listener
+        self.activation = session.activation
+        self.interruption = session.interruption
+        self.tracker = TurnTracker(session.turn_options)
+        self._detector = make_detector(session.turn_options, session.llm)
+        self.armed_until = math.inf if self.activation.mode == "always" else -math.inf
+        """Stream time until which speech may open a turn."""
+        self.ptt = False
+        self.turn: TurnRecord | None = None
+        """The user turn being heard."""
+        self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
+        self._vad_in_speech = False
+
+    @property
+    def listening(self) -> bool:
+        """A user turn is open, or may open now."""
+        return self.tracker.active or self.ptt or self._listener.now <= self.armed_until
+
+    def follow_up(self) -> None:
+        """A reply is over: in wake mode, a follow-up needs no wake word for a while."""
+        if self.activation.mode == "wake":
+            self.armed_until = self._listener.now + self.activation.follow_up_s
+
+    def push_to_talk(self, pressed: bool) -> None:
+        if pressed == self.ptt:
+            return
+        self.ptt = pressed
+        now = self._listener.now
+        if pressed:
+            self._s.interrupt()
+            self._apply(self.tracker.open_at(max(0.0, now - 0.1), speaking=True))
+        else:
+            self._apply(self.tracker.end_speech(now))
+
+    async def run(self) -> None:
+        listener = self._listener
+        while True:
+            kind, payload = await listener.heard.get()
+            try:
+                if kind == "vad":
+                    self._on_vad(payload)
+                elif kind == "wake":
+                    self._on_wake(payload)
+                elif kind == "stt":
+                    self._on_stt(*payload)
+                elif kind == "error":
+                    source, exc = payload
+                    self._s.emit(ErrorEvent(exc, source, recoverable=source != "input"))
+                elif kind == "end":
+                    self._apply(self.tracker.end_speech(listener.now))
+            except Exception as exc:  # one bad event must not stop the ears
+                log.exception("handling a %s event failed", kind)
+                self._s.emit(ErrorEvent(exc, "session"))
+            self._s._update_state()
+
+    def _accepting(self) -> bool:
+        """May speech open a user turn now?"""
+        if self.activation.mode == "ptt":
+            return False  # the button opens turns
+        listener = self._listener
+        return listener.now <= self.armed_until or self._s.current_reply is not None
+
+    def _on_vad(self, ev: VADEvent) -> None:
+        self._vad_in_speech = ev.speaking
+        if self.activation.mode == "ptt" and not self.tracker.active:
+            return
+        if self.tracker.phase is Phase.NONE and not self._accepting():
+            return
+        if self.activation.mode != "ptt":
+            self._apply(self.tracker.on_vad(ev))
+        self.tracker.now = ev.timestamp
+        self._check_barge_in(ev.timestamp)
+
+    def _check_barge_in(self, now: float) -> None:
+        reply = self._s.current_reply
+        if reply is None or not self.interruption.enabled or not reply.handle.allow_interruptions:
+            return
+        if (not reply.paused and self.tracker.phase is Phase.SPEAKING
+                and self.tracker.speech_duration >= self.interruption.min_duration_s):
+            assert self._listener is not None
+            lag = time.monotonic() - self._listener.capture_time(self.tracker.speech_start)
+            log.info("user speech over the reply: paused %.0f ms after it began (at %.3f)",
+                     1000 * lag, time.monotonic())
+            reply.pause()
+            self._barge_paused_at = now
+            self._s._set_playing(False)
+        elif (reply.paused and self._barge_paused_at is not None and not self.tracker.active
+              and now - self._barge_paused_at >= self.interruption.false_timeout_s):
+            self._resume("no words within the false interruption timeout")
+
+    def _resume(self, why: str) -> None:
+        reply = self._s.current_reply
+        self._barge_paused_at = None
+        if reply is not None and reply.paused:
+            log.info("false interruption (%s): the reply resumes", why)
+            reply.resume()
+
+    def _on_wake(self, ev: WakeEvent) -> None:
+        listener = self._listener
+        log.info("wake word %s (score %.2f)", ev.word, ev.score)
+        self._s.emit(WakeWordDetectedEvent(ev.word, ev.score))
+        if self._s.current_reply is not None:
+            log.info("wake word during the reply: stopped")
+            self._s.interrupt()
+        self.armed_until = listener.now + self.activation.listen_s
+        if not self.tracker.active and self._vad_speaking(ev.timestamp):
+            self._apply(self.tracker.open_at(max(0.0, ev.timestamp - WAKE_OVERLAP_S), speaking=True))
+
+    def _vad_speaking(self, at: float) -> bool:
+        """Is the VAD inside an utterance (speech or its short pauses) at stream time ``at``?"""
+        return self.tracker.phase is not Phase.NONE or self._vad_in_speech
+
+    def _on_stt(self, uid: int, ev: SpeechEvent) -> None:
+        listener = self._listener
+        if listener is None or uid != listener.utterance_id or self.turn is None:
+            return
+        if ev.type is SpeechEventType.INTERIM:
+            self._s.emit(UserInputTranscribedEvent(ev.text, is_final=False))
+            return
+        self.turn.final_at = time.monotonic()
+        steps = self.tracker.on_final(ev.text)
+        self._apply(steps)
+        text = self.tracker.pending_text
+        if text:
+            task = asyncio.ensure_future(self._judge(text))
+            task.add_done_callback(self._s._report_failure("turn detection"))
+
+    async def _judge(self, text: str) -> None:
+        delay = await self._detector.delay(self._s.conversation.llm_context(), text)
+        if self.turn is not None:
+            self.turn.eot_probability = self._detector.last_probability
+        self._apply(self.tracker.set_delay(text, delay))
+        self._s._update_state()
+
+    def _apply(self, steps: Sequence[Step]) -> None:
+        listener = self._listener
+        for step in steps:
+            if step.action is Action.OPEN:
+                listener.open_utterance(step.start)
+                self.turn = TurnRecord()
+            elif step.action is Action.FLUSH:
+                listener.flush()
+            elif step.action is Action.REOPEN:
+                listener.reopen()
+            elif step.action is Action.COMMIT:
+                self._commit(step)
+            elif step.action is Action.DISCARD:
+                log.info("user: (nothing recognised)")
+                self.turn = None
+                listener.drop_utterance()
+                if self._s.current_reply is not None and self._s.current_reply.paused:
+                    self._resume("no words")
+
+    def _commit(self, step: Step) -> None:
+        listener = self._listener
+        turn, self.turn = self.turn or TurnRecord(), None
+        listener.drop_utterance()
+        turn.speech_end = listener.capture_time(step.speech_end)
+        turn.committed_at = time.monotonic()
+        turn.transcript = step.text
+        self._barge_paused_at = None
+        reply = self._s.current_reply
+        if reply is not None and reply.audible and not reply.paused:
+            # Speech over the reply too short to pause it (a word, a cough): not an interruption.
+            log.info("user: %s (too short to interrupt the reply: ignored)", step.text)
+            return
+        if reply is not None and reply.paused and _only_fillers(step.text):
+            self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
+            return
+        self._s.emit(UserInputTranscribedEvent(step.text, is_final=True))
+        log.info("user: %s", step.text)
+        if _is_stop(step.text, self.activation.stop_words):
+            log.info("stop word: the agent stops")
+            self._s.interrupt()
+            if self.activation.mode == "wake":
+                self.armed_until = -math.inf
+            return
+        self._s.interrupt()
+        handle = SpeechHandle(source="user_turn", turn=turn)
+        self._s._enqueue(handle, user_text=step.text)
+
+
+FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "hm", "hmm", "hmmm", "mm", "mhm", "mm-hmm", "uh-huh"))
+"""Sounds that are not words: said over the agent's reply, they do not interrupt it."""
+
+
+def _only_fillers(text: str) -> bool:
+    said = re.findall(r"[a-z'-]+", text.lower())
+    return all(w.strip("-") in FILLERS for w in said)
+
+
+def _is_stop(text: str, stop_words: Sequence[str]) -> bool:
+    said = " ".join(re.findall(r"[a-z']+", text.lower()))
+    return bool(said) and said in {" ".join(re.findall(r"[a-z']+", w.lower())) for w in stop_words}
