@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeagent.config_room import LiveKitConfig, check_livekit
 from edgeagent.config_voice import (
     ACTIVATION_MODES,
     TURN_DETECTORS,
@@ -82,6 +83,7 @@ class Config:
     stt: STTConfig = field(default_factory=STTConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
+    livekit: LiveKitConfig = field(default_factory=LiveKitConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -262,3 +264,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("llm.max_tokens must be at least 1")
     if not 0.25 <= cfg.tts.speed <= 4.0:
         raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")
+    problem = check_livekit(cfg.livekit)
+    if problem:
+        raise ConfigError(problem)

@@ -117,3 +117,41 @@ def test_validate_accepts_the_defaults_and_no_wake_word_outside_wake_mode() -> N
     config.validate(config.Config())
     cfg = config.load(None, env={}, overrides=["activation.mode=ptt", "activation.wake_words="])
     assert cfg.activation.wake_words == ()
+
+
+# -- [livekit] -----------------------------------------------------------------------------
+
+
+def test_livekit_section_from_file_env_and_cli(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[livekit]\nurl = "ws://127.0.0.1:7880"\napi_key = "devkey"\napi_secret = "s3cret"\n'
+                    'room = "kitchen"\nlisten = "identities"\nidentities = ["alice", "bob"]\n')
+    cfg = config.load(path, env={"EDGEAGENT__LIVEKIT__MODE": "room+local"},
+                      overrides=["livekit.token_ttl_s=300", "livekit.publish_local_mic=true"])
+    lk = cfg.livekit
+    assert (lk.url, lk.api_key, lk.room, lk.listen, lk.identities) == (
+        "ws://127.0.0.1:7880", "devkey", "kitchen", "identities", ("alice", "bob"))
+    assert (lk.mode, lk.token_ttl_s, lk.publish_local_mic, lk.enabled) == ("room+local", 300, True, True)
+    assert lk.participant_identity.startswith("edgeagent-")
+    assert not config.Config().livekit.enabled  # no url: no room
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["livekit.url=ws://h:7880"], "needs a token, or api_key and api_secret"),
+        (["livekit.url=ws://h:7880", "livekit.api_key=k", "livekit.api_secret=s"], "livekit.room"),
+        (["livekit.url=ftp://h", "livekit.token=t"], "livekit.url: expected ws://"),
+        (["livekit.url=ws://h", "livekit.token=t", "livekit.api_key=k"], "either token or api_key"),
+        (["livekit.listen=loudest"], "livekit.listen: expected one of linked, identities, all"),
+        (["livekit.listen=identities"], "livekit.identities"),
+        (["livekit.mode=local"], "livekit.mode"),
+        (["livekit.publish_local_mic=true"], "livekit.publish_local_mic"),
+        (["livekit.token_ttl_s=5"], "livekit.token_ttl_s"),
+        (["livekit.e2ee_key=short"], "livekit.e2ee_key"),
+        (["livekit.rooms=a"], "livekit: unknown key(s) rooms"),
+    ],
+)
+def test_bad_livekit_config_names_the_field(overrides: list[str], field: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        config.load(None, env={}, overrides=overrides)

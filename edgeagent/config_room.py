@@ -1,0 +1,87 @@
+"""Config section ``[livekit]``: joining a LiveKit room as a participant.
+
+Part of :class:`edgeagent.config.Config` (field ``livekit``); read by
+:mod:`edgeagent.room`. With ``url`` unset the device joins no room.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+LISTEN_MODES = ("linked", "identities", "all")
+ROOM_MODES = ("room", "room+local")
+
+
+def default_identity() -> str:
+    """``edgeagent-<hostname>``: the participant identity when none is configured."""
+    return f"edgeagent-{socket.gethostname().split('.')[0] or 'device'}"
+
+
+@dataclass(frozen=True)
+class LiveKitConfig:
+    """A LiveKit room the device joins as a participant."""
+
+    url: str | None = None
+    """Server URL (ws://, wss://, http:// or https://); None = join no room."""
+    token: str | None = None
+    """A ready access token (JWT). Either this, or api_key + api_secret + room."""
+    api_key: str | None = None
+    """API key: with api_secret the device mints its own short-lived tokens."""
+    api_secret: str | None = None
+    """API secret that goes with api_key (keep this file private)."""
+    room: str | None = None
+    """Room to join (needed with api_key/api_secret; a token names its own room)."""
+    identity: str | None = None
+    """Participant identity; None = edgeagent-<hostname>."""
+    listen: str = "linked"
+    """Whom the agent listens to: linked (the first remote participant that joins,
+    re-linked to the next when they leave), identities (those listed below), or all (mixed)."""
+    identities: tuple[str, ...] = ()
+    """The participant identities the agent listens to (with listen = "identities")."""
+    mode: str = "room"
+    """room: the room is the agent's only ears and voice; room+local: the local mic and
+    speaker work too (and keep working while the room is unreachable)."""
+    publish_local_mic: bool = False
+    """room+local: also publish the local mic as a second track (the sound around the board)."""
+    e2ee_key: str | None = None
+    """Shared end-to-end encryption key; None = no E2EE. Every participant needs the same key."""
+    token_ttl_s: int = 600
+    """Lifetime (s) of the tokens the device mints; they are renewed before they expire."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def participant_identity(self) -> str:
+        return self.identity or default_identity()
+
+
+def check_livekit(cfg: LiveKitConfig) -> str | None:
+    """What is wrong with ``cfg`` (one line), or None when it is usable."""
+    if cfg.listen not in LISTEN_MODES:
+        return f"livekit.listen: expected one of {', '.join(LISTEN_MODES)}, got {cfg.listen!r}"
+    if cfg.listen == "identities" and not cfg.identities:
+        return "livekit.identities: listen = 'identities' needs at least one identity"
+    if cfg.mode not in ROOM_MODES:
+        return f"livekit.mode: expected one of {', '.join(ROOM_MODES)}, got {cfg.mode!r}"
+    if cfg.publish_local_mic and cfg.mode != "room+local":
+        return "livekit.publish_local_mic: needs mode = 'room+local'"
+    if not 60 <= cfg.token_ttl_s <= 86_400:
+        return f"livekit.token_ttl_s: expected 60-86400 s, got {cfg.token_ttl_s}"
+    if cfg.e2ee_key is not None and len(cfg.e2ee_key) < 8:
+        return "livekit.e2ee_key: use a shared key of at least 8 characters"
+    if not cfg.url:
+        return None
+    if not cfg.url.startswith(("ws://", "wss://", "http://", "https://")):
+        return f"livekit.url: expected ws://, wss://, http:// or https://, got {cfg.url!r}"
+    if cfg.token:
+        if cfg.api_key or cfg.api_secret:
+            return "livekit: set either token or api_key/api_secret, not both"
+        return None
+    if not (cfg.api_key and cfg.api_secret):
+        return "livekit: a url needs a token, or api_key and api_secret to mint one"
+    if not cfg.room:
+        return "livekit.room: minting a token (api_key/api_secret) needs a room name"
+    return None

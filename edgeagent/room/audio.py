@@ -1,0 +1,276 @@
+"""The room as the agent's ears and voice: :class:`RoomInput` and :class:`RoomOutput`.
+
+:class:`RoomOutput` is a paced sink (:class:`~edgeagent.audio.playback.BufferedOutput`):
+every 10 ms it renders a 48 kHz block and captures it into an :class:`rtc.AudioSource`
+that :class:`~edgeagent.room.connection.RoomLink` publishes as the agent's microphone
+track in every room it joins. ``clear()`` also empties the source's own queue, so a
+barge-in silences the room at once.
+
+:class:`RoomInput` hears remote participants (``listen``: the linked one, a list of
+identities, or all of them mixed). Each subscribed track is read as 16 kHz mono with
+:class:`rtc.AudioStream`; a clock ticks every ``frame_ms`` and yields the mix of what
+arrived, silence when nothing did, with monotonic timestamps. It never ends on a
+disconnect: it keeps ticking silence until the link joins again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+from livekit import rtc
+
+from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
+from edgeagent.audio.io import AudioInput, IOCounters
+from edgeagent.audio.playback import BufferedOutput
+from edgeagent.config_room import LISTEN_MODES
+from edgeagent.room.connection import RoomLink
+
+log = logging.getLogger(__name__)
+
+ROOM_RATE = 48_000
+
+
+class RoomOutput(BufferedOutput):
+    """The agent's voice in the room: a 48 kHz mono track fed in 10 ms frames."""
+
+    def __init__(self, link: RoomLink, *, buffer_ms: float = 60.0, track_name: str = "agent-voice") -> None:
+        super().__init__(ROOM_RATE, buffer_ms=buffer_ms)
+        self.link = link
+        self.track_name = track_name
+        self.block = ROOM_RATE // 100
+        self.source: rtc.AudioSource | None = None
+        self._pacer: asyncio.Task[None] | None = None
+
+    async def _open(self) -> int:
+        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=100)
+        self.link.set_agent_audio(self.source, self.track_name)
+        self._pacer = asyncio.create_task(self._pace(), name="room-out")
+        return ROOM_RATE
+
+    async def _pace(self) -> None:
+        assert self.source is not None
+        block = np.zeros(self.block, np.int16)
+        block_s = self.block / ROOM_RATE
+        start, k = time.monotonic(), 0
+        while True:
+            due = start + k * block_s
+            now = time.monotonic()
+            if now - due > 0.1:  # the loop stalled: start a new schedule rather than rush
+                start, k, due = now, 0, now
+            await asyncio.sleep(max(0.0, due - now))
+            self.render(block, time.monotonic())
+            frame = rtc.AudioFrame(block.tobytes(), ROOM_RATE, 1, self.block)
+            try:
+                await asyncio.wait_for(self.source.capture_frame(frame), 1.0)
+            except (Exception, asyncio.TimeoutError) as exc:
+                self.counters.dropped_frames += 1
+                log.debug("room output: capture failed: %s", exc)
+            k += 1
+
+    def clear(self) -> None:
+        super().clear()
+        if self.source is not None:
+            self.source.clear_queue()
+
+    async def _close(self) -> None:
+        if self._pacer is not None:
+            self._pacer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pacer
+        if self.source is not None:
+            await self.source.aclose()
+
+
+class _Track:
+    """Samples of one remote track waiting to be mixed, with a small jitter buffer."""
+
+    def __init__(self, identity: str, prebuffer: int, limit: int) -> None:
+        self.identity = identity
+        self.prebuffer, self.limit = prebuffer, limit
+        self.chunks: deque[Int16Array] = deque()
+        self.size = 0
+        self.primed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, samples: Int16Array) -> None:
+        self.chunks.append(samples)
+        self.size += len(samples)
+        while self.size > self.limit:  # the sender's clock runs fast: drop the oldest
+            self.size -= len(self.chunks.popleft())
+
+    def take(self, n: int) -> Int16Array | None:
+        if not self.primed:
+            if self.size < n + self.prebuffer:
+                return None
+            self.primed = True
+        out = np.zeros(n, np.int16)
+        filled = 0
+        while filled < n and self.chunks:
+            head = self.chunks[0]
+            k = min(len(head), n - filled)
+            out[filled : filled + k] = head[:k]
+            if k == len(head):
+                self.chunks.popleft()
+            else:
+                self.chunks[0] = head[k:]
+            filled += k
+        self.size -= filled
+        if filled < n:
+            self.primed = False  # ran dry: wait for the prebuffer again
+        return out
+
+
+class RoomInput(AudioInput):
+    """Remote participants' voices as 16 kHz mono frames; see the module docs."""
+
+    def __init__(
+        self,
+        link: RoomLink,
+        *,
+        listen: str = "linked",
+        identities: Sequence[str] = (),
+        sample_rate: int = RECOGNITION_RATE,
+        frame_ms: int = 20,
+        prebuffer_ms: int = 20,
+    ) -> None:
+        if listen not in LISTEN_MODES:
+            raise ValueError(f"listen: expected one of {', '.join(LISTEN_MODES)}, got {listen!r}")
+        if listen == "identities" and not identities:
+            raise ValueError("listen='identities' needs at least one identity")
+        self.link = link
+        self.listen = listen
+        self.identities = tuple(identities)
+        self.sample_rate = sample_rate
+        self.counters = IOCounters()
+        self.frame_samples = sample_rate * frame_ms // 1000
+        self._prebuffer = sample_rate * prebuffer_ms // 1000
+        #: linked mode: the identity listened to (None until someone joins).
+        self.linked: str | None = None
+        self._tracks: dict[str, _Track] = {}  # track sid -> its buffer
+        self._room: rtc.Room | None = None
+        self._closed = False
+        link.add_connected_hook(self._attach)
+        link.add_disconnected_hook(self._detach)
+
+    # -- who is heard -------------------------------------------------------------------
+
+    def _heard(self, identity: str) -> bool:
+        if self.listen == "all":
+            return True
+        if self.listen == "identities":
+            return identity in self.identities
+        return identity == self.linked
+
+    def _eligible(self, p: rtc.RemoteParticipant) -> bool:
+        return p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+
+    def _relink(self, room: rtc.Room) -> None:
+        """linked mode: keep the linked participant while present, else take the next one."""
+        if self.listen != "linked":
+            return
+        present = [p for p in room.remote_participants.values() if self._eligible(p)]
+        if self.linked in {p.identity for p in present}:
+            return
+        old, self.linked = self.linked, (present[0].identity if present else None)
+        if self.linked != old:
+            log.info("room input: linked to %s", self.linked or "nobody (waiting for a participant)")
+        for p in present:
+            for pub in p.track_publications.values():
+                if isinstance(pub.track, rtc.RemoteAudioTrack):
+                    self._on_track(pub.track, pub, p)
+        for sid in [sid for sid, t in self._tracks.items() if not self._heard(t.identity)]:
+            self._drop(sid)
+
+    # -- room events ----------------------------------------------------------------------
+
+    def _attach(self, room: rtc.Room) -> None:
+        self._room = room
+        room.on("track_subscribed", self._on_track)
+        room.on("track_unsubscribed", lambda track, pub, p: self._drop(track.sid))
+        room.on("participant_connected", lambda p: self._relink(room))
+        room.on("participant_disconnected", lambda p: self._on_left(room, p))
+        self._relink(room)
+        for p in room.remote_participants.values():
+            for pub in p.track_publications.values():
+                if isinstance(pub.track, rtc.RemoteAudioTrack):
+                    self._on_track(pub.track, pub, p)
+
+    def _detach(self, room: rtc.Room) -> None:
+        if room is self._room:
+            self._room = None
+        for sid in list(self._tracks):
+            self._drop(sid)
+
+    def _on_left(self, room: rtc.Room, p: rtc.RemoteParticipant) -> None:
+        for sid in [sid for sid, t in self._tracks.items() if t.identity == p.identity]:
+            self._drop(sid)
+        if p.identity == self.linked:
+            log.info("room input: %s left", p.identity)
+            self.linked = None
+            self._relink(room)
+
+    def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        if not isinstance(track, rtc.RemoteAudioTrack) or track.sid in self._tracks or self._closed:
+            return
+        if self.listen == "linked" and self.linked is None and self._room is not None:
+            self._relink(self._room)
+        if not self._heard(p.identity):
+            return
+        buf = _Track(p.identity, self._prebuffer, self.sample_rate // 2)
+        self._tracks[track.sid] = buf
+        buf.task = asyncio.ensure_future(self._read(track, buf))
+        log.info("room input: hearing %s (track %s)", p.identity, track.sid)
+
+    def _drop(self, sid: str) -> None:
+        buf = self._tracks.pop(sid, None)
+        if buf is not None and buf.task is not None:
+            buf.task.cancel()
+
+    async def _read(self, track: rtc.RemoteAudioTrack, buf: _Track) -> None:
+        stream = rtc.AudioStream.from_track(track=track, sample_rate=self.sample_rate, num_channels=1)
+        try:
+            async for event in stream:
+                data = np.frombuffer(event.frame.data, dtype=np.int16)
+                buf.push(data.copy())
+        except Exception as exc:  # a track that breaks must not stop the others
+            log.warning("room input: %s's track stopped: %s", buf.identity, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stream.aclose(), 5)
+
+    # -- AudioInput ---------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[AudioFrame]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[AudioFrame]:
+        n = self.frame_samples
+        frame_s = n / self.sample_rate
+        start, k = time.monotonic(), 0
+        while not self._closed:
+            due = start + (k + 1) * frame_s
+            now = time.monotonic()
+            if now - due > 0.2:  # we were not read for a while: restart the clock
+                start, k, due = now - frame_s, 0, now
+                self.counters.overruns += 1
+            await asyncio.sleep(max(0.0, due - now))
+            mix = np.zeros(n, np.int32)
+            for buf in list(self._tracks.values()):
+                got = buf.take(n)
+                if got is not None:
+                    mix += got
+            self.counters.frames += 1
+            samples = np.clip(mix, -32768, 32767).astype(np.int16)
+            yield AudioFrame.from_int16(samples, self.sample_rate, timestamp=due - frame_s)
+            k += 1
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for sid in list(self._tracks):
+            self._drop(sid)
