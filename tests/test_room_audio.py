@@ -367,3 +367,47 @@ async def test_rejoins_and_republishes_after_being_removed(livekit_server: LiveK
         await bounded(link.aclose(), "link close")
 
 
+
+
+async def test_e2ee_peer_with_the_key_hears_the_agent_and_one_without_does_not(
+    livekit_server: LiveKitServer,
+) -> None:
+    room, key = f"e2ee-{uuid.uuid4().hex[:6]}", "a shared secret for tests"
+    link = RoomLink(LiveKitConfig(url=livekit_server.url, api_key=livekit_server.api_key,
+                                  api_secret=livekit_server.api_secret, room=room, identity=AGENT, e2ee_key=key))
+    out = RoomOutput(link)
+    with_key, without = Peer("keyed"), Peer("keyless")
+    opts = rtc.RoomOptions(encryption=rtc.E2EEOptions(
+        key_provider_options=rtc.KeyProviderOptions(shared_key=key.encode())))
+    await bounded(out.start(), "output start")
+    await link.start()
+    try:
+        assert await link.wait_connected(20), link.last_error
+        await bounded(with_key.room.connect(livekit_server.url, peer_token(livekit_server, "keyed", room), opts),
+                      "keyed join")
+        await bounded(without.room.connect(livekit_server.url, peer_token(livekit_server, "keyless", room)),
+                      "keyless join")
+        await asyncio.sleep(1.0)
+        t0 = time.monotonic()
+        tone = AudioFrame.from_float(0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * RATE) / RATE), RATE)
+        for chunk in tone.chunks(BLOCK * 2):
+            await bounded(out.write(chunk), "write")
+        await bounded(out.drain(), "drain")
+        await asyncio.sleep(0.5)
+    finally:
+        await with_key.leave()
+        await without.leave()
+        await bounded(out.aclose(), "output close")
+        await bounded(link.aclose(), "link close")
+
+    def tone_share(audio: AudioFrame) -> float:
+        x = audio.to_float32().astype(np.float64)
+        if len(x) < RATE // 2:
+            return 0.0
+        spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+        freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+        return float(spec[np.abs(freqs - 440) <= 20].sum() / max(spec.sum(), 1e-12))
+
+    keyed, keyless = tone_share(with_key.audio_after(t0)), tone_share(without.audio_after(t0))
+    assert keyed > 0.8, f"the participant with the key did not hear the tone ({keyed:.2f})"
+    assert keyless < 0.3, f"the participant without the key heard the tone ({keyless:.2f})"
