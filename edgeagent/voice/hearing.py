@@ -224,13 +224,14 @@ class Hearing:
         self._s._enqueue(handle, user_text=step.text)
 
 
-FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "hm", "hmm", "hmmm", "mm", "mhm", "mm-hmm", "uh-huh"))
+FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "eh", "er", "erm", "huh", "hm", "hmm", "hmmm", "mm",
+                     "mmm", "mhm", "mhmm"))
 """Sounds that are not words: said over the agent's reply, they do not interrupt it."""
 
 
 def _only_fillers(text: str) -> bool:
-    said = re.findall(r"[a-z'-]+", text.lower())
-    return all(w.strip("-") in FILLERS for w in said)
+    said = re.findall(r"[a-z']+", text.lower())  # "mm-hmm", "uh-uh": each part a filler
+    return all(w in FILLERS for w in said)
 
 
 def _is_stop(text: str, stop_words: Sequence[str]) -> bool:
