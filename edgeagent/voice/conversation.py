@@ -176,6 +176,7 @@ class Conversation:
     def set_state(self, state: AgentState) -> None:
         if state is not self._state:
             old, self._state = self._state, state
+            self._session.state = state
             log.info("state: %s", state.value)
             self._session.emit(AgentStateChangedEvent(old, state))
 
