@@ -1,0 +1,383 @@
+"""The conventions of LiveKit Agents in a room, so existing LiveKit front ends work unchanged.
+
+    conventions = RoomConventions(room, session, agent_track_sid=lambda: publication.sid)
+    conventions.attach()        # after every (re)connect; attach(new_room) after a new Room
+    conventions.detach()
+
+- **``lk.agent.state``**: the local participant attribute follows the session's
+  state (initializing/idle/listening/thinking/speaking); set on attach, then on
+  every change, in order.
+- **``lk.transcription``** text streams, as livekit-agents sends them:
+
+  * the *user*: every transcript (interim or final) is a whole text in its own
+    short stream, sent on behalf of the user (``sender_identity``, when known),
+    with ``lk.segment_id`` (one per user turn), ``lk.transcription_final``
+    ("false"/"true") and ``lk.transcribed_track_id`` (the user's audio track).
+    A backlog of interim transcripts is collapsed to the latest one.
+  * the *agent*: one stream per reply, opened with ``lk.transcription_final``
+    "false", ``lk.segment_id`` and ``lk.transcribed_track_id`` (the agent's
+    track), the text written into it as deltas as the reply is handed to the
+    speaker (clause by clause, so the text keeps pace with the voice; an
+    interrupted reply stops where the voice stopped), closed with
+    ``lk.transcription_final`` "true". Readers see the closing attributes in
+    ``reader.info.attributes`` once the stream has ended.
+
+- **``lk.chat``**: a text stream on that topic (a byte stream too, strictly
+  UTF-8) is the user typing. It is answered by voice (``generate_reply``) and,
+  like livekit-agents, by text through the agent's ``lk.transcription`` stream
+  of that reply: that is what LiveKit front ends (agent-starter, the playground)
+  show as the agent's message, next to the user's own ``lk.chat`` messages;
+  sending it on ``lk.chat`` too would show it twice. A newer message interrupts
+  the reply to an older one and replaces one still waiting, so a flood of
+  messages costs at most one reply and one waiting text. Messages over
+  ``max_chat_bytes``, not UTF-8 (or with U+FFFD from a lossy decode), or empty
+  are refused with one log line each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from livekit import rtc
+
+from edgeagent.voice.events import AgentState, AgentStateChangedEvent, UserInputTranscribedEvent
+from edgeagent.voice.session import AgentSession
+from edgeagent.voice.speech import SpeechHandle
+
+log = logging.getLogger(__name__)
+
+ATTR_AGENT_STATE = "lk.agent.state"
+TOPIC_TRANSCRIPTION = "lk.transcription"
+TOPIC_CHAT = "lk.chat"
+ATTR_TRACK_ID = "lk.transcribed_track_id"
+ATTR_SEGMENT_ID = "lk.segment_id"
+ATTR_FINAL = "lk.transcription_final"
+
+POLL_S = 0.05
+"""How often a reply's spoken text is checked for news while the agent thinks or speaks."""
+SEND_TIMEOUT_S = 10.0
+"""Bound on every call into the SDK (a stalled room must not stall the agent)."""
+CHAT_READ_TIMEOUT_S = 10.0
+"""A chat stream must be complete within this."""
+MAX_CHAT_READERS = 4
+"""Chat streams read at once; more are refused."""
+MAX_QUEUED = 16
+"""Queued state updates and user transcripts (the oldest go first)."""
+
+SidSource = Callable[[], str | None]
+
+
+class ChatRefused(ValueError):
+    """An ``lk.chat`` message that is not answered (too big, not UTF-8, empty)."""
+
+
+class RoomConventions:
+    """See the module docs. ``agent_track_sid``/``user_track_sid``/``user_identity`` are asked
+    at the moment a transcript goes out (tracks come and go with reconnects)."""
+
+    def __init__(
+        self,
+        room: rtc.Room,
+        session: AgentSession,
+        *,
+        agent_track_sid: SidSource = lambda: None,
+        user_track_sid: SidSource = lambda: None,
+        user_identity: SidSource = lambda: None,
+        max_chat_bytes: int = 4096,
+    ) -> None:
+        if max_chat_bytes <= 0:
+            raise ValueError(f"max_chat_bytes must be positive, not {max_chat_bytes}")
+        self.room = room
+        self.session = session
+        self.max_chat_bytes = max_chat_bytes
+        self._agent_track_sid = agent_track_sid
+        self._user_track_sid = user_track_sid
+        self._user_identity = user_identity
+        self._attached = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._states: deque[AgentState] = deque(maxlen=MAX_QUEUED)
+        self._user_texts: deque[tuple[str, str, bool]] = deque(maxlen=MAX_QUEUED)
+        self._wake_states = asyncio.Event()
+        self._wake_user = asyncio.Event()
+        self._wake_replies = asyncio.Event()
+        self._wake_chat = asyncio.Event()
+        self._user_segment: str | None = None
+        self._chat_pending: str | None = None
+        self._chat_handle: SpeechHandle | None = None
+        self._chat_readers = 0
+        # AgentSession.state is not kept up to date (yet): follow the events from the start,
+        # attached or not, so that attach() knows the current state.
+        self._state = session.state
+        session.on("agent_state_changed", self._on_state)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def attach(self, room: rtc.Room | None = None) -> None:
+        """Start following the session in ``room`` (default: the one given before)."""
+        if self._attached:
+            self.detach()
+        if room is not None:
+            self.room = room
+        self.room.register_text_stream_handler(TOPIC_CHAT, self._on_chat_text)
+        self.room.register_byte_stream_handler(TOPIC_CHAT, self._on_chat_bytes)
+        self.session.on("user_input_transcribed", self._on_user_transcript)
+        self._attached = True
+        self._states.clear()
+        self._states.append(self._state)
+        self._wake_states.set()
+        self._wake_replies.set()
+        for loop in (self._state_loop, self._user_loop, self._reply_loop, self._chat_loop):
+            self._spawn(loop())
+
+    def detach(self) -> None:
+        """Stop: handlers off, tasks cancelled (an open agent transcript is abandoned)."""
+        if not self._attached:
+            return
+        self._attached = False
+        self.session.off("user_input_transcribed", self._on_user_transcript)
+        self.room.unregister_text_stream_handler(TOPIC_CHAT)
+        self.room.unregister_byte_stream_handler(TOPIC_CHAT)
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+        self._user_segment = None
+
+    async def aclose(self) -> None:
+        """:meth:`detach` for good, then wait (briefly) for the cancelled tasks to end."""
+        tasks = list(self._tasks)
+        self.detach()
+        self.session.off("agent_state_changed", self._on_state)
+        if tasks:
+            await asyncio.wait(tasks, timeout=SEND_TIMEOUT_S)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("room conventions: %s failed: %r", task.get_coro(), task.exception())
+
+    async def _sdk(self, aw: Coroutine[Any, Any, Any], what: str) -> bool:
+        """Run one SDK call, bounded; a failure is one log line, never fatal."""
+        if not self.room.isconnected():
+            aw.close()
+            return False
+        try:
+            await asyncio.wait_for(aw, SEND_TIMEOUT_S)
+            return True
+        except asyncio.TimeoutError:
+            log.warning("room: %s timed out after %.0f s", what, SEND_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("room: %s failed: %s", what, exc)
+        return False
+
+    # -- lk.agent.state ------------------------------------------------------------------
+
+    def _on_state(self, ev: AgentStateChangedEvent) -> None:
+        self._state = ev.new_state
+        if not self._attached:
+            return
+        self._states.append(ev.new_state)
+        self._wake_states.set()
+        self._wake_replies.set()
+
+    async def _state_loop(self) -> None:
+        while True:
+            await self._wake_states.wait()
+            self._wake_states.clear()
+            while self._states:
+                state = self._states.popleft()
+                await self._sdk(self.room.local_participant.set_attributes({ATTR_AGENT_STATE: state.value}),
+                                f"setting {ATTR_AGENT_STATE}={state.value}")
+
+    # -- lk.transcription: the user ------------------------------------------------------
+
+    def _on_user_transcript(self, ev: UserInputTranscribedEvent) -> None:
+        text = ev.transcript.strip()
+        if not text:
+            return
+        if self._user_segment is None:
+            self._user_segment = _segment_id()
+        item = (self._user_segment, text, ev.is_final)
+        if self._user_texts and not self._user_texts[-1][2] and self._user_texts[-1][0] == item[0]:
+            self._user_texts[-1] = item  # a newer interim replaces one not sent yet
+        else:
+            self._user_texts.append(item)
+        if ev.is_final:
+            self._user_segment = None
+        self._wake_user.set()
+
+    async def _user_loop(self) -> None:
+        while True:
+            await self._wake_user.wait()
+            self._wake_user.clear()
+            while self._user_texts:
+                segment, text, final = self._user_texts.popleft()
+                await self._send_user(segment, text, final)
+
+    async def _send_user(self, segment: str, text: str, final: bool) -> None:
+        attributes = self._attributes(segment, final, self._user_track_sid())
+        identity = self._user_identity()
+        writer = await self._open(attributes, identity, "the user transcript")
+        if writer is not None and await self._sdk(writer.write(text), "writing the user transcript"):
+            await self._sdk(writer.aclose(), "closing the user transcript")
+
+    # -- lk.transcription: the agent -----------------------------------------------------
+
+    async def _reply_loop(self) -> None:
+        last: str | None = None  # replies run one after the other: never twice current
+        while True:
+            await self._wake_replies.wait()
+            self._wake_replies.clear()
+            while self._state in (AgentState.THINKING, AgentState.SPEAKING):
+                reply = self.session.current_reply
+                if reply is not None and reply.handle.id != last:
+                    last = reply.handle.id
+                    await self._stream_reply(reply.handle)
+                else:
+                    await asyncio.sleep(POLL_S)
+
+    async def _stream_reply(self, handle: SpeechHandle) -> None:
+        """One reply as one stream of deltas, final when the reply is over."""
+        segment = _segment_id()
+        writer: rtc.TextStreamWriter | None = None
+        sent = ""
+        while True:
+            over = handle.done()  # read before the text: nothing is added after it is done
+            text = handle.spoken_text
+            if over and not handle.interrupted and not text.strip():
+                text = handle.text.strip()  # nothing was voiced (no audio): show the text
+            if text.startswith(sent) and len(text) > len(sent):
+                if writer is None:
+                    attributes = self._attributes(segment, False, self._agent_track_sid())
+                    writer = await self._open(attributes, None, "the agent transcript")
+                    if writer is None:
+                        return
+                if await self._sdk(writer.write(text[len(sent):]), "writing the agent transcript"):
+                    sent = text
+            if over:
+                break
+            await asyncio.sleep(POLL_S)
+        if writer is not None:
+            closing = {ATTR_FINAL: "true"}
+            track = self._agent_track_sid()
+            if track:
+                closing[ATTR_TRACK_ID] = track
+            await self._sdk(writer.aclose(attributes=closing), "closing the agent transcript")
+
+    # -- lk.transcription: both ----------------------------------------------------------
+
+    @staticmethod
+    def _attributes(segment: str, final: bool, track: str | None) -> dict[str, str]:
+        attributes = {ATTR_SEGMENT_ID: segment, ATTR_FINAL: "true" if final else "false"}
+        if track:
+            attributes[ATTR_TRACK_ID] = track
+        return attributes
+
+    async def _open(self, attributes: dict[str, str], sender: str | None, what: str) -> rtc.TextStreamWriter | None:
+        if not self.room.isconnected():
+            return None
+        try:
+            return await asyncio.wait_for(
+                self.room.local_participant.stream_text(
+                    topic=TOPIC_TRANSCRIPTION, attributes=attributes, sender_identity=sender),
+                SEND_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("room: opening %s failed: %s", what, exc or type(exc).__name__)
+            return None
+
+    # -- lk.chat -------------------------------------------------------------------------
+
+    def _on_chat_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        self._take_chat(reader, identity, self._read_text(reader))
+
+    def _on_chat_bytes(self, reader: rtc.ByteStreamReader, identity: str) -> None:
+        self._take_chat(reader, identity, self._read_bytes(reader))
+
+    def _take_chat(self, reader: rtc.TextStreamReader | rtc.ByteStreamReader, identity: str,
+                   read: Coroutine[Any, Any, str]) -> None:
+        if self._chat_readers >= MAX_CHAT_READERS:
+            read.close()
+            reader.close()
+            log.warning("lk.chat from %s refused: %d messages are already being read", identity, self._chat_readers)
+            return
+        self._chat_readers += 1
+        self._spawn(self._receive_chat(reader, identity, read))
+
+    async def _receive_chat(self, reader: rtc.TextStreamReader | rtc.ByteStreamReader, identity: str,
+                            read: Coroutine[Any, Any, str]) -> None:
+        try:
+            size = reader.info.size
+            if size and size > self.max_chat_bytes:
+                read.close()
+                raise ChatRefused(f"{size} bytes, over the limit of {self.max_chat_bytes}")
+            text = (await asyncio.wait_for(read, CHAT_READ_TIMEOUT_S)).strip()
+            if not text:
+                raise ChatRefused("empty")
+            if "\ufffd" in text:
+                raise ChatRefused("not valid UTF-8")
+        except ChatRefused as exc:
+            log.warning("lk.chat from %s refused: %s", identity, exc)
+            return
+        except asyncio.TimeoutError:
+            log.warning("lk.chat from %s refused: not complete within %.0f s", identity, CHAT_READ_TIMEOUT_S)
+            return
+        except Exception as exc:
+            log.warning("lk.chat from %s refused: the stream failed: %s", identity, exc)
+            return
+        finally:
+            reader.close()
+            self._chat_readers -= 1
+        log.info("lk.chat from %s: %s", identity, text)
+        if self._chat_pending is not None:
+            log.info("lk.chat: a newer message replaces %r", self._chat_pending[:40])
+        self._chat_pending = text
+        if self._chat_handle is not None and not self._chat_handle.done():
+            self._chat_handle.interrupt()
+        self._wake_chat.set()
+
+    async def _read_text(self, reader: rtc.TextStreamReader) -> str:
+        parts: list[str] = []
+        size = 0
+        async for chunk in reader:
+            size += len(chunk.encode("utf-8", "surrogatepass"))
+            if size > self.max_chat_bytes:
+                raise ChatRefused(f"over the limit of {self.max_chat_bytes} bytes")
+            parts.append(chunk)
+        return "".join(parts)
+
+    async def _read_bytes(self, reader: rtc.ByteStreamReader) -> str:
+        data = bytearray()
+        async for chunk in reader:
+            data += chunk
+            if len(data) > self.max_chat_bytes:
+                raise ChatRefused(f"over the limit of {self.max_chat_bytes} bytes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ChatRefused(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+    async def _chat_loop(self) -> None:
+        """One chat reply at a time: the newest text, after the reply to the one before."""
+        while True:
+            await self._wake_chat.wait()
+            self._wake_chat.clear()
+            text, self._chat_pending = self._chat_pending, None
+            if text is None:
+                continue
+            self.session.interrupt()  # like livekit-agents: typed text cuts the agent short
+            handle = self.session.generate_reply(user_input=text)
+            self._chat_handle = handle
+            await handle.wait_for_playout()
+
+
+def _segment_id() -> str:
+    return f"SG_{uuid.uuid4().hex[:12]}"
