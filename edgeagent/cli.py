@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.models_cli",
     "edgeagent.audio.devices_cli",
     "edgeagent.config_cli",
+    "edgeagent.room.job",
 )
 
 

@@ -158,6 +158,10 @@ class RoomInput(AudioInput):
         link.add_connected_hook(self._attach)
         link.add_disconnected_hook(self._detach)
 
+    def track_sid_of(self, identity: str | None) -> str | None:
+        """The sid of a track of ``identity`` being heard (for ``lk.transcribed_track_id``)."""
+        return next((sid for sid, t in self._tracks.items() if t.identity == identity), None)
+
     # -- who is heard -------------------------------------------------------------------
 
     def _heard(self, identity: str) -> bool:
