@@ -110,8 +110,8 @@ class RoomConventions:
         self._chat_pending: str | None = None
         self._chat_handle: SpeechHandle | None = None
         self._chat_readers = 0
-        # AgentSession.state is not kept up to date (yet): follow the events from the start,
-        # attached or not, so that attach() knows the current state.
+        # Follow the state events from the start, attached or not, so that attach() after a
+        # reconnect sends the state the session is in now.
         self._state = session.state
         session.on("agent_state_changed", self._on_state)
 
