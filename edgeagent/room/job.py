@@ -8,8 +8,11 @@ LiveKit Agents (:class:`~edgeagent.room.conventions.RoomConventions`, attached
 again after every reconnect).
 
 In a room nobody says a wake word: ``activation.mode = wake`` becomes ``always``
-(push-to-talk stays). ``livekit.mode = room+local`` (the local mic and speaker too)
-is not implemented yet: the device says so and runs in the room only.
+(push-to-talk stays). ``livekit.mode = room+local`` adds the local mic and speaker of
+``[audio]`` (:mod:`edgeagent.room.local`): the session hears both, speaks on both,
+remote voices play locally and, with ``publish_local_mic``, the room hears the board's
+surroundings. When the local devices do not open, the device says so in one line and
+runs in the room only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from edgeagent.paths import config_file
 if TYPE_CHECKING:
     from livekit import rtc
 
+    from edgeagent.audio.io import AudioInput
+    from edgeagent.room.audio import RoomInput, RoomOutput
+    from edgeagent.room.connection import RoomLink
+    from edgeagent.room.local import LocalRoomInput, LocalRoomOutput
     from edgeagent.voice.stages import Models
 
 log = logging.getLogger(__name__)
@@ -40,10 +47,27 @@ def room_config(cfg: config_mod.Config) -> config_mod.Config:
     if cfg.activation.mode == "wake":
         log.info("in a room: activation.mode wake -> always (nobody says the wake word there)")
         cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-    if cfg.livekit.mode != "room":
-        print(f"edgeagent: livekit.mode = {cfg.livekit.mode} is not implemented yet; joining the room only",
-              flush=True)
     return cfg
+
+
+async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
+                      ) -> tuple[LocalRoomInput, LocalRoomOutput] | None:
+    """room+local: the local mic and speaker opened; None (one line printed) when they do not open."""
+    from edgeagent.errors import EdgeAgentError
+    from edgeagent.room.local import room_and_local
+    from edgeagent.runner import DEVICE_OPEN_TIMEOUT_S
+
+    inp, out = room_and_local(link, room_in, cfg.audio, cfg.livekit)
+    try:
+        await asyncio.wait_for(out.start(), DEVICE_OPEN_TIMEOUT_S)
+        await asyncio.wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
+    except (EdgeAgentError, asyncio.TimeoutError) as exc:
+        print(f"edgeagent: the local mic or speaker did not open ({exc or 'timeout'}); joining the room only",
+              flush=True)
+        await inp.aclose_local()  # room_in carries on alone
+        await out.aclose()
+        return None
+    return inp, out
 
 
 async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) -> int:
@@ -56,12 +80,18 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) 
 
     cfg = room_config(cfg)
     link = RoomLink(cfg.livekit)
-    out = RoomOutput(link)
-    inp = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
+    room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
+    inp: AudioInput = room_in
+    out: RoomOutput | LocalRoomOutput = RoomOutput(link)
+    if cfg.livekit.mode == "room+local":
+        local = await _open_local(link, room_in, cfg)
+        if local is not None:
+            inp, out = local
     session = AgentSession(
         vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
         activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
-        echo_cancellation=False, ignore_own_playback=False,  # the room has no echo path to us
+        # The room has no echo path to us; room+local cancels the local mic's echo itself.
+        echo_cancellation=False, ignore_own_playback=False,
     )
     conventions: list[RoomConventions] = []
 
@@ -70,8 +100,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) 
             conventions[0].attach(room)
             return
         conv = RoomConventions(room, session, agent_track_sid=lambda: link.agent_track_sid,
-                               user_track_sid=lambda: inp.track_sid_of(inp.linked),
-                               user_identity=lambda: inp.linked)
+                               user_track_sid=lambda: room_in.track_sid_of(room_in.linked),
+                               user_identity=lambda: room_in.linked)
         conventions.append(conv)
         conv.attach()
 
