@@ -3,13 +3,17 @@
 :class:`RoomOutput` is a paced sink (:class:`~edgeagent.audio.playback.BufferedOutput`):
 every 10 ms it renders a 48 kHz block and captures it into an :class:`rtc.AudioSource`
 that :class:`~edgeagent.room.connection.RoomLink` publishes as the agent's microphone
-track in every room it joins. ``clear()`` also empties the source's own queue, so a
+track in every room it joins. The source has no queue of its own by default
+(``queue_size_ms=0``: each block goes straight to WebRTC, paced by our clock), so the
+first sample of a reply leaves at once; with a queue, ``clear()`` also empties it, so a
 barge-in silences the room at once.
 
 :class:`RoomInput` hears remote participants (``listen``: the linked one, a list of
 identities, or all of them mixed). Each subscribed track is read as 16 kHz mono with
-:class:`rtc.AudioStream`; a clock ticks every ``frame_ms`` and yields the mix of what
-arrived, silence when nothing did, with monotonic timestamps. It never ends on a
+:class:`rtc.AudioStream`; a frame of ``frame_ms`` is yielded as soon as its last sample
+has arrived (no clock and no prebuffer to wait for: every 10 ms waited there is 10 ms
+more between the end of a question and the reply), stamped with its arrival time. When
+nothing arrives, silence is yielded on a ``frame_ms`` clock, so it never ends on a
 disconnect: it keeps ticking silence until the link joins again.
 """
 
@@ -39,8 +43,10 @@ ROOM_RATE = 48_000
 class RoomOutput(BufferedOutput):
     """The agent's voice in the room: a 48 kHz mono track fed in 10 ms frames."""
 
-    def __init__(self, link: RoomLink, *, buffer_ms: float = 60.0, track_name: str = "agent-voice") -> None:
+    def __init__(self, link: RoomLink, *, buffer_ms: float = 60.0, track_name: str = "agent-voice",
+                 queue_size_ms: int = 0) -> None:
         super().__init__(ROOM_RATE, buffer_ms=buffer_ms)
+        self.queue_size_ms = queue_size_ms
         self.link = link
         self.track_name = track_name
         self.block = ROOM_RATE // 100
@@ -48,7 +54,7 @@ class RoomOutput(BufferedOutput):
         self._pacer: asyncio.Task[None] | None = None
 
     async def _open(self) -> int:
-        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=100)
+        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=self.queue_size_ms)
         self.link.set_agent_audio(self.source, self.track_name)
         self._pacer = asyncio.create_task(self._pace(), name="room-out")
         return ROOM_RATE
@@ -88,30 +94,39 @@ class RoomOutput(BufferedOutput):
 
 
 class _Track:
-    """Samples of one remote track waiting to be mixed, with a small jitter buffer."""
+    """Samples of one remote track waiting to be mixed.
+
+    :meth:`take` hands out ``n`` samples as soon as they are there (after ``prebuffer``
+    more, when one is set, on the first take and after running dry). Beyond ``limit``
+    the oldest are dropped, so a consumer that fell behind never lags by more.
+    """
 
     def __init__(self, identity: str, prebuffer: int, limit: int) -> None:
         self.identity = identity
         self.prebuffer, self.limit = prebuffer, limit
         self.chunks: deque[Int16Array] = deque()
         self.size = 0
-        self.primed = False
+        self.primed = prebuffer <= 0
         self.task: asyncio.Task[None] | None = None
 
     def push(self, samples: Int16Array) -> None:
         self.chunks.append(samples)
         self.size += len(samples)
-        while self.size > self.limit:  # the sender's clock runs fast: drop the oldest
+        while self.size > self.limit and len(self.chunks) > 1:  # fell behind: drop the oldest
             self.size -= len(self.chunks.popleft())
 
+    def ready(self, n: int) -> bool:
+        return self.size >= n + (0 if self.primed else self.prebuffer)
+
     def take(self, n: int) -> Int16Array | None:
-        if not self.primed:
-            if self.size < n + self.prebuffer:
-                return None
-            self.primed = True
-        out = np.zeros(n, np.int16)
+        if not self.ready(n):
+            if self.size < n and self.prebuffer > 0:
+                self.primed = False  # ran dry: wait for the prebuffer again
+            return None
+        self.primed = True
+        out = np.empty(n, np.int16)
         filled = 0
-        while filled < n and self.chunks:
+        while filled < n:
             head = self.chunks[0]
             k = min(len(head), n - filled)
             out[filled : filled + k] = head[:k]
@@ -120,9 +135,7 @@ class _Track:
             else:
                 self.chunks[0] = head[k:]
             filled += k
-        self.size -= filled
-        if filled < n:
-            self.primed = False  # ran dry: wait for the prebuffer again
+        self.size -= n
         return out
 
 
@@ -137,7 +150,8 @@ class RoomInput(AudioInput):
         identities: Sequence[str] = (),
         sample_rate: int = RECOGNITION_RATE,
         frame_ms: int = 20,
-        prebuffer_ms: int = 20,
+        prebuffer_ms: int = 0,
+        max_lag_ms: int = 200,
     ) -> None:
         if listen not in LISTEN_MODES:
             raise ValueError(f"listen: expected one of {', '.join(LISTEN_MODES)}, got {listen!r}")
@@ -150,6 +164,8 @@ class RoomInput(AudioInput):
         self.counters = IOCounters()
         self.frame_samples = sample_rate * frame_ms // 1000
         self._prebuffer = sample_rate * prebuffer_ms // 1000
+        self._limit = max(self.frame_samples, sample_rate * max_lag_ms // 1000)
+        self._arrived = asyncio.Event()
         #: linked mode: the identity listened to (None until someone joins).
         self.linked: str | None = None
         self._tracks: dict[str, _Track] = {}  # track sid -> its buffer
@@ -226,7 +242,7 @@ class RoomInput(AudioInput):
             self._relink(self._room)
         if not self._heard(p.identity):
             return
-        buf = _Track(p.identity, self._prebuffer, self.sample_rate // 2)
+        buf = _Track(p.identity, self._prebuffer, self._limit)
         self._tracks[track.sid] = buf
         buf.task = asyncio.ensure_future(self._read(track, buf))
         log.info("room input: hearing %s (track %s)", p.identity, track.sid)
@@ -242,6 +258,7 @@ class RoomInput(AudioInput):
             async for event in stream:
                 data = np.frombuffer(event.frame.data, dtype=np.int16)
                 buf.push(data.copy())
+                self._arrived.set()
         except Exception as exc:  # a track that breaks must not stop the others
             log.warning("room input: %s's track stopped: %s", buf.identity, exc)
         finally:
@@ -256,23 +273,37 @@ class RoomInput(AudioInput):
     async def _iterate(self) -> AsyncIterator[AudioFrame]:
         n = self.frame_samples
         frame_s = n / self.sample_rate
-        start, k = time.monotonic(), 0
+        last_ts = time.monotonic() - frame_s  # timestamp of the latest frame yielded
         while not self._closed:
-            due = start + (k + 1) * frame_s
+            ready = [buf for buf in list(self._tracks.values()) if buf.ready(n)]
             now = time.monotonic()
-            if now - due > 0.2:  # we were not read for a while: restart the clock
-                start, k, due = now - frame_s, 0, now
-                self.counters.overruns += 1
-            await asyncio.sleep(max(0.0, due - now))
-            mix = np.zeros(n, np.int32)
-            for buf in list(self._tracks.values()):
-                got = buf.take(n)
-                if got is not None:
-                    mix += got
+            if not ready:
+                # Nothing to hand out yet: wait for audio, but no longer than a frame (two
+                # more while someone is heard, for their jitter) past the latest frame; then
+                # silence, so the session's clock keeps going with nobody or a mute track.
+                due = last_ts + frame_s * (3 if self._tracks else 1)
+                if now < due:
+                    self._arrived.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), due - now)
+                    continue
+                if now - due > 0.2:  # we were not read for a while
+                    self.counters.overruns += 1
+                    last_ts = now - frame_s
+                else:
+                    last_ts += frame_s
+                samples = np.zeros(n, np.int16)
+            else:
+                # A frame as soon as its last sample has arrived: no clock to wait for.
+                mix = np.zeros(n, np.int32)
+                for buf in ready:
+                    got = buf.take(n)
+                    if got is not None:
+                        mix += got
+                samples = np.clip(mix, -32768, 32767).astype(np.int16)
+                last_ts = min(max(now - frame_s, last_ts + frame_s), now)
             self.counters.frames += 1
-            samples = np.clip(mix, -32768, 32767).astype(np.int16)
-            yield AudioFrame.from_int16(samples, self.sample_rate, timestamp=due - frame_s)
-            k += 1
+            yield AudioFrame.from_int16(samples, self.sample_rate, timestamp=last_ts)
 
     async def aclose(self) -> None:
         self._closed = True
