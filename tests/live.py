@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.config import AudioConfig
@@ -23,6 +25,15 @@ from edgeagent.voice.events import EVENT_NAMES
 
 RATE = 16_000
 E = TypeVar("E")
+T = TypeVar("T")
+
+
+async def bounded(aw: Awaitable[T], what: str, timeout: float = 20.0) -> T:
+    """``await aw``, failing the test (naming ``what``) after ``timeout`` seconds."""
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"{what} did not finish within {timeout:.0f} s")
 
 
 def words(text: str) -> set[str]:

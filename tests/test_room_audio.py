@@ -14,11 +14,12 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from live import bounded
 from livekit import api, rtc
 from speech import espeak, with_silence
 
@@ -38,14 +39,6 @@ RATE = 48_000
 BLOCK = RATE // 100
 AGENT = "edgeagent-test"
 LINK_LOG = "edgeagent.room.connection"
-T = TypeVar("T")
-
-
-async def bounded(aw: Awaitable[T], what: str, timeout: float = 20.0) -> T:
-    try:
-        return await asyncio.wait_for(aw, timeout)
-    except asyncio.TimeoutError:
-        pytest.fail(f"{what} did not finish within {timeout:.0f} s")
 
 
 def words(text: str) -> set[str]:

@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from live import Recorder, loud_blocks, play, words
+from live import Recorder, bounded, loud_blocks, play, words
 from livekit import api, rtc
 from speech import espeak, piper, save, with_silence
 
@@ -39,14 +39,6 @@ pytestmark = [pytest.mark.livekit, pytest.mark.pulse]
 RATE = 48_000
 BLOCK = RATE // 100
 AGENT = "edgeagent-local"
-T = TypeVar("T")
-
-
-async def bounded(aw: Awaitable[T], what: str, timeout: float = 20.0) -> T:
-    try:
-        return await asyncio.wait_for(aw, timeout)
-    except asyncio.TimeoutError:
-        pytest.fail(f"{what} did not finish within {timeout:.0f} s")
 
 
 class Peer:

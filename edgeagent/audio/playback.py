@@ -176,12 +176,16 @@ class BufferedOutput(AudioOutput):
             out[:] = 0
             return
         started, underrun, drained = buf.pull(out)
+        self._mix_into(out, now)
         tap = self.on_render
         if tap is not None:
             tap(out, self.sink_rate or self.sample_rate, now)
         # The block is handed over whole at `now`: that is when its frames started.
         stamped = [(m, now) for m, _ in started]
         self._post(self._after_render, stamped, underrun, drained)
+
+    def _mix_into(self, out: Int16Array, now: float) -> None:
+        """Add other audio to a block before the render tap sees it (any thread; default none)."""
 
     def _after_render(
         self, started: list[tuple[Markers, float]], underrun: bool, drained: bool

@@ -352,12 +352,13 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
                    speaker_queue_ms: int = 20, out_queue_ms: int | None = None) -> list[RoomTurn]:
     from livekit import api
 
+    from edgeagent.bench import voice
     from edgeagent.config_room import LiveKitConfig
     from edgeagent.config_voice import ActivationConfig, AgentConfig
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
     from edgeagent.voice import Agent, AgentSession
-    from edgeagent.voice.events import AgentState, TurnMetrics
+    from edgeagent.voice.events import AgentState
 
     room_name = f"bench-{uuid.uuid4().hex[:8]}"
     cfg = LiveKitConfig(url=server.url, api_key=server.api_key, api_secret=server.api_secret,
@@ -376,14 +377,7 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
                            activation=ActivationConfig(mode="always"), echo_cancellation=False,
                            ignore_own_playback=False)
-    state = [AgentState.INITIALIZING]
-    metrics: list[TurnMetrics] = []
-    replies: list[str] = []
-    session.on("agent_state_changed", lambda ev: state.__setitem__(0, ev.new_state))
-    session.on("metrics_collected",
-               lambda ev: metrics.append(ev.metrics) if isinstance(ev.metrics, TurnMetrics) else None)
-    session.on("conversation_item_added",
-               lambda ev: replies.append(ev.item.content) if ev.item.role == "assistant" else None)
+    state, metrics, replies = voice.watch(session)
     token = (api.AccessToken(server.api_key, server.api_secret).with_identity("bench-speaker")
              .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
     peer = Speaker("bench-speaker", queue_size_ms=speaker_queue_ms)

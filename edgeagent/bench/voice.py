@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.bench import p90
 from edgeagent.bench.scripted import Question, ScriptedMic, Spoken, TimedSpeaker, make_questions
@@ -28,6 +28,10 @@ from edgeagent.errors import EdgeAgentError
 from edgeagent.vad.base import VADEvent, VADEventType
 from edgeagent.voice.listen import speech_end
 from edgeagent.voice.stages import Models, new_context
+
+if TYPE_CHECKING:
+    from edgeagent.voice.events import AgentState, TurnMetrics
+    from edgeagent.voice.session import AgentSession
 
 # Issue 4 targets on a 2-core x86 machine with the default models: figure -> (limit, higher is better)
 TARGETS: dict[str, tuple[float, bool]] = {
@@ -124,18 +128,11 @@ async def _between_turns(mic: ScriptedMic, speaker: TimedSpeaker, ready: Callabl
 # -- the session -------------------------------------------------------------------------------
 
 
-async def run_session(models: Models, questions: Sequence[Question], *, idle_s: float,
-                      record: Path) -> tuple[list[Turn], float]:
-    """Every question through an AgentSession; returns (turns, idle CPU % of one core)."""
-    from edgeagent.config_voice import ActivationConfig
-    from edgeagent.voice import Agent, AgentSession
+
+def watch(session: AgentSession) -> tuple[list[AgentState], list[TurnMetrics], list[str]]:
+    """What a benchmark follows: [the current state], the turns' metrics, the replies' texts."""
     from edgeagent.voice.events import AgentState, TurnMetrics
 
-    mic, speaker = ScriptedMic(seed=1), TimedSpeaker(record)
-    await speaker.start()
-    # No follow-up window: every question needs the wake word, as the benchmark says.
-    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
-                           echo_cancellation=False, activation=ActivationConfig(follow_up_s=0.0))
     state = [AgentState.INITIALIZING]
     metrics: list[TurnMetrics] = []
     replies: list[str] = []
@@ -144,6 +141,21 @@ async def run_session(models: Models, questions: Sequence[Question], *, idle_s: 
                lambda ev: metrics.append(ev.metrics) if isinstance(ev.metrics, TurnMetrics) else None)
     session.on("conversation_item_added",
                lambda ev: replies.append(ev.item.content) if ev.item.role == "assistant" else None)
+    return state, metrics, replies
+
+async def run_session(models: Models, questions: Sequence[Question], *, idle_s: float,
+                      record: Path) -> tuple[list[Turn], float]:
+    """Every question through an AgentSession; returns (turns, idle CPU % of one core)."""
+    from edgeagent.config_voice import ActivationConfig
+    from edgeagent.voice import Agent, AgentSession
+    from edgeagent.voice.events import AgentState
+
+    mic, speaker = ScriptedMic(seed=1), TimedSpeaker(record)
+    await speaker.start()
+    # No follow-up window: every question needs the wake word, as the benchmark says.
+    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+                           echo_cancellation=False, activation=ActivationConfig(follow_up_s=0.0))
+    state, metrics, replies = watch(session)
     turns: list[Turn] = []
     try:
         await asyncio.wait_for(session.start(Agent(instructions=AgentConfig().instructions),

@@ -133,23 +133,14 @@ class SpeakerOutput(DeviceOutput):
         self.remote = SampleFifo(round(rate * PREBUFFER_S), round(rate * LIMIT_S))
         return rate
 
-    def render(self, out: Int16Array, now: float) -> None:
-        # BufferedOutput.render with the remote voices added before the tap (the echo
-        # canceller's reference must be what is played).
-        buf = self._buf
-        if buf is None:
-            out[:] = 0
-            return
-        started, underrun, drained = buf.pull(out)
+    def _mix_into(self, out: Int16Array, now: float) -> None:
+        # The remote voices go in before the render tap: the echo canceller's reference
+        # must be what is played.
         remote = self.remote
         if remote is not None:
             out[:] = _mix(out, remote.take(len(out)))
         if len(out) and int(np.abs(out).max()) > SILENCE_PEAK:
             self.last_audible = now
-        tap = self.on_render
-        if tap is not None:
-            tap(out, self.sink_rate or self.sample_rate, now)
-        self._post(self._after_render, [(m, now) for m, _ in started], underrun, drained)
 
     def audible_within(self, seconds: float) -> bool:
         last = self.last_audible

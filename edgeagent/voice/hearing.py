@@ -24,7 +24,7 @@ from edgeagent.voice.conversation import TurnRecord
 from edgeagent.voice.events import ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.speech import SpeechHandle
-from edgeagent.voice.turns import Action, Phase, Step, TurnTracker, make_detector
+from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
 from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Hearing:
         self.activation = session.activation
         self.interruption = session.interruption
         self.tracker = TurnTracker(session.turn_options)
-        self._detector = make_detector(session.turn_options, session.llm)
+        self._detector = session.detector
         self.armed_until = math.inf if self.activation.mode == "always" else -math.inf
         """Stream time until which speech may open a turn."""
         self.ptt = False
@@ -147,12 +147,8 @@ class Hearing:
             log.info("wake word during the reply: stopped")
             self._s.interrupt()
         self.armed_until = listener.now + self.activation.listen_s
-        if not self.tracker.active and self._vad_speaking(ev.timestamp):
+        if not self.tracker.active and self._vad_in_speech:
             self._apply(self.tracker.open_at(max(0.0, ev.timestamp - WAKE_OVERLAP_S), speaking=True))
-
-    def _vad_speaking(self, at: float) -> bool:
-        """Is the VAD inside an utterance (speech or its short pauses) at stream time ``at``?"""
-        return self.tracker.phase is not Phase.NONE or self._vad_in_speech
 
     def _on_stt(self, uid: int, ev: SpeechEvent) -> None:
         listener = self._listener

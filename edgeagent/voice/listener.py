@@ -124,7 +124,7 @@ class Listener:
 
     def open_utterance(self, start: float) -> int:
         """A new STT stream fed from stream time ``start`` on; returns its id."""
-        self._drop_stt()
+        self.drop_utterance()
         self.utterance_id += 1
         stream = self._stt_stage.stream()
         self._stt = stream
@@ -157,9 +157,6 @@ class Listener:
         task = asyncio.ensure_future(_close(stream, reader))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    def _drop_stt(self) -> None:
-        self.drop_utterance()
 
     # -- the pump ----------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class AgentSession:
         self.state = AgentState.INITIALIZING
         self.conversation = Conversation(self)
         self._events = EventEmitter()
-        make_detector(self.turn_options, llm)  # a bad turn.detection fails here, not at start()
+        self.detector = make_detector(self.turn_options, llm)  # a bad turn.detection fails here
         self._listener: Listener | None = None
         self._hearing: Hearing | None = None
         self._out: AudioOutput | None = None
