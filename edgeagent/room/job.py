@@ -127,12 +127,14 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) 
             return 1
         return 0
     finally:
+        # The link first: a shutdown that comes while it is rejoining (the room closed) must
+        # not wait for that attempt, nor let the other parts wait on a room that is going.
+        await asyncio.wait_for(link.aclose(), CLOSE_TIMEOUT_S)
         for conv in conventions:
             await asyncio.wait_for(conv.aclose(), CLOSE_TIMEOUT_S)
         await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
         await inp.aclose()
         await out.aclose()
-        await asyncio.wait_for(link.aclose(), CLOSE_TIMEOUT_S)
 
 
 # -- `edgeagent join` ----------------------------------------------------------------------
