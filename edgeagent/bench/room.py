@@ -17,14 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +33,7 @@ import numpy.typing as npt
 from edgeagent.audio.frame import AudioFrame, Int16Array
 from edgeagent.bench import p90
 from edgeagent.bench.scripted import QUESTIONS, SILENCE_DBFS, espeak, trim
+from edgeagent.bench.server import Server, start_server
 from edgeagent.errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
@@ -147,77 +144,11 @@ def report(fig: dict[str, Any]) -> str:
                  f"p50 {_ms(fig['room_p50_ms'])} ms, p90 {_ms(fig['room_p90_ms'])} ms, "
                  f"answered {fig['room']['answered']}/{fig['questions']}")
     if "local" in fig:
-        lines.append(f"local (end of speech at the mic -> first sample at the speaker):     "
+        lines.append(f"local (end of speech at the mic -> first agent audio at the speaker): "
                      f"p50 {_ms(fig['local_p50_ms'])} ms, p90 {_ms(fig['local_p90_ms'])} ms")
     verdict = "ok" if "added_p50_ms" not in fig["missed"] else "MISSED"
     lines.append(f"room adds {_ms(fig['added_p50_ms'])} ms at p50 (limit {fig['limit_added_ms']:g} ms): {verdict}")
     return "\n".join(lines)
-
-
-# -- a loopback livekit-server ---------------------------------------------------------------
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    api_key: str
-    api_secret: str
-    process: subprocess.Popen[bytes] | None = None
-    workdir: Path | None = None
-    log_path: Path | None = None
-
-    def stop(self) -> None:
-        p = self.process
-        if p is None or p.poll() is not None:
-            return
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
-def start_server(root: Path, workdir: Path) -> Server:
-    """livekit-server on 127.0.0.1 with a fresh secret (as scripts/test starts it); EdgeAgentError if it
-    cannot be built or does not come up."""
-    try:
-        binary = subprocess.run([str(root / "scripts" / "install-livekit-server")], capture_output=True,
-                                text=True, check=True, timeout=900).stdout.strip()
-    except (subprocess.SubprocessError, OSError) as exc:
-        raise EdgeAgentError(f"cannot get livekit-server (scripts/install-livekit-server): {exc}") from exc
-    port, udp = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-    secret = os.urandom(32).hex()
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "livekit.yaml"
-    conf.write_text(
-        f"port: {port}\nbind_addresses: [127.0.0.1]\nkeys: {{devkey: {secret}}}\n"
-        f"rtc:\n  udp_port: {udp}\n  tcp_port: 0\n  node_ip: 127.0.0.1\n  use_external_ip: false\n"
-        "  enable_loopback_candidate: true\n  ips: {includes: [127.0.0.1/32]}\n"
-        '  stun_servers: ["127.0.0.1:3478"]\nlogging: {level: info}\n')
-    conf.chmod(0o600)
-    log_path = workdir / "livekit-server.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([binary, "--config", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    server = Server(f"ws://127.0.0.1:{port}", "devkey", secret, proc, workdir, log_path)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EdgeAgentError(f"livekit-server exited at start (log: {log_path})")
-        with contextlib.suppress(OSError), opener.open(f"http://127.0.0.1:{port}/", timeout=1) as r:
-            if r.read().strip() == b"OK":
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise EdgeAgentError(f"livekit-server did not answer within 30 s (log: {log_path})")
 
 
 # -- the participant ---------------------------------------------------------------------------
@@ -228,10 +159,11 @@ class Speaker:
 
     A sender task hands one 10 ms block to the AudioSource every 10 ms on an absolute
     schedule (block ``i`` once its span has passed, as a sound card would), room noise
-    unless :meth:`say` put a question in. ``queue_size_ms`` is the source's queue.
+    unless :meth:`say` put a question in. ``queue_size_ms`` is the source's queue (none by
+    default: a browser's or a phone's microphone goes straight to WebRTC, too).
     """
 
-    def __init__(self, identity: str, *, queue_size_ms: int = 20, seed: int = 3) -> None:
+    def __init__(self, identity: str, *, queue_size_ms: int = 0, seed: int = 3) -> None:
         from livekit import rtc
 
         self.identity = identity
@@ -349,7 +281,7 @@ def room_questions(n: int, texts: Sequence[str] = QUESTIONS) -> list[tuple[str, 
 
 
 async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, AudioFrame]], *,
-                   speaker_queue_ms: int = 20, out_queue_ms: int | None = None) -> list[RoomTurn]:
+                   speaker_queue_ms: int = 0, out_queue_ms: int | None = None) -> list[RoomTurn]:
     from livekit import api
 
     from edgeagent.bench import voice
@@ -444,25 +376,42 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
             log.info("room %d/%d: %s", i + 1, len(questions), turn)
             peer.heard.clear()
     finally:
-        await peer.leave()
-        with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(session.aclose(), 30)
-        await out.aclose()
-        await inp.aclose()
-        await asyncio.wait_for(link.aclose(), 20)
+        # The link first (as `edgeagent join` does): once the participant leaves, the server
+        # closes the room and the link would be rejoining while the rest closes.
+        await _closed("the link", link.aclose(), 20)
+        await _closed("the participant", peer.leave(), 30)
+        await _closed("the session", session.aclose(), 30)
+        await _closed("the room output", out.aclose(), 10)
+        await _closed("the room input", inp.aclose(), 10)
     return turns
 
 
+async def _closed(what: str, closing: Any, timeout: float) -> None:
+    """Await one close step; one that hangs or fails is logged by name, and the next goes on."""
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except asyncio.TimeoutError:
+        log.warning("closing %s took more than %g s", what, timeout)
+    except Exception as exc:
+        log.warning("closing %s failed: %s", what, exc)
+
+
 async def run_local(models: Any, n: int, workdir: Path) -> dict[str, Any]:
-    """The local figures of scripts/bench (the session only, no baseline) with the same models."""
+    """The local figures of scripts/bench (the session only, no baseline) with the same models.
+
+    The reply starts where it does at the participant: at its first 10 ms above
+    :data:`REPLY_DBFS` (scripts/bench takes the first non-zero sample, 30-50 ms earlier
+    with Piper's soft onsets; the codec does not keep digital zeros, so the room cannot).
+    """
     from edgeagent.bench import voice
     from edgeagent.bench.scripted import make_questions
 
-    turns, _ = await voice.run_session(models, make_questions(n), idle_s=0.5, record=workdir / "local.wav")
+    turns, _ = await voice.run_session(models, make_questions(n), idle_s=0.5, record=workdir / "local.wav",
+                                       first_dbfs=REPLY_DBFS)
     return voice.summary(turns)
 
 
-async def measure(n: int, workdir: Path, root: Path, *, local: bool = True, speaker_queue_ms: int = 20,
+async def measure(n: int, workdir: Path, root: Path, *, local: bool = True, speaker_queue_ms: int = 0,
                   server: Server | None = None) -> dict[str, Any]:
     """The local path, then the room path (a livekit-server of our own unless ``server``)."""
     from edgeagent.voice.stages import Models

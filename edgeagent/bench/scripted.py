@@ -225,12 +225,14 @@ class TimedSpeaker(WavFileOutput):
     """A real-time stand-in speaker that records (to ``path``) what the agent says.
 
     After :meth:`arm`, the monotonic time the first block holding a non-zero sample
-    is handed to the sink becomes :attr:`first_sample`; :attr:`last_sound` is when
-    the latest such block was.
+    (with ``first_dbfs``: the first block louder than that, RMS) is handed to the sink
+    becomes :attr:`first_sample`; :attr:`last_sound` is when the latest non-zero block was.
     """
 
-    def __init__(self, path: PathLike, rate: int = RECOGNITION_RATE, *, buffer_ms: float = 60.0) -> None:
+    def __init__(self, path: PathLike, rate: int = RECOGNITION_RATE, *, buffer_ms: float = 60.0,
+                 first_dbfs: float | None = None) -> None:
         super().__init__(path, rate, realtime=True, buffer_ms=buffer_ms, block_ms=10.0)
+        self.first_level = None if first_dbfs is None else 32768.0 * 10.0 ** (first_dbfs / 20.0)
         self.first_sample: float | None = None
         self.last_sound: float | None = None
         self._armed = False
@@ -244,7 +246,8 @@ class TimedSpeaker(WavFileOutput):
         super().render(out, now)
         if np.any(out):
             self.last_sound = now
-            if self._armed:
+            if self._armed and (self.first_level is None
+                                or np.sqrt(np.mean(np.square(out, dtype=np.float64))) > self.first_level):
                 self.first_sample = now
                 self._armed = False
 

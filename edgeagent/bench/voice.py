@@ -144,13 +144,17 @@ def watch(session: AgentSession) -> tuple[list[AgentState], list[TurnMetrics], l
     return state, metrics, replies
 
 async def run_session(models: Models, questions: Sequence[Question], *, idle_s: float,
-                      record: Path) -> tuple[list[Turn], float]:
-    """Every question through an AgentSession; returns (turns, idle CPU % of one core)."""
+                      record: Path, first_dbfs: float | None = None) -> tuple[list[Turn], float]:
+    """Every question through an AgentSession; returns (turns, idle CPU % of one core).
+
+    A reply starts at its first non-zero sample at the speaker, or with ``first_dbfs`` at
+    its first 10 ms louder than that (as a path through a codec must time it).
+    """
     from edgeagent.config_voice import ActivationConfig
     from edgeagent.voice import Agent, AgentSession
     from edgeagent.voice.events import AgentState
 
-    mic, speaker = ScriptedMic(seed=1), TimedSpeaker(record)
+    mic, speaker = ScriptedMic(seed=1), TimedSpeaker(record, first_dbfs=first_dbfs)
     await speaker.start()
     # No follow-up window: every question needs the wake word, as the benchmark says.
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
