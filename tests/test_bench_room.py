@@ -7,16 +7,8 @@ import json
 
 import numpy as np
 
-from edgeagent.bench.room import (
-    BLOCK,
-    RATE,
-    RoomTurn,
-    figures,
-    first_loud_after,
-    last_loud_block,
-    loud,
-    report,
-)
+from edgeagent.bench.participant import BLOCK, RATE, first_loud_after, last_loud_block, loud
+from edgeagent.bench.room import RoomTurn, figures, report
 
 
 def tone(seconds: float, dbfs: float = -20.0) -> np.ndarray:
