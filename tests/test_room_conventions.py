@@ -88,6 +88,7 @@ class Scene:
     user_track: str
     states: list[str]
     transcripts: list[Transcript]
+    name: str = ""
 
     def of(self, side: str, done: bool = True) -> list[Transcript]:
         """The transcripts of "agent" or "user" (by ``lk.transcribed_track_id``)."""
@@ -111,7 +112,8 @@ async def _silent_track(room: rtc.Room, name: str) -> tuple[str, rtc.AudioSource
 
 
 @contextlib.asynccontextmanager
-async def scene(server: LiveKitServer, models: Models, wav: Path, max_chat_bytes: int = 4096) -> AsyncIterator[Scene]:
+async def scene(server: LiveKitServer, models: Models, wav: Path, max_chat_bytes: int = 4096,
+                listen: str | None = None, identities: tuple[str, ...] = ()) -> AsyncIterator[Scene]:
     name = f"conv-{uuid.uuid4().hex[:8]}"
     agent_room, user_room = rtc.Room(), rtc.Room()
     mic, speaker = ScriptedMic(seed=3), WavFileOutput(wav, realtime=True)
@@ -149,7 +151,7 @@ async def scene(server: LiveKitServer, models: Models, wav: Path, max_chat_bytes
         sources.append(source)
         conventions = RoomConventions(agent_room, session, agent_track_sid=lambda: agent_track,
                                       user_track_sid=user_track, user_identity=lambda: "user",
-                                      max_chat_bytes=max_chat_bytes)
+                                      listen=listen, identities=identities, max_chat_bytes=max_chat_bytes)
         conventions.attach()
         await asyncio.wait_for(speaker.start(), STEP)
         await asyncio.wait_for(session.start(Agent(instructions="You are a helpful voice assistant. "
@@ -165,7 +167,8 @@ async def scene(server: LiveKitServer, models: Models, wav: Path, max_chat_bytes
         sources.append(source)
         await until(lambda: user_track() == user_sid, STEP, "the user's track seen by the agent")
         await until(lambda: bool(states) and states[-1] == "listening", STEP, "lk.agent.state listening")
-        yield Scene(agent_room, user_room, session, conventions, mic, agent_track, user_sid, states, transcripts)
+        yield Scene(agent_room, user_room, session, conventions, mic, agent_track, user_sid, states, transcripts,
+                    name)
     finally:
         if conventions is not None:
             await asyncio.wait_for(conventions.aclose(), STEP)
@@ -265,3 +268,41 @@ async def test_bad_chat_is_refused_and_a_flood_costs_one_reply(
         finals = s.of("agent")
         assert finals, "no text answer"
         _check_agent_transcript(finals[-1], s.agent_track)
+
+
+@pytest.mark.parametrize(("listen", "refused", "answered"), [
+    ("linked", "mallory", "user"),  # the agent is linked to "user"
+    ("identities", "user", "mallory"),  # the agent listens to "mallory" only
+    ("all", None, "mallory"),  # anyone
+])
+async def test_chat_is_taken_only_from_whom_the_agent_listens_to(
+    livekit_server: LiveKitServer, models: Models, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    listen: str, refused: str | None, answered: str,
+) -> None:
+    caplog.set_level(logging.INFO, "edgeagent.room.conventions")
+    identities = ("mallory",) if listen == "identities" else ()
+    async with scene(livekit_server, models, tmp_path / "out.wav", listen=listen, identities=identities) as s:
+        mallory = rtc.Room()
+        try:
+            await asyncio.wait_for(mallory.connect(livekit_server.url, _token(livekit_server, "mallory", s.name)),
+                                   STEP)
+            await until(lambda: "mallory" in s.agent_room.remote_participants, STEP, "mallory seen by the agent")
+            rooms = {"user": s.user_room, "mallory": mallory}
+            if refused is not None:
+                await asyncio.wait_for(rooms[refused].local_participant.send_text("Say hello.", topic="lk.chat"),
+                                       STEP)
+                await until(lambda: any(f"lk.chat from {refused} refused" in r.getMessage() for r in caplog.records),
+                            STEP, f"the refusal of {refused}'s message")
+                await asyncio.sleep(1.0)
+                assert s.user_messages() == [] and s.states[-1] == "listening", (s.user_messages(), s.states)
+            await asyncio.wait_for(rooms[answered].local_participant.send_text(QUESTION, topic="lk.chat"), STEP)
+            await until(lambda: s.user_messages() == [QUESTION], STEP, f"{answered}'s message taken")
+            await until(lambda: bool(s.of("agent")) and s.states[-1] == "listening", REPLY,
+                        f"the answer to {answered}, and listening")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(mallory.disconnect(), 10)
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == (0 if refused is None else 1), refusals
+    if refused is not None:
+        assert refusals[0].startswith(f"lk.chat from {refused} refused: the agent listens to"), refusals

@@ -8,12 +8,27 @@
 
 A supervisor task connects a fresh :class:`rtc.Room` (with the shared E2EE key when
 one is set), publishes the agent's audio track (see :meth:`RoomLink.set_agent_audio`),
-runs the connected hooks, and waits for the room to go. The SDK first tries to resume
-a broken connection itself (``reconnecting`` / ``reconnected``); when it gives up, the
-supervisor joins again with a new Room after an exponential backoff with jitter
-(``backoff_s`` doubling up to ``max_backoff_s``, each delay drawn from its upper half),
-so remote tracks are subscribed again and our track is published again. Each step is
-logged on ``edgeagent.room.connection``.
+runs the connected hooks, and waits for the room to go. Each step is logged on
+``edgeagent.room.connection``.
+
+When the connection breaks (a network cut, a server killed or restarted), the SDK
+(livekit 1.2) first tries to get it back itself, on the same Room: ``reconnecting``,
+then up to 10 attempts 0.1-7 s apart (23-28 s in all, measured on loopback). A quick blip is a
+*resume* (same session). A server that went away and came back (same keys, nothing of
+the old session left) is a *full reconnect*: the SDK joins it anew with the same
+Room, republishes our tracks with new sids (``local_track_republished``; the
+publication objects, :attr:`RoomLink.agent_publication` included, are updated in
+place), keeps our attributes, and reports the remote participants leaving
+(``track_unsubscribed``, ``participant_disconnected``) and then joining again, so
+handlers attached by the connected hooks stay valid; then ``reconnected``. The
+connected hooks are not run again for that Room (they would publish a second time);
+code that must refresh something after it listens to the Room's ``reconnected``.
+When the SDK gives up (``disconnected``), the supervisor joins again with a new Room
+after an exponential backoff with jitter (``backoff_s`` doubling up to
+``max_backoff_s``, each delay drawn from its upper half), so remote tracks are
+subscribed again, our track is published again and the connected hooks run again.
+``max_backoff_s`` is 8 s: after a long outage the device is back at most ~8 s after the
+server (the SDK's own attempts are at most ~7 s apart), well within 15 s.
 
 Errors never reach the caller. Network trouble (refused, DNS, timeouts, a server that
 went away) is retried forever. An authentication refusal (HTTP 401/403: a bad,
@@ -37,6 +52,7 @@ import inspect
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,7 +101,7 @@ class RoomLink:
         *,
         tokens: TokenSource | None = None,
         backoff_s: float = 0.5,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 8.0,
         connect_timeout_s: float = 10.0,
     ) -> None:
         if not cfg.url:
@@ -115,6 +131,7 @@ class RoomLink:
         self._side_tasks: set[asyncio.Future[None]] = set()
         self._gone = asyncio.Event()
         self._closed = False
+        self._lost_at: float | None = None  # when the current outage began
 
     # -- public ------------------------------------------------------------------------
 
@@ -230,6 +247,7 @@ class RoomLink:
         room.on("disconnected", lambda reason: self._on_disconnected(room, reason))
         room.on("reconnecting", lambda: self._on_reconnecting(room))
         room.on("reconnected", lambda: self._on_reconnected(room))
+        room.on("local_track_republished", lambda pub, old: self._on_republished(room, pub, old))
         log.info("room: joining %s as %s%s", self.url, self.identity, " (E2EE)" if self.cfg.e2ee_key else "")
         try:
             await asyncio.wait_for(room.connect(self.url, token.jwt, self._options()), self.connect_timeout_s)
@@ -246,8 +264,11 @@ class RoomLink:
             return None
         self.joins += 1
         self.last_error = None
-        log.info("room: joined %r as %s (join %d, %d other participant(s))",
-                 room.name, self.identity, self.joins, len(room.remote_participants))
+        lost = f", {time.monotonic() - self._lost_at:.1f} s after the room was lost" \
+            if self._lost_at is not None else ""
+        self._lost_at = None
+        log.info("room: joined %r as %s (join %d, %d other participant(s)%s)",
+                 room.name, self.identity, self.joins, len(room.remote_participants), lost)
         self._check_grants(room)
         self.room = room
         if self._agent_source is not None:
@@ -307,14 +328,24 @@ class RoomLink:
             if not self._closed:
                 name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else reason  # type: ignore[arg-type]
                 log.warning("room: disconnected (%s)", name)
+                if room is self.room and self._lost_at is None:
+                    self._lost_at = time.monotonic()
             self._gone.set()
 
     def _on_reconnecting(self, room: rtc.Room) -> None:
         if room is self.room:
-            log.warning("room: connection lost, the SDK is resuming it")
+            log.warning("room: connection lost, the SDK is trying to get it back")
+            self._lost_at = time.monotonic()
             self.connected.clear()
 
     def _on_reconnected(self, room: rtc.Room) -> None:
         if room is self.room:
-            log.info("room: connection resumed")
+            lost = f" after {time.monotonic() - self._lost_at:.1f} s" if self._lost_at is not None else ""
+            self._lost_at = None
+            log.info("room: connection back%s (the SDK's reconnect; agent track %s)", lost, self.agent_track_sid)
             self.connected.set()
+
+    def _on_republished(self, room: rtc.Room, pub: rtc.LocalTrackPublication, old: str) -> None:
+        if room is self.room:
+            log.info("room: the server lost our session; the SDK joined again and republished %s as %s (was %s)",
+                     pub.name, pub.sid, old)

@@ -6,7 +6,8 @@
 
 - **``lk.agent.state``**: the local participant attribute follows the session's
   state (initializing/idle/listening/thinking/speaking); set on attach, then on
-  every change, in order.
+  every change, in order, and again when the SDK has got a lost connection back
+  (``reconnected``: changes made while it was away were not sent).
 - **``lk.transcription``** text streams, as livekit-agents sends them:
 
   * the *user*: every transcript (interim or final) is a whole text in its own
@@ -31,7 +32,10 @@
   the reply to an older one and replaces one still waiting, so a flood of
   messages costs at most one reply and one waiting text. Messages over
   ``max_chat_bytes``, not UTF-8 (or with U+FFFD from a lossy decode), or empty
-  are refused with one log line each.
+  are refused with one log line each, as are messages from participants the agent
+  does not listen to (``listen`` as ``livekit.listen``: ``linked``, only
+  ``user_identity()``; ``identities``, those; ``all``, anyone. ``None``: only
+  ``user_identity()`` when it names someone, else anyone).
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from livekit import rtc
 
+from edgeagent.config_room import LISTEN_MODES
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, UserInputTranscribedEvent
 from edgeagent.voice.session import AgentSession
 from edgeagent.voice.speech import SpeechHandle
@@ -58,16 +63,11 @@ ATTR_TRACK_ID = "lk.transcribed_track_id"
 ATTR_SEGMENT_ID = "lk.segment_id"
 ATTR_FINAL = "lk.transcription_final"
 
-POLL_S = 0.05
-"""How often a reply's spoken text is checked for news while the agent thinks or speaks."""
-SEND_TIMEOUT_S = 10.0
-"""Bound on every call into the SDK (a stalled room must not stall the agent)."""
-CHAT_READ_TIMEOUT_S = 10.0
-"""A chat stream must be complete within this."""
-MAX_CHAT_READERS = 4
-"""Chat streams read at once; more are refused."""
-MAX_QUEUED = 16
-"""Queued state updates and user transcripts (the oldest go first)."""
+POLL_S = 0.05  # how often a reply's spoken text is checked for news while the agent thinks or speaks
+SEND_TIMEOUT_S = 10.0  # bound on every call into the SDK (a stalled room must not stall the agent)
+CHAT_READ_TIMEOUT_S = 10.0  # a chat stream must be complete within this
+MAX_CHAT_READERS = 4  # chat streams read at once; more are refused
+MAX_QUEUED = 16  # queued state updates and user transcripts (the oldest go first)
 
 SidSource = Callable[[], str | None]
 
@@ -88,13 +88,17 @@ class RoomConventions:
         agent_track_sid: SidSource = lambda: None,
         user_track_sid: SidSource = lambda: None,
         user_identity: SidSource = lambda: None,
+        listen: str | None = None,
+        identities: Sequence[str] = (),
         max_chat_bytes: int = 4096,
     ) -> None:
         if max_chat_bytes <= 0:
             raise ValueError(f"max_chat_bytes must be positive, not {max_chat_bytes}")
-        self.room = room
-        self.session = session
-        self.max_chat_bytes = max_chat_bytes
+        if listen not in (None, *LISTEN_MODES) or (listen == "identities" and not identities):
+            raise ValueError(f"listen: one of {', '.join(LISTEN_MODES)} (identities with identities), "
+                             f"not {listen!r} with {list(identities)}")
+        self.listen, self.identities = listen, tuple(identities)
+        self.room, self.session, self.max_chat_bytes = room, session, max_chat_bytes
         self._agent_track_sid = agent_track_sid
         self._user_track_sid = user_track_sid
         self._user_identity = user_identity
@@ -125,6 +129,7 @@ class RoomConventions:
             self.room = room
         self.room.register_text_stream_handler(TOPIC_CHAT, self._on_chat_text)
         self.room.register_byte_stream_handler(TOPIC_CHAT, self._on_chat_bytes)
+        self.room.on("reconnected", self._on_reconnected)
         self.session.on("user_input_transcribed", self._on_user_transcript)
         self._attached = True
         self._states.clear()
@@ -140,6 +145,7 @@ class RoomConventions:
             return
         self._attached = False
         self.session.off("user_input_transcribed", self._on_user_transcript)
+        self.room.off("reconnected", self._on_reconnected)
         self.room.unregister_text_stream_handler(TOPIC_CHAT)
         self.room.unregister_byte_stream_handler(TOPIC_CHAT)
         for task in list(self._tasks):
@@ -188,6 +194,12 @@ class RoomConventions:
         self._states.append(ev.new_state)
         self._wake_states.set()
         self._wake_replies.set()
+
+    def _on_reconnected(self) -> None:
+        if self._attached:
+            log.info("room: connection back: %s=%s again", ATTR_AGENT_STATE, self._state.value)
+            self._states.append(self._state)
+            self._wake_states.set()
 
     async def _state_loop(self) -> None:
         while True:
@@ -290,9 +302,11 @@ class RoomConventions:
                 self.room.local_participant.stream_text(
                     topic=TOPIC_TRANSCRIPTION, attributes=attributes, sender_identity=sender),
                 SEND_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("room: opening %s timed out after %.0f s", what, SEND_TIMEOUT_S)
         except Exception as exc:
-            log.warning("room: opening %s failed: %s", what, exc or type(exc).__name__)
-            return None
+            log.warning("room: opening %s failed: %s", what, str(exc) or type(exc).__name__)
+        return None
 
     # -- lk.chat -------------------------------------------------------------------------
 
@@ -302,8 +316,23 @@ class RoomConventions:
     def _on_chat_bytes(self, reader: rtc.ByteStreamReader, identity: str) -> None:
         self._take_chat(reader, identity, self._read_bytes(reader))
 
+    def _chat_refusal(self, identity: str) -> str | None:
+        """Why ``identity`` may not type to the agent; None when it may."""
+        if self.listen == "identities":
+            return None if identity in self.identities else f"the agent listens to {', '.join(self.identities)}"
+        user = self._user_identity() if self.listen != "all" else None
+        if user is None:
+            return "nobody is linked yet" if self.listen == "linked" else None
+        return None if identity == user else f"the agent listens to {user} (listen = linked)"
+
     def _take_chat(self, reader: rtc.TextStreamReader | rtc.ByteStreamReader, identity: str,
                    read: Coroutine[Any, Any, str]) -> None:
+        why = self._chat_refusal(identity)
+        if why is not None:
+            read.close()
+            reader.close()
+            log.warning("lk.chat from %s refused: %s; not answered", identity, why)
+            return
         if self._chat_readers >= MAX_CHAT_READERS:
             read.close()
             reader.close()
