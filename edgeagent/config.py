@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeagent.config_control import ControlConfig, check_control
 from edgeagent.config_room import LiveKitConfig, check_livekit
 from edgeagent.config_voice import (
     ACTIVATION_MODES,
@@ -59,6 +60,8 @@ class AudioConfig:
     ignored while the agent speaks, so there is no barge-in."""
     noise_suppression: bool = False
     """WebRTC noise suppression on the microphone (with echo cancellation on)."""
+    output_volume: float = 1.0
+    """Gain (0.0-2.0) applied to what the agent plays; 1.0 leaves it as it is."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Config:
     llm: LLMConfig = field(default_factory=LLMConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
     livekit: LiveKitConfig = field(default_factory=LiveKitConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -264,6 +268,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("llm.max_tokens must be at least 1")
     if not 0.25 <= cfg.tts.speed <= 4.0:
         raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")
-    problem = check_livekit(cfg.livekit)
+    if not 0.0 <= cfg.audio.output_volume <= 2.0:
+        raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {cfg.audio.output_volume}")
+    problem = check_livekit(cfg.livekit) or check_control(cfg.control)
     if problem:
         raise ConfigError(problem)

@@ -1,4 +1,4 @@
-"""Where edgeagent keeps its models, config and cache.
+"""Where edgeagent keeps its models, config, cache and state.
 
 Resolution order for each directory: an explicit environment variable, then
 the directory systemd gives the service (``STATE_DIRECTORY``,
@@ -50,3 +50,12 @@ def cache_dir() -> Path:
     if cache := _first_systemd_dir("CACHE_DIRECTORY"):
         return cache
     return _xdg("XDG_CACHE_HOME", ".cache") / "edgeagent"
+
+
+def state_dir() -> Path:
+    """State the device writes and must keep across restarts (e.g. the remote config overlay)."""
+    if env := os.environ.get("EDGEAGENT_STATE"):
+        return Path(env)
+    if state := _first_systemd_dir("STATE_DIRECTORY"):
+        return state
+    return _xdg("XDG_STATE_HOME", ".local/state") / "edgeagent"
