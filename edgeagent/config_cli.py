@@ -1,4 +1,5 @@
-"""``edgeagent config example | show``: the commented template, and the config in effect."""
+"""``edgeagent config example | show`` (the commented template, the config in effect) and the
+remote controller ``edgeagent config get | set | schema | watch`` (:mod:`edgeagent.room.controller`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,81 @@ def register(sub: Any) -> None:
     show.add_argument("--config", type=Path, default=None, help="config file (default: the usual place)")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     show.set_defaults(func=_show)
+    for name, help_text in (("get", "read a device's config over its LiveKit room"),
+                            ("set", "change a device's config over its LiveKit room: KEY=VALUE..."),
+                            ("schema", "print what a device lets you change, with docs and limits"),
+                            ("watch", "print every config change made in the room until Ctrl-C")):
+        cp = csub.add_parser(name, help=help_text)
+        if name == "set":
+            cp.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                            help="a dotted key and a JSON value (or plain text): tts.speed=1.2")
+            cp.add_argument("--base-revision", type=int, default=None,
+                            help="the revision your change is based on (default: the one read just before)")
+        _room_args(cp)
+        cp.set_defaults(func=_remote, action=name)
+
+
+def _room_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="LiveKit server URL (default: livekit.url)")
+    p.add_argument("--room", help="the device's room (default: livekit.room)")
+    p.add_argument("--device", help="the device's identity (default: livekit.identity, else the room's one agent)")
+    p.add_argument("--identity", help="your identity (default: edgeagent-controller-<host>)")
+    p.add_argument("--token", help="an access token for you (else minted from the API key and secret)")
+    p.add_argument("--api-key", help="default: livekit.api_key")
+    p.add_argument("--api-secret", help="default: livekit.api_secret")
+    p.add_argument("--config", type=Path, default=None, help="config file to take the defaults from")
+
+
+def _remote(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from edgeagent import config
+    from edgeagent.errors import EdgeAgentError
+    from edgeagent.room.controller import ControllerError, controller_token, default_controller_identity
+
+    lk = config.load(args.config or config_file()).livekit
+    url, room = args.url or lk.url, args.room or lk.room
+    identity = args.identity or default_controller_identity()
+    key, secret = args.api_key or lk.api_key, args.api_secret or lk.api_secret
+    if not url:
+        print("edgeagent config: give --url (or livekit.url in the config)")
+        return 2
+    if not args.token and not (room and key and secret):
+        print("edgeagent config: give --token, or --room with an API key and secret (or livekit.* in the config)")
+        return 2
+    token = args.token or controller_token(str(key), str(secret), str(room), identity)
+    device = args.device or lk.identity
+    try:
+        return asyncio.run(_run_remote(args, url, token, device))
+    except ControllerError as exc:
+        print(f"edgeagent config {args.action}: {exc}")
+        if exc.error:
+            print(json.dumps(exc.error, indent=2))
+        return 1
+    except EdgeAgentError as exc:
+        print(f"edgeagent config {args.action}: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run_remote(args: argparse.Namespace, url: str, token: str, device: str | None) -> int:
+    from edgeagent.room.controller import Controller, parse_assignments
+
+    patch = parse_assignments(args.assignments) if args.action == "set" else None
+    async with Controller(url, token, device) as ctl:
+        if args.action == "get":
+            print(json.dumps(await ctl.get(), indent=2))
+        elif args.action == "schema":
+            print(json.dumps(await ctl.schema(), indent=2))
+        elif args.action == "set":
+            assert patch is not None
+            print(json.dumps(await ctl.set(patch, args.base_revision), indent=2))
+        else:
+            print(f"watching {ctl.device}'s config changes (Ctrl-C stops)", flush=True)
+            while True:
+                print(json.dumps(await ctl.notices.get()), flush=True)
+    return 0
 
 
 def _example(args: argparse.Namespace) -> int:
