@@ -20,6 +20,10 @@ is off and the agent hears all of the input, also while it speaks.
 With no sound device at all, a plain `edgeagent run` says so in one line and
 answers the bundled sample question (edgeagent/data/sample_question.wav: "Hey
 Jarvis. What is the capital of France?") into ./edgeagent-reply.wav instead.
+
+The config in effect is the config file with the remote changes a room's controllers made
+(kept in the state directory, see :mod:`edgeagent.control.store`), so they hold for local
+use too.
 """
 
 from __future__ import annotations
@@ -233,6 +237,7 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
     """Run the agent: on the devices until SIGINT/SIGTERM (0) or the mic ends (1); with
     ``input_wav`` until every reply is out (0). ``fallback``: when the default devices do
     not open, answer the sample question into a reply WAV instead."""
+    from edgeagent.control.live import open_store
     from edgeagent.voice.stages import Models
 
     stop = asyncio.Event()
@@ -240,16 +245,18 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        store = open_store(cfg)
+        effective = store.config if store is not None else cfg  # with the remote changes
         log.info("loading models")
-        models = await Models.load(cfg)  # a signal meanwhile stops right after
+        models = await Models.load(effective)  # a signal meanwhile stops right after
         try:
             if stop.is_set():
                 return 0
-            if cfg.livekit.enabled and input_wav is None and output_wav is None:
+            if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 
-                return await run_room(models, cfg, stop)
-            return await _talk(models, cfg, stop, input_wav, output_wav, fast=fast, fallback=fallback)
+                return await run_room(models, cfg, stop, store=store)
+            return await _talk(models, effective, stop, input_wav, output_wav, fast=fast, fallback=fallback)
         finally:
             await models.aclose()
     finally:
@@ -260,6 +267,7 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
 async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, input_wav: Path | None,
                 output_wav: Path | None, *, fast: bool, fallback: bool) -> int:
     """Open both ends (devices first, falling back to the sample question) and converse."""
+    from edgeagent.audio.playback import BufferedOutput
     from edgeagent.audio.wav import WavFileOutput
 
     dev_in: DeviceInput | None = None
@@ -286,6 +294,8 @@ async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp
     if output_wav is not None:
         out = WavFileOutput(output_wav, models.tts.sample_rate)
     assert inp is not None and out is not None
+    if isinstance(out, BufferedOutput):
+        out.volume = cfg.audio.output_volume
     try:
         code = await _converse(models, cfg, stop, inp, out, files=wav_in is not None or output_wav is not None)
     finally:

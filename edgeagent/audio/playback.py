@@ -5,7 +5,9 @@ file writer) pulls fixed blocks with :meth:`BufferedOutput.render`, from any
 thread. ``write()`` resamples frames to the sink's rate and waits while the
 buffer is full, so the audio queued after the device is never more than
 ``buffer_ms``; ``clear()`` drops it at once (barge-in); ``drain()`` waits until
-it has been handed to the sink and, for a device, played.
+it has been handed to the sink and, for a device, played. ``volume`` scales the
+agent's audio as each block is rendered (clipped to int16), so a change is heard
+within a block.
 
 For each written frame the monotonic time its first sample was handed to the
 sink is recorded (``last_written_time``, ``on_frame_started``) so latency is
@@ -22,12 +24,24 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from edgeagent.audio.frame import AudioFrame, Int16Array
 from edgeagent.audio.io import AudioOutput, IOCounters
 from edgeagent.audio.resample import DEFAULT_QUALITY, Quality, Resampler
 from edgeagent.errors import AudioError
 
 Markers = tuple[AudioFrame, ...]
+
+MAX_VOLUME = 2.0
+"""The largest gain :attr:`BufferedOutput.volume` takes (``audio.output_volume``)."""
+
+
+def apply_gain(block: Int16Array, gain: float) -> None:
+    """Scale ``block`` in place by ``gain``, rounded and clipped to int16."""
+    if gain != 1.0 and len(block):
+        scaled = np.rint(block.astype(np.float32) * np.float32(gain))
+        block[:] = np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
 class PlaybackBuffer:
@@ -140,6 +154,7 @@ class BufferedOutput(AudioOutput):
         #: by the sink: copy it, and return quickly (no blocking, no heavy work).
         self.on_render: Callable[[Int16Array, int, float], None] | None = None
         self.sink_rate: int | None = None
+        self._volume = 1.0
         self._buf: PlaybackBuffer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resampler: Resampler | None = None
@@ -150,6 +165,19 @@ class BufferedOutput(AudioOutput):
         self._write_lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
         self._closed = False
+
+    @property
+    def volume(self) -> float:
+        """Gain (0.0-2.0) applied to the agent's audio as it is rendered, clipped to int16;
+        1.0 leaves it as it is. Takes effect from the next block (``audio.output_volume``)."""
+        return self._volume
+
+    @volume.setter
+    def volume(self, gain: float) -> None:
+        gain = float(gain)
+        if not 0.0 <= gain <= MAX_VOLUME:  # NaN fails too
+            raise ValueError(f"volume: expected 0.0-{MAX_VOLUME}, got {gain}")
+        self._volume = gain
 
     # -- for subclasses --------------------------------------------------------
 
@@ -176,6 +204,7 @@ class BufferedOutput(AudioOutput):
             out[:] = 0
             return
         started, underrun, drained = buf.pull(out)
+        apply_gain(out, self._volume)  # the agent's voice only: what _mix_into adds is not ours
         self._mix_into(out, now)
         tap = self.on_render
         if tap is not None:

@@ -187,6 +187,29 @@ class RoomInput(AudioInput):
             return identity in self.identities
         return identity == self.linked
 
+    def set_listen(self, listen: str, identities: Sequence[str] = ()) -> None:
+        """Listen to others from now on (``livekit.listen``/``identities``): the tracks no
+        longer heard are dropped, those now heard are read. Raises on a bad choice, changing
+        nothing."""
+        if listen not in LISTEN_MODES:
+            raise ValueError(f"listen: expected one of {', '.join(LISTEN_MODES)}, got {listen!r}")
+        if listen == "identities" and not identities:
+            raise ValueError("listen='identities' needs at least one identity")
+        self.listen, self.identities = listen, tuple(identities)
+        if listen != "linked":
+            self.linked = None
+        for sid in [sid for sid, t in self._tracks.items() if not self._heard(t.identity)]:
+            self._drop(sid)
+        room = self._room
+        if room is not None:
+            self._relink(room)
+            for p in room.remote_participants.values():
+                for pub in p.track_publications.values():
+                    if isinstance(pub.track, rtc.RemoteAudioTrack):
+                        self._on_track(pub.track, pub, p)
+        log.info("room input: listening to %s", {"linked": f"the linked participant ({self.linked or 'nobody yet'})",
+                                                 "all": "everyone"}.get(listen, ", ".join(self.identities)))
+
     def _eligible(self, p: rtc.RemoteParticipant) -> bool:
         return p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 

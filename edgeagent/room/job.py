@@ -13,6 +13,13 @@ In a room nobody says a wake word: ``activation.mode = wake`` becomes ``always``
 remote voices play locally and, with ``publish_local_mic``, the room hears the board's
 surroundings. When the local devices do not open, the device says so in one line and
 runs in the room only.
+
+Remote configuration: the changes kept in the state directory
+(:class:`~edgeagent.control.store.ConfigStore`) apply over the config file, so they survive
+a restart; the room's controllers read and change them with the ``edgeagent.config.*`` RPC
+methods (:class:`~edgeagent.room.control.RoomControl`, registered at every join), and
+:class:`~edgeagent.control.live.LiveApplier` puts each change into effect on the running
+agent, or at its next idle moment when it needs a model load.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from livekit import rtc
 
     from edgeagent.audio.io import AudioInput
+    from edgeagent.control.store import ConfigStore
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.local import LocalRoomInput, LocalRoomOutput
@@ -70,15 +78,24 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
     return inp, out
 
 
-async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) -> int:
-    """Join the room and talk there until ``stop`` (0), or until the link gives up (1)."""
+async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
+                   store: ConfigStore | None = None) -> int:
+    """Join the room and talk there until ``stop`` (0), or until the link gives up (1).
+
+    ``cfg`` is the file config; the remote changes of ``store`` (default: the one in the state
+    directory) apply over it, and the room's controllers may change them while it runs.
+    ``models`` should be loaded from ``store.config``.
+    """
+    from edgeagent.control.live import LiveApplier, open_store
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
+    from edgeagent.room.control import RoomControl
     from edgeagent.room.conventions import RoomConventions
     from edgeagent.voice.agent import Agent
     from edgeagent.voice.session import AgentSession
 
-    cfg = room_config(cfg)
+    store = store or open_store(cfg)
+    cfg = room_config(store.config if store is not None else cfg)
     link = RoomLink(cfg.livekit)
     room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
     inp: AudioInput = room_in
@@ -93,19 +110,29 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) 
         # The room has no echo path to us; room+local cancels the local mic's echo itself.
         echo_cancellation=False, ignore_own_playback=False,
     )
+    out.volume = cfg.audio.output_volume
     conventions: list[RoomConventions] = []
+    applier = LiveApplier(session, models, out, cfg, room_input=room_in, conventions=conventions, link=link,
+                          in_room=True)
+    control = RoomControl(store, cfg.control, applier) if store is not None else None
 
     def on_connected(room: rtc.Room) -> None:
+        if control is not None:
+            control.attach(room)
         if conventions:
             conventions[0].attach(room)
             return
+        live = applier.config.livekit  # remote changes made before the first join included
         conv = RoomConventions(room, session, agent_track_sid=lambda: link.agent_track_sid,
                                user_track_sid=lambda: room_in.track_sid_of(room_in.linked),
-                               user_identity=lambda: room_in.linked)
+                               user_identity=lambda: room_in.linked,
+                               listen=live.listen, identities=live.identities)
         conventions.append(conv)
         conv.attach()
 
     def on_disconnected(room: rtc.Room) -> None:
+        if control is not None:
+            control.detach(room)
         if conventions:
             conventions[0].detach()
 
@@ -130,6 +157,7 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event) 
         # The link first: a shutdown that comes while it is rejoining (the room closed) must
         # not wait for that attempt, nor let the other parts wait on a room that is going.
         await asyncio.wait_for(link.aclose(), CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
         for conv in conventions:
             await asyncio.wait_for(conv.aclose(), CLOSE_TIMEOUT_S)
         await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
@@ -169,6 +197,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve(cfg: config_mod.Config) -> int:
+    from edgeagent.control.live import open_store
     from edgeagent.voice.stages import Models
 
     stop = asyncio.Event()
@@ -176,9 +205,10 @@ async def _serve(cfg: config_mod.Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        models = await Models.load(cfg)
+        store = open_store(cfg)  # the models of the config in effect: remote changes included
+        models = await Models.load(store.config if store is not None else cfg)
         try:
-            return 0 if stop.is_set() else await run_room(models, cfg, stop)
+            return 0 if stop.is_set() else await run_room(models, cfg, stop, store=store)
         finally:
             await models.aclose()
     finally:

@@ -157,6 +157,17 @@ class LocalRoomOutput(AudioOutput):
         self._feed: RoomInput | None = None
         self._pump: asyncio.Task[None] | None = None
 
+    @property
+    def volume(self) -> float:
+        """The agent's gain in the room and on the speaker (``audio.output_volume``); the remote
+        voices mixed into the speaker keep their level."""
+        return self.speaker.volume
+
+    @volume.setter
+    def volume(self, gain: float) -> None:
+        self.room.volume = gain  # a bad gain raises here, before anything changed
+        self.speaker.volume = gain
+
     async def start(self) -> None:
         """Open the speaker (raises device errors) and the room track; start the remote voices."""
         await self.speaker.start()

@@ -18,13 +18,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from edgeagent.config_voice import ActivationConfig, TurnConfig
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.vad.base import VADEvent
 from edgeagent.voice.conversation import TurnRecord
 from edgeagent.voice.events import ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.speech import SpeechHandle
-from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
+from edgeagent.voice.turns import Action, Phase, Step, TurnDetector, TurnTracker
 from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
@@ -59,6 +60,22 @@ class Hearing:
     def listening(self) -> bool:
         """A user turn is open, or may open now."""
         return self.tracker.active or self.ptt or self._listener.now <= self.armed_until
+
+    def set_activation(self, activation: ActivationConfig) -> None:
+        """New activation options, from the next event on. A new mode arms as it would at
+        start (always: open; wake and ptt: closed until the wake word or the button); a turn
+        being heard carries on, and an open wake window keeps its end."""
+        old, self.activation = self.activation, activation
+        if activation.mode != old.mode:
+            if activation.mode == "always":
+                self.armed_until = math.inf
+            elif old.mode == "always":
+                self.armed_until = -math.inf
+
+    def set_turn(self, options: TurnConfig, detector: TurnDetector) -> None:
+        """New turn options and detector, for the turn being heard too."""
+        self.tracker.options = options
+        self._detector = detector
 
     def follow_up(self) -> None:
         """A reply is over: in wake mode, a follow-up needs no wake word for a while."""

@@ -15,12 +15,17 @@ into the monotonic time the microphone captured it.
 Without echo cancellation the agent would hear itself: while it plays (and for
 :data:`ECHO_TAIL_S` after), silence is fed instead of the mic, so neither the VAD
 nor the wake word reacts to our own voice (and there is no barge-in).
+
+The stages can change while it runs (remote configuration): :meth:`Listener.use_stt`
+for the next utterance, :meth:`Listener.use_vad` and :meth:`Listener.use_wake` with a new
+stream from the next frame on, whose times are shifted to the listener's stream time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -66,7 +71,8 @@ class Listener:
         self._stt: StageStream[AudioFrame, SpeechEvent] | None = None
         self._stt_reader: asyncio.Task[None] | None = None
         self.utterance_id = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._readers: dict[str, asyncio.Task[None]] = {}  # "vad", "wake"
+        self._pump_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._playing = False
         self._played_until = 0.0  # monotonic end of the last playback
@@ -75,17 +81,57 @@ class Listener:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        self._vad = self._vad_stage.stream()
-        self._tasks.append(asyncio.ensure_future(self._read("vad", self._vad)))
+        self._vad = self._start_stream("vad", self._vad_stage.stream())
         if self._wake_stage is not None:
-            self._wake = self._wake_stage.stream()
-            self._tasks.append(asyncio.ensure_future(self._read("wake", self._wake)))
-        self._tasks.append(asyncio.ensure_future(self._pump()))
+            self._wake = self._start_stream("wake", self._wake_stage.stream())
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    def _start_stream(self, name: str, stream: StageStream[AudioFrame, Any]) -> StageStream[AudioFrame, Any]:
+        """Read ``stream``'s events into :attr:`heard`, their times shifted by the stream time now."""
+        self._readers[name] = asyncio.ensure_future(self._read(name, stream, self.now))
+        return stream
+
+    def _retire(self, name: str, stream: StageStream[AudioFrame, Any] | None) -> None:
+        """Stop reading ``stream`` now and close it in the background."""
+        reader = self._readers.pop(name, None)
+        if stream is None and reader is None:
+            return
+        task = asyncio.ensure_future(_close(stream, reader))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # -- changing stages -------------------------------------------------------
+
+    def use_stt(self, stt: STT) -> None:
+        """Recognise the next utterances with ``stt`` (one open now finishes on the old stage)."""
+        self._stt_stage = stt
+
+    def use_vad(self, vad: VAD) -> None:
+        """Detect speech with ``vad`` from the next frame on (a new stream)."""
+        self._vad_stage = vad
+        if self._vad is None or self.ended:
+            return
+        old, self._vad = self._vad, None
+        self._retire("vad", old)
+        self._vad = self._start_stream("vad", vad.stream())
+
+    def use_wake(self, wake: WakeWord | None) -> None:
+        """Listen for ``wake`` from the next frame on; None: no wake word stream."""
+        if wake is self._wake_stage and (wake is None or self._wake is not None or self._vad is None):
+            return
+        self._wake_stage = wake
+        if self._vad is None or self.ended:
+            return  # not started (start() opens it) or over
+        old, self._wake = self._wake, None
+        self._retire("wake", old)
+        if wake is not None:
+            self._wake = self._start_stream("wake", wake.stream())
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._readers.values(), *([self._pump_task] if self._pump_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.close_utterance()
@@ -177,8 +223,7 @@ class Listener:
             for stream in (self._vad, self._wake):
                 if stream is not None:
                     stream.end_input()
-            readers = self._tasks[: len(self._tasks) - 1]
-            await asyncio.gather(*readers, return_exceptions=True)
+            await asyncio.gather(*self._readers.values(), return_exceptions=True)
             self.ended = True
             self.heard.put_nowait(("end", None))
 
@@ -198,9 +243,11 @@ class Listener:
         if self._stt is not None and not self._stt.closed:
             self._stt.push(frame)
 
-    async def _read(self, name: str, stream: StageStream[AudioFrame, Any]) -> None:
+    async def _read(self, name: str, stream: StageStream[AudioFrame, Any], offset: float = 0.0) -> None:
         try:
             async for event in stream:
+                if offset:  # a stream started after the first frame counts from its own start
+                    event = dataclasses.replace(event, timestamp=event.timestamp + offset)
                 self.heard.put_nowait((name, event))
         except Exception as exc:
             log.exception("the %s stream failed", name)
@@ -215,7 +262,7 @@ class Listener:
             self.heard.put_nowait(("error", ("stt", exc)))
 
 
-async def _close(stream: StageStream[AudioFrame, SpeechEvent] | None, reader: asyncio.Task[None] | None) -> None:
+async def _close(stream: StageStream[AudioFrame, Any] | None, reader: asyncio.Task[None] | None) -> None:
     if reader is not None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

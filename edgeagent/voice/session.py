@@ -19,6 +19,11 @@ the time; ``ptt`` listens while :meth:`push_to_talk` is held. During a reply the
 user may always barge in: speech that lasts ``interruption.min_duration_s``
 pauses it; words (or the wake word) stop it; no words resume it. A stop word
 said alone stops the agent without an answer.
+
+Options and stages can change while it runs (remote configuration,
+:mod:`edgeagent.control.live`): :meth:`AgentSession.set_activation` and
+:meth:`AgentSession.set_turn` at once, :meth:`AgentSession.use_stage` while the session
+is :attr:`~AgentSession.quiet`.
 """
 
 from __future__ import annotations
@@ -205,6 +210,52 @@ class AgentSession:
                 self._listener.echo.close()
         with contextlib.suppress(Exception):
             await self.conversation.exit()
+
+    # -- live changes ---------------------------------------------------------------
+
+    @property
+    def quiet(self) -> bool:
+        """No reply playing or waiting and no user turn being heard: a stage may be swapped."""
+        return self._quiet()
+
+    def set_activation(self, activation: ActivationConfig, wake: WakeWord | None = None) -> None:
+        """New activation options from the next event on; wake mode listens with ``wake``
+        (default the session's wake stage). Raises (changing nothing) without a wake stage."""
+        wake = wake or self.wake
+        if activation.mode == "wake" and wake is None:
+            raise ValueError("activation mode 'wake' needs a wake word stage")
+        self.activation, self.wake = activation, wake
+        if self._hearing is not None:
+            self._hearing.set_activation(activation)
+        if self._listener is not None:
+            self._listener.use_wake(wake if activation.mode == "wake" else None)
+        self._update_state()
+
+    def set_turn(self, turn: TurnConfig) -> None:
+        """New turn-taking options (and detector), for the turn being heard too."""
+        detector = make_detector(turn, self.llm)  # a detector the LLM cannot serve raises here
+        self.turn_options, self.detector = turn, detector
+        if self._hearing is not None:
+            self._hearing.set_turn(turn, detector)
+
+    def use_stage(self, stage: VAD | STT | LLM | TTS) -> None:
+        """Use ``stage`` instead of the session's stage of its kind, from the next reply or
+        utterance on; call it while :attr:`quiet`. The old stage is the caller's to close."""
+        if isinstance(stage, LLM):
+            detector = make_detector(self.turn_options, stage)  # raises before anything changed
+            self.llm, self.detector = stage, detector
+            if self._hearing is not None:
+                self._hearing.set_turn(self.turn_options, detector)
+        elif isinstance(stage, TTS):
+            self.tts = stage
+        elif isinstance(stage, STT):
+            self.stt = stage
+            if self._listener is not None:
+                self._listener.use_stt(stage)
+        else:
+            self.vad = stage
+            if self._listener is not None:
+                self._listener.use_vad(stage)
 
     # -- speaking ------------------------------------------------------------------
 

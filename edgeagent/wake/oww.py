@@ -18,12 +18,18 @@ Words are manifest names (``hey_jarvis``, ``alexa``, ``hey_mycroft``,
 ``hey_rhasspy``: files ``<name>_v*.onnx`` in the model directory) or paths to
 custom ``.onnx`` classifiers; a file's word is its name without the version
 suffix (``hey_jarvis_v0.1.onnx`` → ``hey_jarvis``).
+
+Live changes (remote configuration, :mod:`edgeagent.control.live`): :meth:`OpenWakeWord.set_threshold`
+changes the threshold of the streams already running too, and :meth:`OpenWakeWord.load_words`
+then :meth:`OpenWakeWord.use_words` swap the words they listen for, keeping their stream
+time and features (a word kept keeps its trigger state).
 """
 
 from __future__ import annotations
 
 import re
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,9 +155,19 @@ class WakeScorer:
 
     def __init__(self, front: FrontEnd, words: Sequence[WordModel]) -> None:
         self._front = front
-        self._words = words
-        self._state: FeatureState = front.new_state(max(w.history for w in words))
+        self._words = tuple(words)
+        self._history = max(w.history for w in words)
+        self._state: FeatureState = front.new_state(self._history)
         self.steps = 0
+
+    def set_words(self, words: Sequence[WordModel]) -> None:
+        """Score ``words`` from the next chunk on (call it where :meth:`process` runs). The
+        features carry on, unless a word needs more history than they hold: then they start
+        again (with the warm-up)."""
+        history = max(w.history for w in words)
+        if history > self._history:
+            self._history, self._state, self.steps = history, self._front.new_state(history), 0
+        self._words = tuple(words)
 
     def process(self, chunk: F32) -> dict[str, float]:
         self._front.step(self._state, chunk)
@@ -187,8 +203,6 @@ class OpenWakeWord(WakeWord):
         metrics_interval: float = 1.0,
     ) -> None:
         super().__init__()
-        if isinstance(words, str):
-            words = (words,)
         if not words:
             raise ConfigError("wake.words: give at least one wake word")
         if trigger_level < 1:
@@ -201,18 +215,55 @@ class OpenWakeWord(WakeWord):
             from edgeagent.models import model_path
 
             model_dir = model_path(MODEL_NAME)
-        base = Path(model_dir).expanduser()
-        self.front = FrontEnd(base, threads)
-        named = [find_word(w, base) for w in words]
-        names = [n for n, _ in named]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"wake.words: a word is listed twice ({', '.join(names)})")
-        self.models = tuple(WordModel.load(n, p, threads) for n, p in named)
-        self.thresholds = self._thresholds(threshold, names)
+        self.model_dir = Path(model_dir).expanduser()
+        self.threads = threads
+        self.front = FrontEnd(self.model_dir, threads)
+        self.models = self.load_words(words)
+        self.thresholds = self._thresholds(threshold, [m.name for m in self.models])
         self.trigger_level = trigger_level
         self.refractory = refractory
         self.metrics_steps = max(1, round(metrics_interval / STEP_S))
         self.thread = InferenceThread("wake-oww")
+        self._streams: weakref.WeakSet[OpenWakeWordStream] = weakref.WeakSet()
+
+    def load_words(self, words: Sequence[str]) -> tuple[WordModel, ...]:
+        """The classifiers of ``words`` (names or .onnx paths), loaded but not yet in use.
+
+        Blocking (an ONNX session per word): off the event loop. Raises
+        :class:`ConfigError` or :class:`ModelError` for a word that is not installed.
+        """
+        if isinstance(words, str):
+            words = (words,)
+        if not words:
+            raise ConfigError("wake.words: give at least one wake word")
+        named = [find_word(w, self.model_dir) for w in words]
+        names = [n for n, _ in named]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"wake.words: a word is listed twice ({', '.join(names)})")
+        return tuple(WordModel.load(n, p, self.threads) for n, p in named)
+
+    async def use_words(self, models: Sequence[WordModel], threshold: float | Mapping[str, float]) -> None:
+        """Listen for ``models`` (from :meth:`load_words`) with ``threshold``, in the streams
+        already running too. A bad threshold raises before anything changed."""
+        thresholds = self._thresholds(threshold, [m.name for m in models])
+        self.models, self.thresholds = tuple(models), thresholds
+        streams = [s for s in list(self._streams) if not s.closed]
+        for s in streams:
+            s._use_words(self.words, thresholds)
+
+        def swap() -> None:  # where the scorers run, between two chunks
+            for s in streams:
+                s._scorer.set_words(self.models)
+
+        await self.thread.run(swap)
+
+    def set_threshold(self, threshold: float | Mapping[str, float]) -> None:
+        """A new threshold (one value, or per word), for the streams already running too; a
+        trigger keeps its state (a word over the threshold stays disarmed until it falls)."""
+        thresholds = self._thresholds(threshold, list(self.words))
+        self.thresholds = thresholds
+        for s in list(self._streams):
+            s._use_words(self.words, thresholds)
 
     @staticmethod
     def _thresholds(threshold: float | Mapping[str, float], names: list[str]) -> dict[str, float]:
@@ -237,7 +288,9 @@ class OpenWakeWord(WakeWord):
         return WakeScorer(self.front, self.models)
 
     def stream(self) -> OpenWakeWordStream:
-        return OpenWakeWordStream(self)
+        stream = OpenWakeWordStream(self)
+        self._streams.add(stream)
+        return stream
 
     async def aclose(self) -> None:
         self.thread.shutdown()
@@ -265,6 +318,17 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
         self._stat_steps = 0
         self._stat_seconds = 0.0
         super().__init__()
+
+    def _use_words(self, words: Sequence[str], thresholds: Mapping[str, float]) -> None:
+        """New words and thresholds (:meth:`OpenWakeWord.use_words`, :meth:`OpenWakeWord.set_threshold`)."""
+        triggers: dict[str, Trigger] = {}
+        for w in words:
+            trigger = self._triggers.get(w) or Trigger(thresholds[w], self._owner.trigger_level,
+                                                       self._owner.refractory)
+            trigger.threshold = thresholds[w]
+            triggers[w] = trigger
+        self._triggers = triggers
+        self.max_scores = {w: self.max_scores.get(w, 0.0) for w in words}
 
     async def _run(self) -> None:
         async for item in self._inputs():
@@ -306,8 +370,11 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
             self._steps += 1
             now = self._steps * STEP_S
             for word, score in scores.items():
+                trigger = self._triggers.get(word)
+                if trigger is None:  # scored just before the words changed
+                    continue
                 self.max_scores[word] = max(self.max_scores[word], score)
-                if self._triggers[word].update(score, now):
+                if trigger.update(score, now):
                     self._emit(WakeEvent(word=word, score=score, timestamp=now))
             if self._stat_steps >= self._owner.metrics_steps:
                 self._report_metrics()

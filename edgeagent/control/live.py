@@ -1,0 +1,385 @@
+"""Remote config changes put into effect on the running agent: :class:`LiveApplier`.
+
+    store = ConfigStore.open(cfg)
+    applier = LiveApplier(session, models, output, store.config, room_input=room_in, conventions=convs)
+    control = RoomControl(store, cfg.control, applier)      # the store calls applier(config, changes)
+
+Hot changes take effect at once, without dropping the room or the conversation:
+
+- ``agent.instructions``: the current agent's instructions, read by the next LLM round;
+  ``agent.name``: kept as :attr:`LiveApplier.name` (nothing else reads it yet);
+- ``activation.*``: :meth:`AgentSession.set_activation` (what the ears read from the next
+  event on; a new mode arms as at start); ``wake_words`` loads the new word models first
+  (a word not installed raises) and the running wake stream switches to them;
+  ``wake_threshold`` changes the running stream's triggers too;
+- ``turn.*``: :meth:`AgentSession.set_turn` (options and detector, for the turn being heard too);
+- ``llm.temperature``/``max_tokens``: the LLM's options; ``tts.speed``: Piper's length scale
+  or espeak-ng's words per minute, from the next clause on;
+- ``audio.output_volume``: the output's ``volume``, from the next rendered block on;
+- ``livekit.listen``/``identities``: :meth:`RoomInput.set_listen` and the ``lk.chat`` filter of
+  the room conventions (without a room: at the next join).
+
+Changes that need a reload (:data:`~edgeagent.control.keys.NEEDS_RELOAD`) are checked now
+(the provider is installed, the model file exists: else the change raises and the store rolls
+it back), then done at the next moment the session is quiet (no reply playing or waiting, no
+user turn being heard): the new stage is loaded in a worker thread while the old one serves,
+swapped in (session and :class:`Models`) once the session is quiet again, and the old one is
+closed. A load that fails then keeps the old stage, logs why and emits an ``error`` event.
+LiveKit credentials (api_key, api_secret, token, e2ee_key) are handed to the room link at once
+and take effect at its next (re)join; the room joined now stays.
+
+A hot change that fails raises before anything changed: everything that can fail (loading
+word models, building a detector, checking values and files) is done first, and only then is
+the change put into effect by assignments that cannot fail. Each change is logged on one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeagent import registry
+from edgeagent.config import Config
+from edgeagent.config_room import LISTEN_MODES
+from edgeagent.config_voice import ActivationConfig
+from edgeagent.control.keys import NEEDS_RELOAD
+from edgeagent.control.patch import Change
+from edgeagent.errors import ConfigError, ModelError
+from edgeagent.voice.events import AgentState, ErrorEvent
+from edgeagent.voice.stages import _DEFAULT_MODELS, _create, stage_specs
+from edgeagent.voice.turns import make_detector
+
+if TYPE_CHECKING:
+    from edgeagent.audio.io import AudioOutput
+    from edgeagent.control.store import ConfigStore
+    from edgeagent.room.audio import RoomInput
+    from edgeagent.room.connection import RoomLink
+    from edgeagent.room.conventions import RoomConventions
+    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.stages import Models
+    from edgeagent.wake.oww import OpenWakeWord
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS = frozenset({"livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key"})
+STAGE_KINDS = ("vad", "stt", "llm", "tts")
+"""The stages a reload swaps, in the order it swaps them."""
+HOT = frozenset({
+    "agent.name", "agent.instructions",
+    "activation.mode", "activation.wake_words", "activation.wake_threshold", "activation.listen_s",
+    "activation.follow_up_s", "activation.stop_words",
+    "turn.detection", "turn.min_delay_s", "turn.max_delay_s", "turn.eot_threshold", "turn.max_speech_s",
+    "llm.temperature", "llm.max_tokens", "tts.speed", "audio.output_volume",
+    "livekit.listen", "livekit.identities",
+})
+"""The settable paths put into effect at once (every other one needs a reload)."""
+QUIET_POLL_S = 0.1
+
+Step = Callable[[], "Awaitable[None] | None"]
+
+
+def reload_key(cfg: Config, kind: str) -> tuple[Any, ...]:
+    """What a stage of ``kind`` was loaded from: a new key needs a new stage."""
+    section = getattr(cfg, kind)
+    return (section.provider, getattr(section, "model", None))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LiveApplier:
+    """The store's apply hook for one running session; see the module docs.
+
+    ``output`` is where the agent speaks (its ``volume`` follows ``audio.output_volume``);
+    ``room_input``, ``conventions`` and ``link`` are the room's parts when there is a room
+    (``conventions`` may be a list filled later). ``in_room``: activation mode wake runs as
+    always (nobody says a wake word in a room, as :func:`edgeagent.room.job.room_config`).
+    """
+
+    def __init__(self, session: AgentSession, models: Models, output: AudioOutput, config: Config, *,
+                 room_input: RoomInput | None = None, conventions: Sequence[RoomConventions] = (),
+                 link: RoomLink | None = None, in_room: bool = False) -> None:
+        self.session, self.models, self.output = session, models, output
+        self.room_input, self.conventions, self.link, self.in_room = room_input, conventions, link, in_room
+        self.config = self._effective(config, ())
+        """The config in effect (the last one applied)."""
+        self.name = self.config.agent.name
+        self._loaded = {kind: reload_key(self.config, kind) for kind in STAGE_KINDS}
+        self._pending: set[str] = set()
+        self._reloader: asyncio.Task[None] | None = None
+
+    # -- the hook ------------------------------------------------------------------------
+
+    async def __call__(self, config: Config, changes: list[Change]) -> None:
+        paths = {c.path for c in changes}
+        unknown = paths - HOT - NEEDS_RELOAD
+        if unknown:  # a setting added to the allow-list that this module does not know yet
+            raise ConfigError(f"no live apply for {', '.join(sorted(unknown))}")
+        cfg = self._effective(config, paths)
+        steps = await self._prepare_hot(cfg, paths)
+        kinds, credentials = self._check_reloads(cfg, paths)
+        for step in steps:  # nothing below raises for a change that passed the checks above
+            result = step()
+            if result is not None:
+                await result
+        if credentials is not None:
+            credentials()
+        self.config = cfg
+        for c in changes:
+            when = ("at the next (re)join" if c.path in CREDENTIALS
+                    else "at the next idle moment" if c.needs_reload else "now")
+            log.info("config: %s = %s (was %s), %s", c.path, _short(c.new), _short(c.old), when)
+        if kinds:
+            self._pending |= kinds
+            if self._reloader is None or self._reloader.done():
+                self._reloader = asyncio.ensure_future(self._reload_when_quiet())
+
+    def _effective(self, cfg: Config, paths: set[str] | tuple[()]) -> Config:
+        if self.in_room and cfg.activation.mode == "wake":
+            if "activation.mode" in paths:
+                log.info("config: activation.mode wake runs as always in a room (nobody says the wake word there)")
+            cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
+        return cfg
+
+    # -- hot changes ---------------------------------------------------------------------
+
+    async def _prepare_hot(self, cfg: Config, paths: set[str]) -> list[Step]:
+        """Check every hot change and return the steps that put them into effect."""
+        s = self.session
+        steps: list[Step] = []
+        if "agent.instructions" in paths:
+            text = cfg.agent.instructions
+            if not text.strip():
+                raise ConfigError("agent.instructions: the agent needs instructions")
+            agent = s.current_agent
+            steps.append(lambda: setattr(agent, "instructions", text))
+        if "agent.name" in paths:
+            steps.append(lambda: setattr(self, "name", cfg.agent.name))
+        act = cfg.activation
+        if "activation.wake_words" in paths:
+            wake = self._oww()
+            words = act.wake_words or ActivationConfig().wake_words  # none: the default list, as at load
+            loaded = await asyncio.to_thread(wake.load_words, words)  # a word not installed raises here
+            steps.append(lambda: wake.use_words(loaded, act.wake_threshold))
+        elif "activation.wake_threshold" in paths:
+            wake = self._oww()
+            if not 0.0 < act.wake_threshold <= 1.0:
+                raise ConfigError(f"activation.wake_threshold: expected 0-1, got {act.wake_threshold}")
+            steps.append(lambda: wake.set_threshold(act.wake_threshold))
+        if any(p.startswith("activation.") for p in paths):
+            wake_stage = s.wake or self.models.wake
+            steps.append(lambda: s.set_activation(act, wake_stage))
+        if any(p.startswith("turn.") for p in paths):
+            make_detector(cfg.turn, s.llm)  # a detector the LLM cannot serve raises here
+            steps.append(lambda: s.set_turn(cfg.turn))
+        if paths & {"llm.temperature", "llm.max_tokens"}:
+            llm = s.llm
+            options = dataclasses.replace(llm.options, temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens)
+            steps.append(lambda: setattr(llm, "options", options))
+        if "tts.speed" in paths:
+            steps.append(_speed_step(s.tts, cfg.tts.speed))
+        if "audio.output_volume" in paths:
+            out, volume = self.output, cfg.audio.output_volume
+            if not hasattr(type(out), "volume"):
+                raise ConfigError(f"audio.output_volume: {type(out).__name__} has no volume control")
+            if not 0.0 <= volume <= 2.0:
+                raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {volume}")
+            steps.append(lambda: setattr(out, "volume", volume))
+        if paths & {"livekit.listen", "livekit.identities"}:
+            steps.append(self._listen_step(cfg.livekit.listen, cfg.livekit.identities))
+        return steps
+
+    def _oww(self) -> OpenWakeWord:
+        from edgeagent.wake.oww import OpenWakeWord
+
+        wake = self.models.wake
+        if not isinstance(wake, OpenWakeWord):
+            raise ConfigError(f"the wake word stage {type(wake).__name__} cannot change its words or "
+                              "threshold while it runs")
+        return wake
+
+    def _listen_step(self, listen: str, identities: tuple[str, ...]) -> Step:
+        if listen not in LISTEN_MODES:
+            raise ConfigError(f"livekit.listen: expected one of {', '.join(LISTEN_MODES)}, got {listen!r}")
+        if listen == "identities" and not identities:
+            raise ConfigError("livekit.identities: listen = 'identities' needs at least one identity")
+
+        def step() -> None:
+            if self.room_input is None:
+                log.info("config: livekit.listen takes effect at the next join (no room now)")
+            else:
+                self.room_input.set_listen(listen, identities)
+            for conv in self.conventions:
+                conv.listen, conv.identities = listen, identities
+
+        return step
+
+    # -- reloads -------------------------------------------------------------------------
+
+    def _check_reloads(self, cfg: Config, paths: set[str]) -> tuple[set[str], Callable[[], None] | None]:
+        """The stage kinds to reload, once each is known to be loadable, and the step that hands
+        new credentials to the link (None when they did not change)."""
+        kinds = {p.split(".", 1)[0] for p in paths & NEEDS_RELOAD} - {"livekit"}
+        for kind in kinds:
+            _check_loadable(cfg, kind)
+        if not paths & CREDENTIALS:
+            return kinds, None
+        link = self.link
+        if link is None:
+            return kinds, lambda: log.info("config: the new LiveKit credentials are used at the next join")
+        from edgeagent.room.token import TokenSource
+
+        tokens = TokenSource(cfg.livekit)  # credentials that cannot join raise here
+
+        def hand_over() -> None:
+            link.cfg, link.tokens = cfg.livekit, tokens
+            log.info("config: the room link uses the new LiveKit credentials from its next (re)join; "
+                     "the room joined now stays")
+
+        return kinds, hand_over
+
+    def _quiet(self) -> bool:
+        s = self.session
+        return s.quiet and s.state in (AgentState.LISTENING, AgentState.IDLE, AgentState.INITIALIZING)
+
+    async def _wait_quiet(self) -> None:
+        """Until no reply plays or waits and no user turn is being heard."""
+        changed = asyncio.Event()
+
+        def on_state(_: Any) -> None:
+            changed.set()
+
+        self.session.on("agent_state_changed", on_state)
+        try:
+            while not self._quiet():
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):  # a turn can end without a new state
+                    await asyncio.wait_for(changed.wait(), QUIET_POLL_S)
+        finally:
+            self.session.off("agent_state_changed", on_state)
+
+    async def _reload_when_quiet(self) -> None:
+        while self._pending:
+            await self._wait_quiet()
+            kind = next(k for k in STAGE_KINDS if k in self._pending)
+            self._pending.discard(kind)
+            cfg = self.config
+            key = reload_key(cfg, kind)
+            if key == self._loaded[kind]:
+                log.info("config: %s is already %s: nothing to reload", kind, _short(key))
+                continue
+            await self._reload(kind, cfg, key)
+
+    async def _reload(self, kind: str, cfg: Config, key: tuple[Any, ...]) -> None:
+        provider, options = next((p, o) for k, p, o in stage_specs(cfg) if k == kind)
+        old = getattr(self.session, kind)
+        try:
+            log.info("config: loading the new %s (%s) while the old one serves", kind, _short(key))
+            stage = await asyncio.to_thread(_create, kind, provider, options)
+        except Exception as exc:
+            log.error("config: the new %s (%s) could not be loaded, the old one stays: %s", kind, _short(key), exc)
+            self.session.emit(ErrorEvent(exc, f"reload {kind}"))
+            return
+        try:
+            prefill = getattr(stage, "prefill", None)
+            if prefill is not None:  # the system prompt into the new LLM's cache, as at load
+                await prefill(self.session.conversation.llm_context(), self.session.current_agent.tools)
+            await self._wait_quiet()  # a turn may have begun while it loaded
+            if reload_key(self.config, kind) != key:  # changed again meanwhile: the next round loads that
+                log.info("config: the %s changed again while it loaded: dropped", kind)
+                raise _Superseded
+            self.session.use_stage(stage)
+        except BaseException as exc:
+            await stage.aclose()
+            if isinstance(exc, _Superseded):
+                return
+            if isinstance(exc, Exception):
+                log.error("config: the new %s (%s) could not be used, the old one stays: %s", kind, _short(key), exc)
+                self.session.emit(ErrorEvent(exc, f"reload {kind}"))
+                return
+            raise
+        setattr(self.models, kind, stage)
+        self._loaded[kind] = key
+        log.info("config: the %s is now %s (reloaded at an idle moment)", kind, _short(key))
+        await old.aclose()
+
+    async def wait_reloaded(self) -> None:
+        """Until every reload asked for so far is done (or failed)."""
+        while self._reloader is not None and not self._reloader.done():
+            await asyncio.shield(self._reloader)
+
+    async def aclose(self) -> None:
+        """Drop the reloads not done yet."""
+        self._pending.clear()
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reloader
+
+
+class _Superseded(Exception):
+    pass
+
+
+def _speed_step(tts: Any, speed: float) -> Step:
+    """The step that makes ``tts`` speak at ``speed`` from its next clause on."""
+    from edgeagent.voice.stages import ESPEAK_WPM, ESPEAK_WPM_RANGE
+
+    syn = getattr(tts, "_syn", None)  # Piper: its SynthesisConfig
+    if syn is not None and hasattr(syn, "length_scale"):
+        new = dataclasses.replace(syn, length_scale=None if speed == 1.0 else 1.0 / speed)
+        return lambda: setattr(tts, "_syn", new)
+    argv = getattr(tts, "_argv", None)  # espeak-ng: its command line, "-s WPM"
+    if isinstance(argv, list) and "-s" in argv:
+        lo, hi = ESPEAK_WPM_RANGE
+        wpm = min(hi, max(lo, round(ESPEAK_WPM * speed)))
+        i = argv.index("-s") + 1
+        new_argv = [*argv[:i], str(wpm), *argv[i + 1:]]
+        return lambda: setattr(tts, "_argv", new_argv)
+    raise ConfigError(f"tts.speed: the {type(tts).__name__} stage cannot change its speed while it runs")
+
+
+def _check_loadable(cfg: Config, kind: str) -> None:
+    """Raise unless a ``kind`` stage can be loaded from ``cfg``: the provider is installed and
+    its model file is there. (The load itself may still fail on a broken file.)"""
+    section = getattr(cfg, kind)
+    registry.provider_class(kind, section.provider)  # unknown or not installed: ConfigError
+    model = getattr(section, "model", None)
+    if kind == "llm" and model:
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelError(f"llm.model: {path} does not exist")
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelError(f"llm.model: {path} is not a GGUF model file")
+        return
+    if kind == "tts" and section.provider == "piper" and model:
+        from edgeagent.tts.piper import resolve_model
+
+        resolve_model(model)  # not a voice file (or a directory holding one): ModelError
+        return
+    default = _DEFAULT_MODELS.get((kind, section.provider))
+    if default is not None and not model:
+        from edgeagent.models import model_path
+
+        model_path(default[1], root=Path(cfg.models.dir).expanduser() if cfg.models.dir else None)
+
+
+def open_store(cfg: Config) -> ConfigStore | None:
+    """The remote config store over the file config ``cfg``; None (one warning) when the state
+    directory cannot be used: the device then runs on the file config alone."""
+    from edgeagent.control.store import ConfigStore
+
+    try:
+        return ConfigStore.open(cfg)
+    except OSError as exc:
+        log.warning("remote config: the state directory cannot be used (%s): running on the config file "
+                    "alone, without remote changes", exc)
+        return None
