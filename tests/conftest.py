@@ -8,10 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+# Remote config changes made by tests (run_room and the runner open the store) go to a state
+# dir of this run, never to the user's ~/.local/state/edgeagent.
+os.environ.setdefault("EDGEAGENT_STATE", tempfile.mkdtemp(prefix="edgeagent-test-state-"))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from speech import espeak, piper, save, with_silence
 
 from edgeagent import config as config_mod
 from edgeagent.audio.frame import AudioFrame
+from edgeagent.config import AudioConfig
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.config_voice import ActivationConfig
 from edgeagent.room.job import run_room
@@ -124,9 +125,11 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def device_in_room(models: Models, server: LiveKitServer, room: str) -> AsyncIterator[asyncio.Task[int]]:
+async def device_in_room(models: Models, server: LiveKitServer, room: str, *,
+                         audio: AudioConfig | None = None) -> AsyncIterator[asyncio.Task[int]]:
     """run_room in room+local mode (publishing the local mic) until the block ends."""
     cfg = config_mod.Config(
+        audio=audio or AudioConfig(),
         activation=ActivationConfig(mode="always"),
         livekit=LiveKitConfig(url=server.url, api_key=server.api_key, api_secret=server.api_secret, room=room,
                               identity=AGENT, mode="room+local", publish_local_mic=True),
@@ -203,3 +206,67 @@ async def test_room_and_local_both_ask_and_both_hear_the_answers(
 def loud_times(audio: AudioFrame, ended: float) -> list[float]:
     """Monotonic times of the loud 20 ms blocks of a recording that ended at ``ended``."""
     return [ended - audio.duration + i * 0.02 for i in loud_blocks(audio)]
+
+
+async def test_room_local_without_local_devices_runs_in_the_room_only(
+    models: Models, livekit_server: LiveKitServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mic that does not open: one line says so, and the room is still answered."""
+    room = f"local-{uuid.uuid4().hex[:8]}"
+    peer = Peer("alice")
+    try:
+        async with device_in_room(models, livekit_server, room,
+                                  audio=AudioConfig(input_device="no-such-microphone")) as task:
+            await peer.join(livekit_server, room)
+            await wait_until(lambda: "agent-voice" in peer.heard, 30, "the agent's voice track", task, peer)
+            assert MIC_TRACK_NAME not in peer.heard  # no local mic to publish
+            await bounded(peer.say(AudioFrame.silence(1.0, RATE)), "silence", 10)
+            t0 = time.monotonic()
+            t_said = await bounded(peer.say(with_silence(espeak("What is the capital of Germany?", RATE),
+                                                             0.3, 0.0)), "say")
+            await wait_until(lambda: len(agent_finals(peer, t0)) >= 2, 60, "the question's and the answer's "
+                             "transcripts", task, peer)
+            await wait_until(lambda: peer.loud_s("agent-voice", t_said) > 0.5, 20,
+                             "the agent's reply on its room track", task, peer)
+    finally:
+        await peer.leave()
+    out = capsys.readouterr().out
+    assert out.count("did not open") == 1 and "joining the room only" in out, out
+
+
+@pytest.mark.parametrize("echo_cancellation", [True, False], ids=["aec", "half-duplex"])
+async def test_room_mic_does_not_send_the_agent_back_to_the_room(
+    models: Models, livekit_server: LiveKitServer, pulse: PulseDevices, loopback: None, echo_cancellation: bool
+) -> None:
+    """The local speaker is heard by the local mic (a loopback): while the agent answers a remote
+    question, its published room-mic track stays (nearly) quiet, and the agent does not answer
+    itself. With echo cancellation the canceller removes the agent's voice; without it the mic is
+    muted while the speaker plays (half-duplex)."""
+    room = f"local-{uuid.uuid4().hex[:8]}"
+    peer = Peer("alice")
+    try:
+        async with device_in_room(models, livekit_server, room,
+                                  audio=AudioConfig(echo_cancellation=echo_cancellation)) as task:
+            await peer.join(livekit_server, room)
+            await wait_until(lambda: "agent-voice" in peer.heard and MIC_TRACK_NAME in peer.heard, 30,
+                             "the agent's voice and the room mic tracks", task, peer)
+            await bounded(peer.say(AudioFrame.silence(1.0, RATE)), "silence", 10)
+            t0 = time.monotonic()
+            t_said = await bounded(peer.say(with_silence(espeak("What is the capital of Germany?", RATE),
+                                                         0.3, 0.0)), "say")
+            await wait_until(lambda: len(agent_finals(peer, t0)) >= 2, 60, "the question's and the answer's "
+                             "transcripts", task, peer)
+            await wait_until(lambda: peer.loud_s("agent-voice", t_said) > 1.0, 20,
+                             "the agent's reply on its room track", task, peer)
+            await asyncio.sleep(4.0)  # the rest of the reply, and the follow-up window
+            t_end = time.monotonic()
+    finally:
+        await peer.leave()
+    voice = peer.loud_s("agent-voice", t_said, t_end)
+    # The loopback also carries alice's own voice (remote voices play locally), so the room mic is
+    # judged from the end of her question, while only the agent spoke.
+    echo = peer.loud_s(MIC_TRACK_NAME, t_said + 0.5, t_end)
+    assert voice > 1.0
+    assert echo < 0.1 * voice, f"the room mic carried {echo:.2f} s of loud audio during {voice:.2f} s of reply"
+    answers = [t for at, t in peer.finals if at >= t0]
+    assert len(answers) <= 2, f"the agent answered itself: {answers}"

@@ -39,6 +39,7 @@ class Server:
     binary: Path | None = None
     config: Path | None = None
     log_path: Path | None = None
+    nice: int = 0
 
     @property
     def running(self) -> bool:
@@ -67,14 +68,14 @@ class Server:
         if self.binary is None or self.config is None or self.log_path is None:
             raise EdgeAgentError("this server was not started here: it cannot be restarted")
         self.stop()
-        self.process = _launch(self.binary, self.config, self.log_path)
+        self.process = _launch(self.binary, self.config, self.log_path, self.nice)
         _wait_up(self)
 
 
-def _launch(binary: Path, conf: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _launch(binary: Path, conf: Path, log_path: Path, nice: int = 0) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         return subprocess.Popen([str(binary), "--config", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
 
 def _wait_up(server: Server) -> None:
@@ -93,9 +94,10 @@ def _wait_up(server: Server) -> None:
     raise EdgeAgentError(f"livekit-server did not answer within {START_TIMEOUT_S:.0f} s (log: {server.log_path})")
 
 
-def start_server(root: Path, workdir: Path) -> Server:
+def start_server(root: Path, workdir: Path, *, nice: int = 0) -> Server:
     """livekit-server on 127.0.0.1 (free ports, a fresh secret, config and log in ``workdir``);
-    EdgeAgentError if it cannot be built or does not come up."""
+    EdgeAgentError if it cannot be built or does not come up. ``nice`` lowers its CPU
+    priority (a benchmark's server stands in for another machine)."""
     try:
         binary = subprocess.run([str(root / "scripts" / "install-livekit-server")], capture_output=True,
                                 text=True, check=True, timeout=900).stdout.strip()
@@ -112,7 +114,7 @@ def start_server(root: Path, workdir: Path) -> Server:
         '  stun_servers: ["127.0.0.1:3478"]\nlogging: {level: info}\n')
     conf.chmod(0o600)
     log_path = workdir / "livekit-server.log"
-    server = Server(f"ws://127.0.0.1:{port}", "devkey", secret, _launch(Path(binary), conf, log_path),
-                    Path(binary), conf, log_path)
+    server = Server(f"ws://127.0.0.1:{port}", "devkey", secret, _launch(Path(binary), conf, log_path, nice),
+                    Path(binary), conf, log_path, nice)
     _wait_up(server)
     return server

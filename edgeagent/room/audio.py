@@ -64,6 +64,7 @@ class RoomOutput(BufferedOutput):
         block = np.zeros(self.block, np.int16)
         block_s = self.block / ROOM_RATE
         start, k = time.monotonic(), 0
+        quiet, ahead = True, 0
         while True:
             due = start + k * block_s
             now = time.monotonic()
@@ -71,13 +72,30 @@ class RoomOutput(BufferedOutput):
                 start, k, due = now, 0, now
             await asyncio.sleep(max(0.0, due - now))
             self.render(block, time.monotonic())
-            frame = rtc.AudioFrame(block.tobytes(), ROOM_RATE, 1, self.block)
-            try:
-                await asyncio.wait_for(self.source.capture_frame(frame), 1.0)
-            except (Exception, asyncio.TimeoutError) as exc:
-                self.counters.dropped_frames += 1
-                log.debug("room output: capture failed: %s", exc)
+            await self._capture(block)
             k += 1
+            if not quiet and not block.any():
+                quiet = True
+            elif quiet and block.any():
+                # A reply starts after silence: hand its second 10 ms over at once, so the
+                # codec's 20 ms packet with the first sound leaves now, not a block later.
+                # The schedule stays a block ahead until the next silence.
+                quiet = False
+                if ahead == 0:
+                    self.render(block, time.monotonic())
+                    await self._capture(block)
+                    k, ahead = k + 1, 1
+            if quiet and ahead:
+                start, ahead = start + block_s, 0  # back on time while nothing is playing
+
+    async def _capture(self, block: Int16Array) -> None:
+        assert self.source is not None
+        frame = rtc.AudioFrame(block.tobytes(), ROOM_RATE, 1, self.block)
+        try:
+            await asyncio.wait_for(self.source.capture_frame(frame), 1.0)
+        except (Exception, asyncio.TimeoutError) as exc:
+            self.counters.dropped_frames += 1
+            log.debug("room output: capture failed: %s", exc)
 
     def clear(self) -> None:
         super().clear()
@@ -162,6 +180,7 @@ class RoomInput(AudioInput):
         self.identities = tuple(identities)
         self.sample_rate = sample_rate
         self.counters = IOCounters()
+        self.frame_ms = frame_ms
         self.frame_samples = sample_rate * frame_ms // 1000
         self._prebuffer = sample_rate * prebuffer_ms // 1000
         self._limit = max(self.frame_samples, sample_rate * max_lag_ms // 1000)
@@ -220,7 +239,11 @@ class RoomInput(AudioInput):
         present = [p for p in room.remote_participants.values() if self._eligible(p)]
         if self.linked in {p.identity for p in present}:
             return
-        old, self.linked = self.linked, (present[0].identity if present else None)
+        # Only someone with a microphone can be listened to: a controller or a viewer
+        # without audio that joined first must not take the link from the next speaker.
+        speaking = [p for p in present if any(pub.kind == rtc.TrackKind.KIND_AUDIO
+                                              for pub in p.track_publications.values())]
+        old, self.linked = self.linked, (speaking[0].identity if speaking else None)
         if self.linked != old:
             log.info("room input: linked to %s", self.linked or "nobody (waiting for a participant)")
         for p in present:
@@ -276,7 +299,10 @@ class RoomInput(AudioInput):
             buf.task.cancel()
 
     async def _read(self, track: rtc.RemoteAudioTrack, buf: _Track) -> None:
-        stream = rtc.AudioStream.from_track(track=track, sample_rate=self.sample_rate, num_channels=1)
+        # Frames of frame_ms from the SDK: half the events of its default 10 ms, and no later
+        # (ours wait for frame_ms of samples anyway).
+        stream = rtc.AudioStream.from_track(track=track, sample_rate=self.sample_rate, num_channels=1,
+                                            frame_size_ms=self.frame_ms)
         try:
             async for event in stream:
                 data = np.frombuffer(event.frame.data, dtype=np.int16)
