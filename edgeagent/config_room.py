@@ -35,8 +35,8 @@ class LiveKitConfig:
     identity: str | None = None
     """Participant identity; None = edgeagent-<hostname>."""
     listen: str = "linked"
-    """Whom the agent listens to: linked (the first remote participant that joins with a
-    microphone, re-linked to the next when they leave), identities (those listed below), or all (mixed)."""
+    """Whom the agent listens to: linked (the first remote participant that joins, config
+    controllers aside, re-linked to the next when they leave), identities (those listed below), or all (mixed)."""
     identities: tuple[str, ...] = ()
     """The participant identities the agent listens to (with listen = "identities")."""
     mode: str = "room"

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from live import bounded
-from livekit import api
 
 from edgeagent import config as config_mod
 from edgeagent.config_control import ControlConfig
@@ -74,13 +73,7 @@ async def device(server: LiveKitServer, tmp_path: Path, **control: Any) -> Async
 
 
 def token(server: LiveKitServer, room: str, identity: str, attributes: dict[str, str] | None = None) -> str:
-    tok = controller_token(server.api_key, server.api_secret, room, identity)
-    if attributes is None:
-        return tok
-    grants = api.VideoGrants(room_join=True, room=room, can_publish=False, can_subscribe=True,
-                             can_publish_data=True)
-    return (api.AccessToken(server.api_key, server.api_secret).with_identity(identity)
-            .with_grants(grants).with_attributes(attributes).to_jwt())
+    return controller_token(server.api_key, server.api_secret, room, identity, attributes=attributes)
 
 
 @asynccontextmanager

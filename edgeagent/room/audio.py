@@ -38,6 +38,8 @@ from edgeagent.room.connection import RoomLink
 log = logging.getLogger(__name__)
 
 ROOM_RATE = 48_000
+ROLE_ATTRIBUTE = "edgeagent.role"
+"""A participant attribute: ``controller`` marks a config controller (never listened to)."""
 
 
 class RoomOutput(BufferedOutput):
@@ -230,7 +232,10 @@ class RoomInput(AudioInput):
                                                  "all": "everyone"}.get(listen, ", ".join(self.identities)))
 
     def _eligible(self, p: rtc.RemoteParticipant) -> bool:
-        return p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        """Not another agent, nor a config controller (``edgeagent config``: it only calls RPCs and
+        must not take the link from the person who joins next)."""
+        return (p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+                and (p.attributes or {}).get(ROLE_ATTRIBUTE) != "controller")
 
     def _relink(self, room: rtc.Room) -> None:
         """linked mode: keep the linked participant while present, else take the next one."""
@@ -239,11 +244,7 @@ class RoomInput(AudioInput):
         present = [p for p in room.remote_participants.values() if self._eligible(p)]
         if self.linked in {p.identity for p in present}:
             return
-        # Only someone with a microphone can be listened to: a controller or a viewer
-        # without audio that joined first must not take the link from the next speaker.
-        speaking = [p for p in present if any(pub.kind == rtc.TrackKind.KIND_AUDIO
-                                              for pub in p.track_publications.values())]
-        old, self.linked = self.linked, (speaking[0].identity if speaking else None)
+        old, self.linked = self.linked, (present[0].identity if present else None)
         if self.linked != old:
             log.info("room input: linked to %s", self.linked or "nobody (waiting for a participant)")
         for p in present:

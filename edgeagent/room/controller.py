@@ -28,6 +28,7 @@ from livekit import api, rtc
 
 from edgeagent.control.patch import PROTOCOL_VERSION
 from edgeagent.errors import EdgeAgentError
+from edgeagent.room.audio import ROLE_ATTRIBUTE
 
 TOPIC = "edgeagent.config"
 CALL_TIMEOUT_S = 15.0
@@ -45,12 +46,15 @@ class ControllerError(EdgeAgentError):
         return None if self.error is None else str(self.error.get("code"))
 
 
-def controller_token(api_key: str, api_secret: str, room: str, identity: str, ttl_s: int = 600) -> str:
-    """A token for a controller: join, data (RPC), no audio."""
+def controller_token(api_key: str, api_secret: str, room: str, identity: str, ttl_s: int = 600,
+                     attributes: dict[str, str] | None = None) -> str:
+    """A token for a controller: join, data (RPC), no audio; marked ``edgeagent.role=controller``
+    so the device never links to it as the person it listens to."""
     grants = api.VideoGrants(room_join=True, room=room, can_publish=False, can_subscribe=True,
                              can_publish_data=True)
     return (api.AccessToken(api_key, api_secret).with_identity(identity).with_name(identity)
-            .with_grants(grants).with_ttl(datetime.timedelta(seconds=ttl_s)).to_jwt())
+            .with_grants(grants).with_attributes({ROLE_ATTRIBUTE: "controller", **(attributes or {})})
+            .with_ttl(datetime.timedelta(seconds=ttl_s)).to_jwt())
 
 
 def default_controller_identity() -> str:
