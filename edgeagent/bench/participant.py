@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -260,14 +259,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class ParticipantProcess:
-    """Runs the participant in a child process and talks to it (one request at a time).
+    """Runs the participant in a child process and talks to it (one request at a time)."""
 
-    ``nice`` lowers the child's CPU priority: on a small test machine it shares the cores
-    with the agent, which a remote person's phone would not."""
-
-    def __init__(self, workdir: Path, *, nice: int = 0) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.nice = nice
         self.hearing = False
         self._proc: asyncio.subprocess.Process | None = None
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -277,8 +272,7 @@ class ParticipantProcess:
     async def join(self, url: str, token: str, agent: str, timeout: float = 30.0) -> None:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edgeagent.bench.participant", "--url", url, "--token", token, "--agent", agent,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         self._reader = asyncio.ensure_future(self._read())
         await self._expect("joined", timeout)
 

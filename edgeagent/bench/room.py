@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 ADDED_LIMIT_MS = 150.0
 """The room path may add at most this much over the local one at p50."""
 AGENT = "edgeagent-bench"
-OTHERS_NICE = 10
-"""CPU priority of the test participant and the server: on the bench machine they share the
-cores with the agent; in use they are other machines (the agent's own WebRTC work is not niced)."""
 SPEAKER = "bench-speaker"
 PAUSE_S = 1.0
 QUIET_S = 0.3
@@ -160,7 +157,7 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
     state, metrics, replies = voice.watch(session)
     token = (api.AccessToken(server.api_key, server.api_secret).with_identity(SPEAKER)
              .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
-    peer = ParticipantProcess(workdir, nice=OTHERS_NICE)
+    peer = ParticipantProcess(workdir)
     turns: list[RoomTurn] = []
 
     async def until(cond: Any, timeout: float) -> bool:
@@ -260,7 +257,7 @@ async def measure(n: int, workdir: Path, root: Path, *, local: bool = True,
         raise EdgeAgentError("espeak-ng is not installed (scripts/setup --dev)")
     questions = room_questions(n)
     own = server is None
-    srv = server or start_server(root, Path(tempfile.mkdtemp(prefix="edgeagent-bench-room-")), nice=OTHERS_NICE)
+    srv = server or start_server(root, Path(tempfile.mkdtemp(prefix="edgeagent-bench-room-")))
     try:
         models = await Models.load()
         try:

@@ -39,7 +39,6 @@ class Server:
     binary: Path | None = None
     config: Path | None = None
     log_path: Path | None = None
-    nice: int = 0
 
     @property
     def running(self) -> bool:
@@ -68,14 +67,14 @@ class Server:
         if self.binary is None or self.config is None or self.log_path is None:
             raise EdgeAgentError("this server was not started here: it cannot be restarted")
         self.stop()
-        self.process = _launch(self.binary, self.config, self.log_path, self.nice)
+        self.process = _launch(self.binary, self.config, self.log_path)
         _wait_up(self)
 
 
-def _launch(binary: Path, conf: Path, log_path: Path, nice: int = 0) -> subprocess.Popen[bytes]:
+def _launch(binary: Path, conf: Path, log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         return subprocess.Popen([str(binary), "--config", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                stdin=subprocess.DEVNULL)
 
 
 def _wait_up(server: Server) -> None:
@@ -94,10 +93,9 @@ def _wait_up(server: Server) -> None:
     raise EdgeAgentError(f"livekit-server did not answer within {START_TIMEOUT_S:.0f} s (log: {server.log_path})")
 
 
-def start_server(root: Path, workdir: Path, *, nice: int = 0) -> Server:
+def start_server(root: Path, workdir: Path) -> Server:
     """livekit-server on 127.0.0.1 (free ports, a fresh secret, config and log in ``workdir``);
-    EdgeAgentError if it cannot be built or does not come up. ``nice`` lowers its CPU
-    priority (a benchmark's server stands in for another machine)."""
+    EdgeAgentError if it cannot be built or does not come up."""
     try:
         binary = subprocess.run([str(root / "scripts" / "install-livekit-server")], capture_output=True,
                                 text=True, check=True, timeout=900).stdout.strip()
@@ -114,7 +112,7 @@ def start_server(root: Path, workdir: Path, *, nice: int = 0) -> Server:
         '  stun_servers: ["127.0.0.1:3478"]\nlogging: {level: info}\n')
     conf.chmod(0o600)
     log_path = workdir / "livekit-server.log"
-    server = Server(f"ws://127.0.0.1:{port}", "devkey", secret, _launch(Path(binary), conf, log_path, nice),
-                    Path(binary), conf, log_path, nice)
+    server = Server(f"ws://127.0.0.1:{port}", "devkey", secret, _launch(Path(binary), conf, log_path),
+                    Path(binary), conf, log_path)
     _wait_up(server)
     return server
