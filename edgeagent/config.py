@@ -188,7 +188,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """``tree["a"]["b"] = value`` for ``dotted = "a.b"``, making the tables on the way."""
     parts = [p for p in dotted.split(".") if p]
     if not parts:
         raise ConfigError(f"empty config key in {dotted!r}")
@@ -231,12 +232,12 @@ def load(
             raise ConfigError(f"{path}: cannot read: {exc}") from exc
     for key, value in (os.environ if env is None else env).items():
         if key.startswith("EDGEAGENT__"):
-            _set_path(tree, ".".join(p.lower() for p in key[11:].split("__")), value)
+            set_path(tree, ".".join(p.lower() for p in key[11:].split("__")), value)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set needs key=value, got {item!r}")
-        _set_path(tree, key.strip(), value.strip())
+        set_path(tree, key.strip(), value.strip())
     cfg = from_dict(Config, tree)
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: expected debug, info, warning or error, got {cfg.log_level!r}")

@@ -5,6 +5,7 @@ A missing service is a loud failure that names the command to run, never a skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from edgeagent.voice import Models
 
 # Remote config changes made by tests (run_room and the runner open the store) go to a state
 # dir of this run, never to the user's ~/.local/state/edgeagent.
@@ -76,6 +79,14 @@ def loopback(pulse: PulseDevices) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["pactl", "unload-module", module], timeout=10, check=True)
+
+
+@pytest.fixture(scope="module")
+def models() -> Iterator[Models]:
+    """Every default model, loaded once per test module (a module may change their options)."""
+    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
+    yield loaded
+    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
 
 
 @dataclass(frozen=True)

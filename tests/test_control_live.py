@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +32,6 @@ from edgeagent.wake.oww import OpenWakeWord
 
 RATE = 16_000
 SENTENCE = "The weather today is sunny with a light breeze from the west."
-
-
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    """Every default model, loaded once for the module."""
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
 
 
 @pytest.fixture

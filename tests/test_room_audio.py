@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -119,13 +119,6 @@ class Peer:
             await asyncio.wait_for(self.room.disconnect(), 10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.source.aclose(), 5)
-
-
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
 
 
 class RoomAgent:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.livekit
 DEVICE = "edgeagent-device"
-
-
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
 
 
 async def until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,13 +35,6 @@ pytestmark = pytest.mark.livekit
 STEP = 20.0  # seconds, for every single await on the SDK
 REPLY = 60.0  # seconds, for a whole spoken reply
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
 
 
 def _token(server: LiveKitServer, identity: str, room: str) -> str:

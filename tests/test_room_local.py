@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ from edgeagent.voice import Models
 
 if TYPE_CHECKING:
     from conftest import LiveKitServer, PulseDevices
+
+    from edgeagent.bench.server import Server
 
 pytestmark = [pytest.mark.livekit, pytest.mark.pulse]
 RATE = 48_000
@@ -112,27 +114,21 @@ class Peer:
 
 
 @pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
-
-
-@pytest.fixture(scope="module")
 def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("room_local")
     return save(with_silence(piper("What is the capital of France?"), 0.5, 1.5), d / "question.wav")
 
 
 @contextlib.asynccontextmanager
-async def device_in_room(models: Models, server: LiveKitServer, room: str, *,
-                         audio: AudioConfig | None = None) -> AsyncIterator[asyncio.Task[int]]:
-    """run_room in room+local mode (publishing the local mic) until the block ends."""
+async def device_in_room(models: Models, server: LiveKitServer | Server, room: str, *,
+                         audio: AudioConfig | None = None,
+                         publish_local_mic: bool = True) -> AsyncIterator[asyncio.Task[int]]:
+    """run_room in room+local mode (publishing the local mic unless told not to) until the block ends."""
     cfg = config_mod.Config(
         audio=audio or AudioConfig(),
         activation=ActivationConfig(mode="always"),
         livekit=LiveKitConfig(url=server.url, api_key=server.api_key, api_secret=server.api_secret, room=room,
-                              identity=AGENT, mode="room+local", publish_local_mic=True),
+                              identity=AGENT, mode="room+local", publish_local_mic=publish_local_mic),
     )
     stop = asyncio.Event()
     task = asyncio.ensure_future(run_room(models, cfg, stop))

@@ -15,11 +15,10 @@ the link's own backoff is at its cap, and wants the link back within 15 s too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,16 +26,13 @@ import pytest
 from live import Recorder, bounded, play, words
 from livekit import rtc
 from speech import piper, save, with_silence
-from test_room_local import AGENT, RATE, Peer, agent_finals, loud_times, wait_until
+from test_room_local import AGENT, RATE, Peer, agent_finals, device_in_room, loud_times, wait_until
 
-from edgeagent import config as config_mod
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.wav import read_wav
 from edgeagent.bench.server import Server, start_server
 from edgeagent.config_room import LiveKitConfig
-from edgeagent.config_voice import ActivationConfig
 from edgeagent.room.connection import RoomLink
-from edgeagent.room.job import run_room
 from edgeagent.voice import Models
 
 if TYPE_CHECKING:
@@ -46,13 +42,6 @@ pytestmark = [pytest.mark.livekit, pytest.mark.pulse]
 ROOT = Path(__file__).resolve().parents[1]
 BACK_WITHIN_S = 15.0  # from the restart to the agent seen again, with its voice, by a new participant
 LOCAL_TAIL_S = 1.5  # silence after the local question (the reply starts in it)
-
-
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
 
 
 @pytest.fixture
@@ -69,24 +58,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def local_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("room_restart")
     return save(with_silence(piper("What is the capital of Italy?"), 0.5, LOCAL_TAIL_S), d / "question.wav")
-
-
-@contextlib.asynccontextmanager
-async def device_in_room(models: Models, server: Server, room: str) -> AsyncIterator[asyncio.Task[int]]:
-    """run_room in room+local mode until the block ends."""
-    cfg = config_mod.Config(
-        activation=ActivationConfig(mode="always"),
-        livekit=LiveKitConfig(url=server.url, api_key=server.api_key, api_secret=server.api_secret, room=room,
-                              identity=AGENT, mode="room+local"),
-    )
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(run_room(models, cfg, stop))
-    try:
-        yield task
-    finally:
-        stop.set()
-        code = await bounded(task, "run_room to stop", 60)
-        assert code == 0
 
 
 async def logged(caplog: pytest.LogCaptureFixture, check: Callable[[str], bool], after: int, timeout: float,
@@ -138,7 +109,7 @@ async def test_server_killed_and_restarted_mid_session(
     alice, bob = Peer("alice"), Peer("bob")
     rec = await bounded(Recorder.start(pulse.speaker_monitor), "recorder start")
     try:
-        async with device_in_room(models, server, room) as task:
+        async with device_in_room(models, server, room, publish_local_mic=False) as task:
             # 1. A remote participant asks; the agent answers in the room.
             await alice.join(server, room)  # a Server has the url, api_key and api_secret join needs
             await wait_until(lambda: agent_with_voice(alice), 30, "the agent's voice track", task, alice)

@@ -46,14 +46,6 @@ LONG_TEXT = ("The weather today is sunny with a light breeze from the west. Temp
              "degrees in the afternoon, and the evening will be clear and calm, good for a walk in the park.")
 
 
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    """Every default model, loaded once for the module."""
-    loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
-    yield loaded
-    asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
-
-
 @dataclass(frozen=True)
 class Wavs:
     wake_then_question: Path

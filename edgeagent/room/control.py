@@ -47,7 +47,6 @@ TOPIC = "edgeagent.config"
 """Data topic of the change notices."""
 PARTICIPANT_WAIT_S = 5.0
 """How long a call from a participant not yet announced by the server waits for it (attributes)."""
-METHODS = ("edgeagent.config.get", "edgeagent.config.set", "edgeagent.config.schema")
 
 RPC_CODES = {
     "not_json": 400, "bad_shape": 400, "unsupported_version": 400, "missing": 400,

@@ -26,11 +26,12 @@ from typing import Any
 
 from livekit import api, rtc
 
+from edgeagent.config import set_path
 from edgeagent.control.patch import PROTOCOL_VERSION
 from edgeagent.errors import EdgeAgentError
 from edgeagent.room.audio import ROLE_ATTRIBUTE
+from edgeagent.room.control import TOPIC
 
-TOPIC = "edgeagent.config"
 CALL_TIMEOUT_S = 15.0
 
 
@@ -66,20 +67,13 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     patch: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
+        if not sep:
             raise EdgeAgentError(f"expected KEY=VALUE with a dotted key (tts.speed=1.2), got {item!r}")
         try:
             value: Any = json.loads(text)
         except ValueError:
             value = text
-        node = patch
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise EdgeAgentError(f"{key}: {part} is set to a value and used as a section")
-            node = child
-        node[parts[-1]] = value
+        set_path(patch, key.strip(), value)
     return patch
 
 
