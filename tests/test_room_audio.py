@@ -353,6 +353,32 @@ async def test_rejoins_and_republishes_after_being_removed(livekit_server: LiveK
         await bounded(link.aclose(), "link close")
 
 
+async def test_a_second_device_with_the_same_identity_does_not_start_a_kicking_match(
+    livekit_server: LiveKitServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two devices configured with one identity: the server drops the first when the second
+    joins (DUPLICATE_IDENTITY). The first says so in one error line and stays out, so the
+    second keeps its place instead of both rejoining and throwing each other out."""
+    caplog.set_level(logging.INFO, logger=LINK_LOG)
+    cfg = LiveKitConfig(url=livekit_server.url, api_key=livekit_server.api_key,
+                        api_secret=livekit_server.api_secret, room=f"dup-{uuid.uuid4().hex[:6]}", identity=AGENT)
+    first, second = RoomLink(cfg, backoff_s=0.1), RoomLink(cfg, backoff_s=0.1)
+    try:
+        await first.start()
+        assert await first.wait_connected(20), first.last_error
+        await second.start()
+        assert await second.wait_connected(20), second.last_error
+        await bounded(first.failed.wait(), "the first device giving up", 15)
+        await asyncio.sleep(3.0)  # long enough for several rejoin rounds at backoff 0.1 s
+        assert (first.joins, second.joins) == (1, 1), "a device rejoined: they take turns"
+        assert second.connected.is_set() and not first.connected.is_set()
+        errs = errors_of(caplog)
+        assert len(errs) == 1 and AGENT in errs[0] and "DUPLICATE_IDENTITY" in errs[0], errs
+    finally:
+        await bounded(second.aclose(), "link close")
+        await bounded(first.aclose(), "link close")
+
+
 
 
 async def test_e2ee_peer_with_the_key_hears_the_agent_and_one_without_does_not(

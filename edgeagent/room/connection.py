@@ -30,6 +30,13 @@ subscribed again, our track is published again and the connected hooks run again
 ``max_backoff_s`` is 8 s: after a long outage the device is back at most ~8 s after the
 server (the SDK's own attempts are at most ~7 s apart), well within 15 s.
 
+Another participant joining with our identity makes the server drop us
+(``DUPLICATE_IDENTITY``). That is permanent too: two devices with one identity would
+otherwise take turns throwing each other out every few seconds, so the one dropped
+logs one error line naming the identity, sets :attr:`RoomLink.failed` and stays out
+(the local agent runs on; give each device its own ``livekit.identity``). A device that
+restarts takes its old session's place the same way, and the old one is gone by then.
+
 Errors never reach the caller. Network trouble (refused, DNS, timeouts, a server that
 went away) is retried forever. An authentication refusal (HTTP 401/403: a bad,
 expired or foreign token, a wrong secret, no room_join grant) is **permanent**: one
@@ -132,6 +139,7 @@ class RoomLink:
         self._gone = asyncio.Event()
         self._closed = False
         self._lost_at: float | None = None  # when the current outage began
+        self._ousted = False  # the server dropped the joined room for a duplicate identity
 
     # -- public ------------------------------------------------------------------------
 
@@ -231,6 +239,11 @@ class RoomLink:
                 await self._leave(room)
                 return
             await self._leave(room)
+            if self._ousted:
+                self._give_up(f"another participant joined room {room.name!r} as {self.identity!r} and the "
+                              "server dropped this one (DUPLICATE_IDENTITY); staying out so that the two do not "
+                              "take turns throwing each other out (give each device its own livekit.identity)")
+                return
             delay = self._backoff(0)
             log.info("room: rejoining in %.1f s", delay)
             await asyncio.sleep(delay)
@@ -328,6 +341,8 @@ class RoomLink:
             if not self._closed:
                 name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else reason  # type: ignore[arg-type]
                 log.warning("room: disconnected (%s)", name)
+                if room is self.room and reason == rtc.DisconnectReason.DUPLICATE_IDENTITY:
+                    self._ousted = True
                 if room is self.room and self._lost_at is None:
                     self._lost_at = time.monotonic()
             self._gone.set()
