@@ -18,6 +18,7 @@ import soundfile as sf
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.resample import (
+    Decimator,
     FrameAssembler,
     Resampler,
     float_to_int16,
@@ -290,6 +291,34 @@ def test_frame_assembler_regroups_and_pads() -> None:
     assert np.concatenate([f.samples for f in out])[:1000].tolist() == x.tolist()
     assert out[-1].samples[1000 - 960 :].tolist() == [0] * 280
     assert [f.timestamp for f in out] == pytest.approx([10.0, 10.02, 10.04, 10.06])
+
+
+
+def test_decimator_gives_each_chunk_its_output_at_once_and_filters_aliases() -> None:
+    """48 -> 16 kHz for live room audio: 160 samples out for every 10 ms in (no bursts),
+    chunking does not change the result, speech frequencies pass and what would fold
+    back below 8 kHz is removed."""
+    dec = Decimator(48_000, 16_000)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3000, 48_000).astype(np.int16)
+    chunks = [dec.push(x[i : i + 480]) for i in range(0, len(x), 480)]
+    assert {len(c) for c in chunks} == {160}
+    dec.reset()
+    whole = dec.push(x)
+    dec.reset()
+    odd = np.concatenate([dec.push(x[i : i + 7]) for i in range(0, len(x), 7)])
+    assert np.array_equal(np.concatenate(chunks), whole) and np.array_equal(odd, whole)
+    t = np.arange(48_000) / 48_000
+
+    def gain_db(freq: float) -> float:
+        dec.reset()
+        y = dec.push((10_000 * np.sin(2 * np.pi * freq * t + 0.3)).astype(np.int16))[500:].astype(np.float64)
+        return float(20 * np.log10(np.sqrt(np.mean(y * y)) / (10_000 / np.sqrt(2)) + 1e-12))
+
+    assert all(abs(gain_db(f)) < 0.1 for f in (300.0, 1000.0, 3000.0, 6000.0))
+    assert all(gain_db(f) < -60 for f in (8300.0, 9100.0, 12345.0, 19999.0))
+    with pytest.raises(AudioFormatError):
+        Decimator(48_000, 22_050)
 
 
 # -- files out and in ------------------------------------------------------------------
