@@ -319,6 +319,11 @@ def test_decimator_gives_each_chunk_its_output_at_once_and_filters_aliases() -> 
     assert all(gain_db(f) < -60 for f in (8300.0, 9100.0, 12345.0, 19999.0))
     with pytest.raises(AudioFormatError):
         Decimator(48_000, 22_050)
+    dec.reset()  # frames: each output stamped with the input instant its first sample stands for
+    frames = [dec.push_frame(AudioFrame.from_int16(x[i : i + 960], 48_000, 5.0 + i / 48_000))
+              for i in range(0, 9600, 960)]
+    assert [f.num_samples for f in frames] == [320] * 10
+    assert [f.timestamp for f in frames] == pytest.approx([5.0 - 60 / 48_000 + k * 0.02 for k in range(10)])
 
 
 # -- files out and in ------------------------------------------------------------------

@@ -40,6 +40,7 @@ from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
 from edgeagent.audio.resample import (
     DEFAULT_QUALITY,
+    Decimator,
     FrameAssembler,
     Quality,
     Resampler,
@@ -133,7 +134,7 @@ class DeviceInput(AudioInput):
         self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue(maxsize=max(1, queue_frames))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stream: Any = None
-        self._resampler: Resampler | None = None
+        self._resampler: Resampler | Decimator | None = None
         self._assembler = FrameAssembler(self.sample_rate, self.frame_samples)
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -150,7 +151,10 @@ class DeviceInput(AudioInput):
 
             def make(sd: Any, index: int, rate: int, channels: int) -> Any:
                 self.stream_rate, self.channels = rate, channels
-                self._resampler = Resampler(rate, self.sample_rate, quality=self.quality)
+                # A whole ratio (48 or 32 kHz -> 16 kHz) has a filter that hands each block's
+                # output out at once; libsoxr's stream gives 30 ms every other 20 ms block.
+                self._resampler = (Decimator(rate, self.sample_rate) if rate % self.sample_rate == 0
+                                   else Resampler(rate, self.sample_rate, quality=self.quality))
                 return sd.InputStream(
                     device=index,
                     samplerate=rate,
@@ -176,7 +180,9 @@ class DeviceInput(AudioInput):
             mono = indata[:, 0] if self.channels == 1 else float_to_int16(mix_to_mono(indata))
             block = AudioFrame.from_int16(mono, rate, now - age)
             assert self._resampler is not None
-            ready = self._assembler.push(self._resampler.push(block))
+            resampler = self._resampler
+            ready = self._assembler.push(resampler.push_frame(block) if isinstance(resampler, Decimator)
+                                         else resampler.push(block))
             overflow = bool(status.input_overflow)
             if (ready or overflow) and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._deliver, ready, overflow)

@@ -265,6 +265,22 @@ class Decimator:
         self._hist: npt.NDArray[np.float64] = np.zeros(len(self.taps) - 1)
         self._skip = 0  # input samples to skip before the next kept one
 
+    @property
+    def passthrough(self) -> bool:
+        return self.factor == 1
+
+    def push_frame(self, frame: AudioFrame) -> AudioFrame:
+        """:meth:`push` for a frame: the output's timestamp is the capture time of the input
+        instant its first sample stands for (the filter's delay taken into account)."""
+        if frame.sample_rate != self.in_rate:
+            raise AudioFormatError(f"Decimator expects {self.in_rate} Hz frames, got {frame.sample_rate} Hz")
+        if self.passthrough:
+            return frame
+        first = self._skip + (len(self.taps) - 1) / 2 - len(self._hist)  # in input samples from the frame's start
+        out = self.push(frame.samples)
+        ts = None if frame.timestamp is None else frame.timestamp + first / self.in_rate
+        return AudioFrame.from_int16(out, self.out_rate, ts)
+
     def push(self, samples: npt.ArrayLike) -> Int16Array:
         """Downsample one chunk of int16 samples; every output it completes, at once."""
         x = np.concatenate([self._hist, np.asarray(samples, np.float64)])
