@@ -154,10 +154,7 @@ class GpioPanel:
         if self._session is not None:
             self._session.off("agent_state_changed", self._on_state)
             self._session.off("error", self._on_error)
-        for button in (self.ptt, self.mute_button):
-            if button is not None:
-                button.when_pressed = button.when_released = None
-        self._session = None
+        self._session = None  # the button handlers do nothing from now on
 
     def current(self) -> str:
         """The name of the pattern to show now."""
