@@ -129,14 +129,14 @@ def default_exe() -> Path:
 def _check_exe(exe: Path) -> None:
     if not exe.is_absolute():
         raise ServiceError(f"--exe {exe}: give an absolute path")
-    if not (exe.is_file() and os.access(exe, os.X_OK)):
-        raise ServiceError(f"{exe} is not an executable: run scripts/setup first, or give --exe")
     for hidden in HIDDEN_BY_UNIT:
         for path in (exe, Path(__file__).resolve()):
             if path == Path(hidden) or Path(hidden) in path.parents:
                 raise ServiceError(
                     f"{path} is under {hidden}, which the service cannot see (ProtectHome=yes) and the "
                     f"edgeagent user cannot read: put the checkout in /opt/edgeagent and run scripts/setup there")
+    if not (exe.is_file() and os.access(exe, os.X_OK)):
+        raise ServiceError(f"{exe} is not an executable: run scripts/setup first, or give --exe")
 
 
 # -- small helpers ---------------------------------------------------------------------

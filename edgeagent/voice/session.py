@@ -293,7 +293,9 @@ class AgentSession:
             try:
                 await task
             except asyncio.CancelledError:
-                if not handle.interrupted:
+                # The reply was interrupted (its task cancelled): carry on with the next one. But
+                # aclose() during an interrupted reply cancels this loop too: that must end it.
+                if self._closed or not handle.interrupted:
                     raise
             except Exception as exc:
                 log.exception("the reply failed")
