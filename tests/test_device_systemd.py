@@ -28,7 +28,7 @@ from conftest import PulseDevices
 from live import play, words
 from speech import piper, save, with_silence
 
-from edgeagent.config import Config
+from edgeagent.config import Config, load
 from edgeagent.config_device import LoggingConfig
 from edgeagent.device.journal import JournalHandler, journal_wanted, setup_logging
 from edgeagent.device.lifecycle import STOP_DEADLINE_S
@@ -440,3 +440,59 @@ async def test_run_as_a_service(pulse: PulseDevices, short_dir: Path, tmp_path: 
     assert stopped_in < stop_timeout
     with contextlib.suppress(Exception):
         logging.getLogger(__name__).info("stopped %.1f s after SIGTERM", stopped_in)
+
+
+# -- reloading the config file -------------------------------------------------------------
+
+
+async def test_reload_keeps_the_remote_changes_over_the_edited_file(tmp_path: Path) -> None:
+    from edgeagent.control.errors import ControlError
+    from edgeagent.control.store import ConfigStore
+
+    store = ConfigStore.open(Config(), tmp_path / "remote-config.json")
+    await store.set({"tts": {"speed": 1.2}}, None)
+    edited = load(None, env={}, overrides=["tts.speed=0.8", "activation.mode=always"])
+    seen: list[list[str]] = []
+
+    async def refuse(cfg: Config, changes: list) -> None:  # type: ignore[type-arg]
+        seen.append([c.path for c in changes])
+        raise ControlError.one("", "apply_failed", "not now")
+
+    with pytest.raises(ControlError):
+        await store.rebase(edited, refuse)
+    assert store.config.activation.mode == "wake" and store.base == Config()  # nothing changed
+    changes = await store.rebase(edited, lambda cfg, changes: seen.append([c.path for c in changes]))
+    assert [c.path for c in changes] == ["activation.mode"] and seen == [["activation.mode"]] * 2
+    assert store.config.activation.mode == "always" and store.config.tts.speed == 1.2  # the remote change stays
+    assert store.base == edited and store.revision == 1
+    await store.flush()
+
+
+async def test_reload_says_what_waits_for_a_restart(caplog: pytest.LogCaptureFixture) -> None:
+    from edgeagent.device.lifecycle import Lifecycle
+    from edgeagent.errors import ConfigError
+
+    root = logging.getLogger()
+    level = root.level
+    edited = load(None, env={}, overrides=["audio.input_device=usb", "log_level=debug"])
+    results: list[Config | Exception] = [edited, ConfigError("config.toml: not valid TOML: oops")]
+
+    def reload() -> Config:
+        r = results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    life = Lifecycle(Config(), reload=reload, env_notify=False)
+    try:
+        with caplog.at_level(logging.INFO):
+            await life._reload()
+            assert life.config == edited and root.level == logging.DEBUG
+            await life._reload()  # a broken file: logged, the config in effect stays
+    finally:
+        root.setLevel(level)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "config: audio.input_device changed in the file: takes effect at the next start" in messages, messages
+    assert "config: log_level = debug (was info), now" in messages, messages
+    assert "config reload: config.toml: not valid TOML: oops; the config in effect stays" in messages, messages
+    assert life.config == edited and life.reloads == 1
