@@ -496,3 +496,40 @@ async def test_reload_says_what_waits_for_a_restart(caplog: pytest.LogCaptureFix
     assert "config: log_level = debug (was info), now" in messages, messages
     assert "config reload: config.toml: not valid TOML: oops; the config in effect stays" in messages, messages
     assert life.config == edited and life.reloads == 1
+
+
+JOURNAL_PROBE = r"""
+import json, logging, os, socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+from test_device_systemd import parse_entry
+os.makedirs("/run/systemd/journal", exist_ok=True)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind("/run/systemd/journal/socket")
+from edgeagent.device.journal import JournalHandler
+handler = JournalHandler()  # the standard socket: systemd-python's journal.send
+log = logging.getLogger("edgeagent.probe")
+log.addHandler(handler)
+log.propagate = False
+log.warning("probe %s", 1, extra={"TURN_ID": "cd34", "E2E_LATENCY_MS": 512})
+sock.settimeout(10)
+print(json.dumps({"backend": handler.backend, "entry": parse_entry(sock.recv(1 << 16))}))
+"""
+
+
+def test_journal_with_systemd_python() -> None:
+    """systemd-python writes to the standard socket only: a private mount namespace puts ours there."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-c",
+         'mount -t tmpfs none /run && exec "$0" "$@"', sys.executable, "-c", JOURNAL_PROBE,
+         str(Path(__file__).resolve().parent)],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["backend"] == "systemd"
+    entry = got["entry"]
+    assert entry["MESSAGE"] == "probe 1" and entry["PRIORITY"] == "4" and entry["SYSLOG_IDENTIFIER"] == "edgeagent"
+    assert (entry["TURN_ID"], entry["E2E_LATENCY_MS"]) == ("cd34", "512")
+    assert entry["CODE_FUNC"] == "<module>" and entry["LOGGER"] == "edgeagent.probe"

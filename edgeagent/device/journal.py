@@ -113,7 +113,8 @@ class JournalHandler(logging.Handler):
             fields = record_fields(record, message)
             if self._send is not None:
                 text = fields.pop("MESSAGE")
-                self._send(text, **{k: str(v) for k, v in fields.items()})
+                # journal.send formats CODE_LINE with %d; every other value goes as text.
+                self._send(text, **{k: v if k == "CODE_LINE" else str(v) for k, v in fields.items()})
             else:
                 self._send_native(encode(fields))
         except OSError as exc:
