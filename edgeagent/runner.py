@@ -8,7 +8,10 @@
 The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
 ([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
 "user: ..." and "agent: ..." for every turn and one "metrics: ..." line per turn
-(times in ms). SIGINT and SIGTERM stop it cleanly (exit status 0).
+(times in ms). SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config
+file again. Under systemd it tells the service manager when it is ready and what it is
+doing, pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
+buttons (:mod:`edgeagent.device`).
 
 A WAV input is played at real-time pace, as a microphone would deliver it, and is
 followed by a second of silence so that its last turn ends as it would live; the
@@ -33,7 +36,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from edgeagent.audio.io import AudioInput, AudioOutput
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.config_voice import ActivationConfig
+    from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.voice.session import AgentSession
     from edgeagent.voice.stages import Models
 
@@ -233,21 +237,26 @@ def make_session(models: Models, cfg: config_mod.Config, *, files: bool = False)
 
 
 async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output_wav: Path | None = None,
-                fast: bool = False, fallback: bool = False) -> int:
+                fast: bool = False, fallback: bool = False,
+                reload: Callable[[], config_mod.Config] | None = None) -> int:
     """Run the agent: on the devices until SIGINT/SIGTERM (0) or the mic ends (1); with
     ``input_wav`` until every reply is out (0). ``fallback``: when the default devices do
-    not open, answer the sample question into a reply WAV instead."""
+    not open, answer the sample question into a reply WAV instead. ``reload`` reads the
+    config file again on SIGHUP. Under systemd it notifies and pings the watchdog, and
+    ``[gpio]`` drives the status LED and buttons (:mod:`edgeagent.device.lifecycle`)."""
     from edgeagent.control.live import open_store
+    from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.voice.stages import Models
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    life = Lifecycle(cfg, reload=reload)
+    life.install_signals(stop)
     try:
         store = open_store(cfg)
         effective = store.config if store is not None else cfg  # with the remote changes
+        life.config, life.store = effective, store
         log.info("loading models")
+        life.loading()
         models = await Models.load(effective)  # a signal meanwhile stops right after
         try:
             if stop.is_set():
@@ -255,17 +264,19 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 
-                return await run_room(models, cfg, stop, store=store)
-            return await _talk(models, effective, stop, input_wav, output_wav, fast=fast, fallback=fallback)
+                return await run_room(models, cfg, stop, store=store, life=life)
+            return await _talk(models, effective, stop, input_wav, output_wav, fast=fast, fallback=fallback,
+                               life=life)
         finally:
+            await life.finished()
             await models.aclose()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        life.remove_signals()
+        life.close()
 
 
 async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, input_wav: Path | None,
-                output_wav: Path | None, *, fast: bool, fallback: bool) -> int:
+                output_wav: Path | None, *, fast: bool, fallback: bool, life: Lifecycle | None = None) -> int:
     """Open both ends (devices first, falling back to the sample question) and converse."""
     from edgeagent.audio.playback import BufferedOutput
     from edgeagent.audio.wav import WavFileOutput
@@ -297,7 +308,8 @@ async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp
     if isinstance(out, BufferedOutput):
         out.volume = cfg.audio.output_volume
     try:
-        code = await _converse(models, cfg, stop, inp, out, files=wav_in is not None or output_wav is not None)
+        code = await _converse(models, cfg, stop, inp, out, files=wav_in is not None or output_wav is not None,
+                               life=life)
     finally:
         await inp.aclose()
         await out.aclose()  # a WavFileOutput appears under its name only now
@@ -311,19 +323,23 @@ async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp
 
 
 async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp: AudioInput,
-                    out: AudioOutput, *, files: bool) -> int:
+                    out: AudioOutput, *, files: bool, life: Lifecycle | None = None) -> int:
     """The session until the input is done (0), ``stop`` is set (0), or it fails (1)."""
     from edgeagent.audio.wav import WavFileInput
+    from edgeagent.control.live import LiveApplier
     from edgeagent.voice.agent import Agent
 
     wav_in = inp if isinstance(inp, WavFileInput) else None
     session = make_session(models, cfg, files=files)
     printer = Transcript()
     printer.attach(session)
+    applier = LiveApplier(session, models, out, cfg)  # a reloaded config file (SIGHUP) goes live
     try:
         await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
         if wav_in is None:
             print(f"edgeagent: listening; {_prompt(cfg.activation)} (Ctrl-C stops)", flush=True)
+        if life is not None:
+            await life.started(session, applier=applier)
         limit = None if wav_in is None else (wav_in.duration if wav_in.realtime else 0.0) + WAV_GRACE_S
         done = asyncio.ensure_future(session.wait_until_done())
         stopper = asyncio.ensure_future(stop.wait())
@@ -339,6 +355,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
             return 1
         done.result()
     finally:
+        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
         await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
     if printer.fatal is not None:
         return 1
@@ -365,13 +382,21 @@ def _prompt(activation: ActivationConfig) -> str:
     return f"say {words} and a question" if activation.mode == "wake" else "speak"
 
 
-def main(args: argparse.Namespace) -> int:
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    """The config file with the env and command-line overrides (again on SIGHUP)."""
     cfg = config_mod.load(args.config or config_file(), overrides=args.set)
     devices = {k: v for k, v in (("input_device", args.input_device), ("output_device", args.output_device))
                if v is not None}
     if devices:
         cfg = dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, **devices))
-    logging.getLogger().setLevel(cfg.log_level.upper())
+    return cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgeagent.device.journal import setup_logging
+
+    cfg = load_config(args)
+    setup_logging(cfg)  # the journal under systemd, else stderr; log_level
     problems = preflight(cfg)
     if args.check:
         problems += asyncio.run(check_devices(cfg.audio))
@@ -401,4 +426,5 @@ def main(args: argparse.Namespace) -> int:
         input_wav, output_wav = SAMPLE_QUESTION, reply_path()
         print(fallback_line(why, output_wav), flush=True)
         fallback = False
-    return asyncio.run(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast, fallback=fallback))
+    return asyncio.run(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast, fallback=fallback,
+                             reload=lambda: load_config(args)))

@@ -281,6 +281,29 @@ class ConfigStore:
                 log.warning("could not save %s as the last-known-good: %s", self.good_path, exc)
             return revision, changes
 
+    async def rebase(self, base: Config, apply: ApplyHook | None = None) -> list[Change]:
+        """A new file config (the file was edited, SIGHUP): the remote changes apply over it now.
+
+        ``apply(new_config, changes)`` puts it into effect; if it raises, or the remote changes
+        do not fit the new file config (:class:`ControlError`), nothing changes. The overlay
+        and its revision stay as they are. Returns the changes of the config in effect.
+        """
+        async with self._lock:
+            patch = check_patch(base, self._overlay, allow_secrets=True)
+            effective = build(base, patch)
+            changes = diff(self._config, effective)
+            if apply is not None and changes:
+                result = apply(effective, changes)
+                if inspect.isawaitable(result):
+                    await result
+            self._base, self._overlay, self._config = base, patch, effective
+            return changes
+
+    async def flush(self) -> None:
+        """Until a change being made has been written (and applied, or rolled back): before exit."""
+        async with self._lock:
+            await asyncio.wrap_future(_WRITER.submit(lambda: None))
+
     def _restore(self, revision: int, overlay: dict[str, Any], effective: Config, on_disk: bool) -> None:
         # Synchronous on purpose: it must finish even when the task is being cancelled.
         self._revision, self._overlay, self._config, self._on_disk = revision, overlay, effective, on_disk

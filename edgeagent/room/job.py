@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from edgeagent.audio.io import AudioInput
     from edgeagent.control.store import ConfigStore
+    from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.local import LocalRoomInput, LocalRoomOutput
@@ -79,7 +80,7 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
 
 
 async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
-                   store: ConfigStore | None = None) -> int:
+                   store: ConfigStore | None = None, life: Lifecycle | None = None) -> int:
     """Join the room and talk there until ``stop`` (0), or until the link gives up (1).
 
     ``cfg`` is the file config; the remote changes of ``store`` (default: the one in the state
@@ -144,6 +145,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
         print(f"edgeagent: joining room {cfg.livekit.room or '(from the token)'} at {cfg.livekit.url} "
               f"as {link.identity} (Ctrl-C stops)", flush=True)
+        if life is not None:  # READY=1, watchdog, GPIO, SIGHUP reloads
+            await life.started(session, applier=applier)
         failed = asyncio.ensure_future(link.failed.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({failed, stopper}, return_when=asyncio.FIRST_COMPLETED)

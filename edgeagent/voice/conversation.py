@@ -170,14 +170,14 @@ class Conversation:
         turn = handle.turn
         if isinstance(turn, TurnRecord):
             metrics = turn_metrics(turn, reply, handle.interrupted)
-            log.info("turn metrics %s", metrics.as_log())
+            log.info("turn metrics %s", metrics.as_log(), extra=metrics.log_fields())
             self._session.emit(MetricsCollectedEvent(metrics))
 
     def set_state(self, state: AgentState) -> None:
         if state is not self._state:
             old, self._state = self._state, state
             self._session.state = state
-            log.info("state: %s", state.value)
+            log.info("state: %s", state.value, extra={"STATE": state.value})  # a journal field
             self._session.emit(AgentStateChangedEvent(old, state))
 
     def on_first_audio(self, handle: SpeechHandle) -> None:

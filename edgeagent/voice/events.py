@@ -94,6 +94,19 @@ class TurnMetrics:
         parts.append(f"interrupted={str(self.interrupted).lower()}")
         return " ".join(parts)
 
+    def log_fields(self) -> dict[str, Any]:
+        """Upper-case fields for a log record's ``extra`` (the journal keeps them): ``TURN_ID``,
+        ``E2E_LATENCY_MS`` and the other times in ms, ``EOT_PROBABILITY``, ``INTERRUPTED``."""
+        fields: dict[str, Any] = {"TURN_ID": self.turn_id, "INTERRUPTED": int(self.interrupted)}
+        for name in ("end_of_utterance_delay", "transcription_delay", "llm_ttft", "tts_ttfa", "e2e_latency",
+                     "llm_ttft_after_speech", "tts_ttfa_after_speech"):
+            value = getattr(self, name)
+            if value is not None:
+                fields[f"{name.upper()}_MS"] = round(1000 * value)
+        if self.eot_probability is not None:
+            fields["EOT_PROBABILITY"] = f"{self.eot_probability:.3f}"
+        return fields
+
 
 @dataclass(frozen=True)
 class MetricsCollectedEvent:

@@ -51,6 +51,7 @@ class Hearing:
         self.armed_until = math.inf if self.activation.mode == "always" else -math.inf
         """Stream time until which speech may open a turn."""
         self.ptt = False
+        self.muted = False
         self.turn: TurnRecord | None = None
         """The user turn being heard."""
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
@@ -59,7 +60,25 @@ class Hearing:
     @property
     def listening(self) -> bool:
         """A user turn is open, or may open now."""
+        if self.muted:
+            return False
         return self.tracker.active or self.ptt or self._listener.now <= self.armed_until
+
+    def mute(self, muted: bool) -> None:
+        """Muted: the mic is not heard (the listener feeds silence), the turn being heard is
+        dropped and a wake window closes; unmuted, activation goes on as at start."""
+        if muted == self.muted:
+            return
+        self.muted = self._listener.muted = muted
+        if muted:
+            self.ptt = False
+            if self.tracker.active:
+                self.tracker.close()
+                self.turn = None
+                self._listener.drop_utterance()
+            self._resume("muted")
+        if self.activation.mode != "always":
+            self.armed_until = -math.inf
 
     def set_activation(self, activation: ActivationConfig) -> None:
         """New activation options, from the next event on. A new mode arms as it would at
@@ -83,7 +102,7 @@ class Hearing:
             self.armed_until = self._listener.now + self.activation.follow_up_s
 
     def push_to_talk(self, pressed: bool) -> None:
-        if pressed == self.ptt:
+        if pressed == self.ptt or (pressed and self.muted):
             return
         self.ptt = pressed
         now = self._listener.now
@@ -116,7 +135,7 @@ class Hearing:
 
     def _accepting(self) -> bool:
         """May speech open a user turn now?"""
-        if self.activation.mode == "ptt":
+        if self.activation.mode == "ptt" or self.muted:
             return False  # the button opens turns
         listener = self._listener
         return listener.now <= self.armed_until or self._s.current_reply is not None
@@ -158,6 +177,8 @@ class Hearing:
 
     def _on_wake(self, ev: WakeEvent) -> None:
         listener = self._listener
+        if self.muted:
+            return  # heard just before the mute
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
         self._s.emit(WakeWordDetectedEvent(ev.word, ev.score))
         if self._s.current_reply is not None:

@@ -76,6 +76,8 @@ class Listener:
         self._closing: set[asyncio.Task[None]] = set()
         self._playing = False
         self._played_until = 0.0  # monotonic end of the last playback
+        self.muted = False
+        """Muted: silence is fed instead of the mic (the streams and the clock keep going)."""
         self.ended = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -232,7 +234,7 @@ class Listener:
             self._origin = frame.timestamp - self.now
         if self.echo is not None:
             frame = self.echo.process_capture(frame)
-        elif self.deaf:
+        if self.muted or (self.echo is None and self.deaf):
             frame = AudioFrame.from_int16(np.zeros(frame.num_samples, np.int16), RECOGNITION_RATE, frame.timestamp)
         self._pushed += frame.num_samples
         self.history.add(frame)

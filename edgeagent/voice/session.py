@@ -182,6 +182,18 @@ class AgentSession:
             self._update_state()
 
     @property
+    def muted(self) -> bool:
+        """The microphone is muted (:meth:`mute`)."""
+        return self._hearing is not None and self._hearing.muted
+
+    def mute(self, muted: bool) -> None:
+        """Mute or unmute the microphone: muted, nothing is heard (no wake word, no turn, no
+        barge-in) and the turn being heard is dropped; a reply already under way plays on."""
+        if self._hearing is not None:
+            self._hearing.mute(muted)
+            self._update_state()
+
+    @property
     def current_reply(self) -> Reply | None:
         """The reply being generated or played, if any."""
         return self._reply
@@ -281,7 +293,9 @@ class AgentSession:
             try:
                 await task
             except asyncio.CancelledError:
-                if not handle.interrupted:
+                # The reply was interrupted (its task cancelled): carry on with the next one. But
+                # aclose() during an interrupted reply cancels this loop too: that must end it.
+                if self._closed or not handle.interrupted:
                     raise
             except Exception as exc:
                 log.exception("the reply failed")
