@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeagent.config_cloud import CloudConfig, check_cloud
 from edgeagent.config_control import ControlConfig, check_control
 from edgeagent.config_room import LiveKitConfig, check_livekit
 from edgeagent.config_voice import (
@@ -88,6 +89,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     livekit: LiveKitConfig = field(default_factory=LiveKitConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -271,6 +273,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")
     if not 0.0 <= cfg.audio.output_volume <= 2.0:
         raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {cfg.audio.output_volume}")
-    problem = check_livekit(cfg.livekit) or check_control(cfg.control)
+    problem = check_livekit(cfg.livekit) or check_control(cfg.control) or check_cloud(cfg.cloud)
     if problem:
         raise ConfigError(problem)
