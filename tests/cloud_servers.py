@@ -79,7 +79,7 @@ def start_llama_server(log_dir: Path, port: int | None = None, timeout: float = 
 
 
 class FaultProxy:
-    """``mode``: pass | stall (200 headers, then nothing) | silent (no answer at all) | 500 | 429 |
+    """``mode``: pass | stall (200 headers, then nothing) | silent (no answer at all) | 500 | 429 | 401 |
     drop (forward ``drop_after`` body chunks, then cut the connection) | garbage (a malformed stream).
 
     :meth:`down` stops listening (connection refused); :meth:`up` listens again on the same port.
@@ -91,6 +91,8 @@ class FaultProxy:
         self.mode = "pass"
         self.drop_after = 3
         self.requests = 0
+        self.chats = 0
+        """Requests to chat/completions (probes excluded)."""
         self.port = free_port()
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -121,9 +123,10 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.chats += request.path.endswith("/chat/completions")
         mode = self.mode
         body = await request.read()
-        if mode in ("500", "429"):
+        if mode in ("500", "429", "401"):
             return web.json_response({"error": {"message": f"injected {mode}"}}, status=int(mode))
         if mode in ("stall", "silent"):
             release = asyncio.Event()
