@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cloud_servers import MODEL_NAME, FaultProxy, LlamaServer, start_llama_server
+
 from edgeagent.cloud.http import CloudError
 from edgeagent.cloud.openai_llm import OpenAILLM
 from edgeagent.fallback.chain import Chain, FallbackEvent, Member
@@ -92,13 +92,6 @@ async def stop(llm: FallbackLLM, cloud: OpenAILLM, proxy: FaultProxy | None = No
     await cloud.aclose()
     if proxy is not None:
         await proxy.aclose()
-
-
-async def until(cond: object, timeout: float = 20.0) -> None:
-    async def wait() -> None:
-        while not cond():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(wait(), timeout)
 
 
 # -- the provider itself ----------------------------------------------------------------
@@ -220,10 +213,12 @@ async def test_failover_to_local_and_back(server: LlamaServer, local: LlamaLLM, 
         assert stream.served_by == local.provider and proxy.chats == chats
 
         # recovery: the probe brings the cloud back, and it serves again
+        recovered = asyncio.Event()
+        llm.chain.on_event(lambda e: recovered.set() if e.action == "recovered" else None)
         if mode == "down":
             await proxy.up()
         proxy.mode = "pass"
-        await until(lambda: any(e.action == "recovered" for e in events))
+        await asyncio.wait_for(recovered.wait(), 20)
         stream = llm.chat(question())
         await collect(stream)
         assert stream.served_by == cloud.label
