@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from edgeagent.fallback.chain import Chain
+from edgeagent.fallback.chain import Chain, Member
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext
 from edgeagent.llm.llama_gen import LLMError
@@ -81,6 +81,26 @@ class FallbackChatStream(StageStream[None, ChatChunk]):
         said: list[str] = []
         errors: list[str] = []
         order = self._chain.candidates()
+        warm = self._warm_next(order)
+        try:
+            await self._try(order, said, errors)
+        finally:
+            if warm is not None:
+                warm.cancel()
+
+    def _warm_next(self, order: list[Member]) -> asyncio.Future[object] | None:
+        """While a cloud member is asked, evaluate the prompt into the next local model's KV cache,
+        so that a fallback at the deadline starts generating at once (its thread is idle anyway)."""
+        if len(order) < 2 or not order[0].cloud:
+            return None
+        prefill = next((getattr(m.stage, "prefill", None) for m in order[1:] if not m.cloud), None)
+        if prefill is None:
+            return None
+        fut: asyncio.Future[object] = asyncio.ensure_future(prefill(self._ctx, self._tools))
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failed warm-up is harmless
+        return fut
+
+    async def _try(self, order: list[Member], said: list[str], errors: list[str]) -> None:
         for i, member in enumerate(order):
             ctx = self._ctx if not said else _continuation(self._ctx, "".join(said))
             stream = member.stage.chat(ctx, self._tools, temperature=self._temperature, max_tokens=self._max_tokens)
