@@ -120,6 +120,17 @@ class CloudHTTP:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    def set_api_key(self, api_key: str | None) -> None:
+        """Use ``api_key`` from the next request on (the pool is reopened with the new header)."""
+        self._headers.pop("Authorization", None)
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        if self._session is not None and not self._session.closed:
+            old = self._session
+            self._session = None
+            self._closing = asyncio.ensure_future(old.close())
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"

@@ -76,6 +76,8 @@ HOT = frozenset({
     "turn.detection", "turn.min_delay_s", "turn.max_delay_s", "turn.eot_threshold", "turn.max_speech_s",
     "llm.temperature", "llm.max_tokens", "tts.speed", "audio.output_volume",
     "livekit.listen", "livekit.identities",
+    "cloud.policy", "cloud.api_key", "cloud.llm_first_token_s", "cloud.stt_first_result_s",
+    "cloud.tts_first_audio_s", "cloud.local_deadline_s", "cloud.probe_interval_s",
 })
 """The settable paths put into effect at once (every other one needs a reload)."""
 QUIET_POLL_S = 0.1
@@ -194,6 +196,13 @@ class LiveApplier:
             steps.append(lambda: setattr(out, "volume", volume))
         if paths & {"livekit.listen", "livekit.identities"}:
             steps.append(self._listen_step(cfg.livekit.listen, cfg.livekit.identities))
+        if any(p.startswith("cloud.") for p in paths):
+            from edgeagent.config_cloud import check_cloud
+            from edgeagent.fallback.build import apply_cloud
+
+            if problem := check_cloud(cfg.cloud):
+                raise ConfigError(problem)
+            steps.append(lambda: apply_cloud(s, cfg.cloud))
         return steps
 
     def _oww(self) -> OpenWakeWord:
@@ -295,7 +304,15 @@ class LiveApplier:
             if reload_key(self.config, kind) != key:  # changed again meanwhile: the next round loads that
                 log.info("config: the %s changed again while it loaded: dropped", kind)
                 raise _Superseded
-            self.session.use_stage(stage)
+            from edgeagent.fallback.build import swap_local
+
+            stage, old, undo = swap_local(old, stage)  # a chain keeps its cloud members
+            try:
+                self.session.use_stage(stage)
+            except BaseException:
+                undo()
+                stage = old
+                raise
         except BaseException as exc:
             await stage.aclose()
             if isinstance(exc, _Superseded):

@@ -86,3 +86,45 @@ async def with_cloud(models: Models, cfg: Config) -> Models:
         chain = make_chain(kind, getattr(models, kind), cloud, c, connectivity)
         setattr(models, kind, wrap(kind, chain))
     return models
+
+
+def swap_local(current: Any, new: Any) -> tuple[Any, Any, Any]:
+    """A reload of ``[llm]``/``[stt]``/``[tts]`` replaces the local member of a chain, not the chain.
+
+    Returns (the stage for the session, the stage to close once it is in use, an undo step).
+    Without a chain: (new, current, a no-op).
+    """
+    chain = getattr(current, "chain", None)
+    if not isinstance(chain, Chain):
+        return new, current, lambda: None
+    member = next((m for m in chain.members if not m.cloud), None)
+    if member is None:
+        return new, current, lambda: None
+    previous = member.stage
+    member.stage = new
+    member.label = str(getattr(new, "label", "") or new.provider)
+    new.on_metrics(current._report)
+
+    def undo() -> None:
+        member.stage = previous
+        member.label = str(getattr(previous, "label", "") or previous.provider)
+
+    return current, previous, undo
+
+
+def apply_cloud(stages: Any, c: CloudConfig) -> None:
+    """Put the hot ``[cloud]`` settings into effect on the session's chains (policy, deadlines,
+    probe interval, API key)."""
+    deadlines = {"llm": c.llm_first_token_s, "stt": c.stt_first_result_s, "tts": c.tts_first_audio_s}
+    key = api_key(c)
+    for kind in ("stt", "llm", "tts"):
+        chain = getattr(getattr(stages, kind, None), "chain", None)
+        if not isinstance(chain, Chain):
+            continue
+        chain.set_policy(c.policy)
+        chain.probe_interval_s = c.probe_interval_s
+        for m in chain.members:
+            m.deadline_s = deadlines[kind] if m.cloud else c.local_deadline_s
+            http = getattr(m.stage, "http", None)
+            if m.cloud and http is not None:
+                http.set_api_key(key)

@@ -28,7 +28,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
@@ -58,6 +58,9 @@ from edgeagent.voice.agent import Agent
 from edgeagent.voice.events import AgentState, ConversationItemAddedEvent, ErrorEvent, EventEmitter
 from edgeagent.voice.session import AgentSession
 from edgeagent.voice.stages import Models
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,17 @@ class RealtimeSession:
                        asyncio.ensure_future(self._player())]
         log.info("realtime: talking through %s (%s turn detection)", self.client.url,
                  "server" if self.server_vad else "local")
+
+    async def wait_until_done(self) -> None:
+        """Until the input has ended and the last reply is over (on the pipeline after a switch)."""
+        while True:
+            if self.pipeline is not None and self.pipeline_started.is_set():
+                await self.pipeline.wait_until_done()
+                return
+            mic = self._tasks[0] if self._tasks else None
+            if mic is not None and mic.done() and not self.speaking and self.mode == "realtime":
+                return
+            await asyncio.sleep(0.1)
 
     async def aclose(self) -> None:
         self.mode = "closed"
@@ -382,3 +396,18 @@ class RealtimeSession:
             if heard.text.strip():
                 session.generate_reply(user_input=heard.text.strip())
         self.pipeline_started.set()
+
+
+def from_config(models: Models, cfg: Config, *, files: bool = False) -> RealtimeSession:
+    """The session ``[cloud].realtime_*`` describes, on ``models`` (its pipeline after a drop)."""
+    from edgeagent.fallback.build import api_key
+
+    c = cfg.cloud
+    assert c.realtime_url is not None
+    if cfg.activation.mode != "always":
+        log.warning("realtime: the model listens all the time (activation.mode %s is not used)",
+                    cfg.activation.mode)
+    client = RealtimeClient(c.realtime_url, model=c.realtime_model, api_key=api_key(c), connect_s=c.connect_s)
+    return RealtimeSession(client, models, server_vad=c.realtime_turn_detection == "server_vad",
+                           voice=c.realtime_voice, turn=cfg.turn, interruption=cfg.interruption,
+                           echo_cancellation=cfg.audio.echo_cancellation and not files)
