@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SETTLE_S = 5.0
+"""After the input ends: the model has answered once it has said nothing for this long."""
 TURN_AUDIO_S = 30.0
 """The user's audio kept since the last answered turn, for local STT if the socket drops."""
 
@@ -113,6 +115,7 @@ class RealtimeSession:
         self._turn_audio: list[AudioFrame] = []
         self._switching = False
         self._warming: asyncio.Future[Any] | None = None
+        self._last_event = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -155,7 +158,8 @@ class RealtimeSession:
                 await self.pipeline.wait_until_done()
                 return
             mic = self._tasks[0] if self._tasks else None
-            if mic is not None and mic.done() and not self.speaking and self.mode == "realtime":
+            if (mic is not None and mic.done() and not self.speaking and self.mode == "realtime"
+                    and time.monotonic() - self._last_event > SETTLE_S):
                 return
             await asyncio.sleep(0.1)
 
@@ -206,6 +210,7 @@ class RealtimeSession:
 
     async def _receive(self) -> None:
         async for ev in self.client.events():
+            self._last_event = time.monotonic()
             if isinstance(ev, AudioDelta):
                 if ev.response_id and ev.response_id != self._response and self._response is not None:
                     continue  # a cancelled response's late audio
