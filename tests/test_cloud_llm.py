@@ -14,15 +14,19 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cloud_servers import MODEL_NAME, FaultProxy, LlamaServer, start_llama_server
 
 from edgeagent.cloud.http import CloudError
 from edgeagent.cloud.openai_llm import OpenAILLM
+from edgeagent.config_cloud import CloudConfig
+from edgeagent.fallback.build import apply_cloud, swap_local
 from edgeagent.fallback.chain import Chain, FallbackEvent, Member
 from edgeagent.fallback.llm import FallbackLLM
 from edgeagent.fallback.policy import Connectivity
+from edgeagent.llm.base import LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext
 from edgeagent.llm.llama import LlamaLLM
 from edgeagent.llm.tools import function_tool
@@ -289,3 +293,28 @@ async def test_policies_order_the_providers(server: LlamaServer, local: LlamaLLM
     finally:
         await cloud.aclose()
         await proxy.aclose()
+
+
+async def test_hot_cloud_settings_and_reloads_reach_the_chain(local: LlamaLLM) -> None:
+    cloud = OpenAILLM(base_url="http://127.0.0.1:9/v1", model="m", api_key="old")
+    llm, _ = chain_of(cloud, local, policy="local-first")
+    try:
+        apply_cloud(SimpleNamespace(llm=llm), CloudConfig(policy="cloud-first", llm_first_token_s=0.7,
+                                                         local_deadline_s=5.0, api_key="new"))
+        assert llm.chain.policy == "cloud-first"
+        assert [(m.cloud, m.deadline_s) for m in llm.chain.members] == [(False, 5.0), (True, 0.7)]
+        assert cloud.http._headers["Authorization"] == "Bearer new"
+        # a remote llm.temperature reaches every member
+        before = local.options
+        llm.options = LLMOptions(temperature=0.9, max_tokens=12)
+        assert local.options == cloud.options == LLMOptions(temperature=0.9, max_tokens=12)
+        local.options = before
+        # a reload of [llm] replaces the local member and keeps the chain
+        new = OpenAILLM(base_url="http://127.0.0.1:9/v1", model="other")
+        use, retire, undo = swap_local(llm, new)
+        assert use is llm and retire is local and llm.chain.members[0].stage is new
+        undo()
+        assert llm.chain.members[0].stage is local
+        await new.aclose()
+    finally:
+        await stop(llm, cloud)

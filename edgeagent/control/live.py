@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -349,6 +350,16 @@ def _speed_step(tts: Any, speed: float) -> Step:
     """The step that makes ``tts`` speak at ``speed`` from its next clause on."""
     from edgeagent.voice.stages import ESPEAK_WPM, ESPEAK_WPM_RANGE
 
+    chain = getattr(tts, "chain", None)
+    if chain is not None:  # a fallback chain ([cloud]): every voice in it
+        steps = [functools.partial(setattr, m.stage, "speed", speed) if m.cloud else _speed_step(m.stage, speed)
+                 for m in chain.members]
+
+        def all_voices() -> None:
+            for step in steps:
+                step()
+
+        return all_voices
     syn = getattr(tts, "_syn", None)  # Piper: its SynthesisConfig
     if syn is not None and hasattr(syn, "length_scale"):
         new = dataclasses.replace(syn, length_scale=None if speed == 1.0 else 1.0 / speed)

@@ -38,9 +38,21 @@ class FallbackLLM(LLM):
         super().__init__()
         self.chain = chain
         first = chain.members[0].stage
-        self.options = getattr(first, "options", LLMOptions())
+        self._options: LLMOptions = getattr(first, "options", LLMOptions())
         for m in chain.members:
             m.stage.on_metrics(self._report)  # members' records (with their provider) pass through
+
+    @property
+    def options(self) -> LLMOptions:
+        return self._options
+
+    @options.setter
+    def options(self, value: LLMOptions) -> None:
+        """A change (e.g. a remote ``llm.temperature``) reaches every member."""
+        self._options = value
+        for m in self.chain.members:
+            if hasattr(m.stage, "options"):
+                m.stage.options = value
 
     @property
     def local(self) -> LLM | None:
