@@ -71,7 +71,7 @@ class Rig:
         await self.server.start()
         await asyncio.wait_for(self.speaker.start(), 15)
         self.client = RealtimeClient(self.server.url, model="test-realtime", api_key="sk-test")
-        self.session = RealtimeSession(self.client, self.models, server_vad=self.server_vad)
+        self.session = RealtimeSession(self.client, self.models, server_vad=self.server_vad, probe_interval_s=0.5)
         await asyncio.wait_for(self.session.start(Agent(instructions=INSTRUCTIONS, tools=[set_light]),
                                                   input=self.mic, output=self.speaker), 30)
         return self
@@ -182,7 +182,7 @@ async def test_a_dropped_socket_mid_reply_hands_over_to_the_pipeline(
         assert history[-1].role == "assistant" and history[-1].content.strip()
 
 
-async def test_an_unreachable_realtime_model_starts_on_the_pipeline(
+async def test_an_unreachable_realtime_model_starts_on_the_pipeline_and_comes_back(
         models: Models, cloud_llm: LlamaLLM, tmp_path: Path) -> None:
     rig = Rig(models, cloud_llm, tmp_path)
     rig.server.refuse = True
@@ -190,3 +190,16 @@ async def test_an_unreachable_realtime_model_starts_on_the_pipeline(
         assert rig.session.mode == "pipeline" and rig.session.fallback_events[0].reason == "unreachable"
         rig.mic.speak(read_wav(SAMPLE_QUESTION, 16_000))
         await rig.wait(lambda: rig.answered(1), "the pipeline's answer")
+        assert not rig.server.of_type("input_audio_buffer.append")
+        # the model answers again: at a quiet moment it takes over, with the conversation so far
+        rig.server.refuse = False
+        await rig.wait(lambda: rig.session.mode == "realtime", "the switch back")
+        assert rig.session.fallback_events[-1].action == "recovered"
+        items = [e["item"] for e in rig.server.of_type("conversation.item.create")]
+        said = " ".join(c["text"] for i in items for c in i["content"])
+        assert {"capital", "france"} <= words(said), items
+        rig.mic.speak(piper_speech("And what is the capital of Italy?"))
+        await rig.wait(lambda: rig.answered(2), "an answer through the model")
+        assert rig.session.mode == "realtime" and rig.session.pipeline is None
+        assert rig.server.of_type("input_audio_buffer.append")
+        assert "italy" in words(" ".join(c for r, c in rig.history() if r == "user")), rig.history()

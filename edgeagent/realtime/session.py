@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config_voice import InterruptionConfig, TurnConfig
 from edgeagent.fallback.chain import FallbackEvent
-from edgeagent.fallback.llm import CONTINUE_NOTE
 from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
 from edgeagent.llm.tools import RunContext, ToolError
 from edgeagent.realtime.protocol import (
@@ -73,7 +72,7 @@ TURN_AUDIO_S = 30.0
 class RealtimeSession:
     def __init__(self, client: RealtimeClient, models: Models, *, server_vad: bool = True, voice: str = "alloy",
                  turn: TurnConfig | None = None, interruption: InterruptionConfig | None = None,
-                 echo_cancellation: bool = False) -> None:
+                 echo_cancellation: bool = False, probe_interval_s: float = 5.0) -> None:
         self.client = client
         self.models = models
         self.server_vad = server_vad
@@ -81,6 +80,9 @@ class RealtimeSession:
         self.turn = turn or TurnConfig()
         self.interruption = interruption or InterruptionConfig()
         self.echo_cancellation = echo_cancellation
+        self.probe_interval_s = probe_interval_s
+        """After a switch to the pipeline, the model is tried again this often (and used once the
+        pipeline is quiet)."""
         self.history = ChatContext()
         """The conversation (without the system prompt), kept across the switch to the pipeline."""
         self.mode = "starting"
@@ -116,6 +118,7 @@ class RealtimeSession:
         self._switching = False
         self._warming: asyncio.Future[Any] | None = None
         self._last_event = time.monotonic()
+        self._probe: asyncio.Task[None] | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -134,16 +137,29 @@ class RealtimeSession:
 
     async def start(self, agent: Agent, *, input: AudioInput, output: AudioOutput) -> None:
         self._agent, self._in, self._out = agent, input, output
-        options = SessionOptions(instructions=agent.instructions, voice=self.voice, tools=agent.tools,
-                                 server_vad=self.server_vad)
         try:
-            await self.client.connect(options)
+            await self._connect()
         except RealtimeError as exc:
             await self._to_pipeline(f"unreachable: {exc}")
             return
-        for m in self.history.messages:  # a history handed in before start
+        self._run()
+
+    async def _connect(self) -> None:
+        """Open the socket, configure the session and hand it the history so far."""
+        assert self._agent is not None
+        options = SessionOptions(instructions=self._agent.instructions, voice=self.voice, tools=self._agent.tools,
+                                 server_vad=self.server_vad)
+        await self.client.connect(options)
+        for m in self.history.messages:
             if m.role in ("user", "assistant") and m.content:
                 await self.client.add_message(m.role, m.content)
+
+    def _run(self) -> None:
+        """Talk through the model from now on."""
+        self._response, self._item, self._text, self._calls = None, None, [], []
+        self._pending_user, self._turn_audio, self._playing = None, [], False
+        self._drained.set()
+        self._switching = False
         self.mode = "realtime"
         self._keep_warm()
         self._tasks = [asyncio.ensure_future(self._mic()), asyncio.ensure_future(self._receive()),
@@ -165,7 +181,7 @@ class RealtimeSession:
 
     async def aclose(self) -> None:
         self.mode = "closed"
-        for t in self._tasks:
+        for t in [*self._tasks, *([self._probe] if self._probe is not None else [])]:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
@@ -346,61 +362,9 @@ class RealtimeSession:
                          1000 * (self.pipeline_first_audio - self.realtime_audio_end))
 
     async def _to_pipeline(self, reason: str) -> None:
-        if self._switching or self.mode in ("pipeline", "closed"):
-            return
-        self._switching = True
-        assert self._agent is not None and self._in is not None and self._out is not None
-        mid_reply = self._response is not None and self._playing
-        partial = "".join(self._text).strip()
-        event = FallbackEvent("realtime", "switched", f"realtime:{self.client.model}", "pipeline",
-                              reason.split(":")[0], reason)
-        log.warning("realtime model left (%s): the local pipeline takes over", reason)
-        self.fallback_events.append(event)
-        for cb in list(self._fallback_listeners):
-            cb(event)
-        current = asyncio.current_task()
-        player = self._tasks[2] if len(self._tasks) == 3 else None
-        for t in self._tasks:
-            if t is not current and t is not player:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-        await self.client.aclose()
-        if mid_reply and partial:
-            self._add(ChatMessage("assistant", partial, interrupted=True))
-        m = self.models
-        session = AgentSession(vad=m.vad, stt=m.stt, llm=m.llm, tts=m.tts, wake=m.wake,
-                               activation=ActivationConfig(mode="always"), turn=self.turn,
-                               interruption=self.interruption, echo_cancellation=self.echo_cancellation)
-        for name in ("conversation_item_added", "error", "agent_state_changed", "user_input_transcribed",
-                     "metrics_collected"):
-            session.on(name, self._events.emit)
-        session.on("agent_state_changed", self._pipeline_state)
-        session.conversation.history.messages.extend(self.history.messages)
-        self.pipeline = session
-        self.mode = "pipeline"
-        # The pipeline starts (and its LLM evaluates the history) while what the model already
-        # said plays out; its reply goes on after that audio.
-        starting = asyncio.ensure_future(session.start(self._agent, input=self._in, output=self._out))
-        if player is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), 60)
-            player.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await player
-        self.realtime_audio_end = time.monotonic()
-        await starting
-        self.history = session.conversation.history  # one history from now on
-        log.debug("realtime -> pipeline: the model's audio has played out, the pipeline runs")
-        if mid_reply:
-            session.generate_reply(instructions=CONTINUE_NOTE)
-        elif self._pending_user is not None:
-            session.generate_reply()
-        elif (audio := self._turn_audio) and any(f.rms_dbfs() > -45 for f in audio):
-            heard = await m.stt.recognize(AudioFrame.concat(audio))
-            if heard.text.strip():
-                session.generate_reply(user_input=heard.text.strip())
-        self.pipeline_started.set()
+        from edgeagent.realtime.handover import to_pipeline
+
+        await to_pipeline(self, reason)
 
 
 def from_config(models: Models, cfg: Config, *, files: bool = False) -> RealtimeSession:
@@ -415,4 +379,5 @@ def from_config(models: Models, cfg: Config, *, files: bool = False) -> Realtime
     client = RealtimeClient(c.realtime_url, model=c.realtime_model, api_key=api_key(c), connect_s=c.connect_s)
     return RealtimeSession(client, models, server_vad=c.realtime_turn_detection == "server_vad",
                            voice=c.realtime_voice, turn=cfg.turn, interruption=cfg.interruption,
-                           echo_cancellation=cfg.audio.echo_cancellation and not files)
+                           echo_cancellation=cfg.audio.echo_cancellation and not files,
+                           probe_interval_s=c.probe_interval_s)
