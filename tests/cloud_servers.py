@@ -55,12 +55,15 @@ class LlamaServer:
 
 
 def start_llama_server(log_dir: Path, port: int | None = None, timeout: float = 120.0) -> LlamaServer:
-    """llama_cpp.server with the packaged model; returns once ``GET /v1/models`` answers."""
+    """llama_cpp.server with the packaged model; returns once ``GET /v1/models`` answers.
+
+    Its chat format is ``chatml-function-calling``: ChatML, and tool calls (streamed as
+    ``tool_calls`` deltas, the arguments held to the tool's schema by a grammar)."""
     port = port or free_port()
     log = log_dir / f"llama-server-{port}.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
            "--model_alias", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-           "--n_threads", "1", "--chat_format", "chatml"]
+           "--n_threads", "1", "--chat_format", "chatml-function-calling"]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     server = LlamaServer(proc, port, log)

@@ -119,7 +119,7 @@ async def test_streams_a_reply_from_the_real_server(server: LlamaServer) -> None
         await llm.aclose()
 
 
-async def test_sends_tools_and_the_server_accepts_them(server: LlamaServer) -> None:
+async def test_streamed_tool_calls_come_out_whole(server: LlamaServer) -> None:
     @function_tool
     def set_light(on: bool) -> str:
         """Turn the room light on or off.
@@ -129,10 +129,23 @@ async def test_sends_tools_and_the_server_accepts_them(server: LlamaServer) -> N
         """
         return "ok"
 
-    llm = OpenAILLM(base_url=server.base_url, model=MODEL_NAME, temperature=0.0, max_tokens=24)
+    llm = OpenAILLM(base_url=server.base_url, model=MODEL_NAME, temperature=0.0, max_tokens=40,
+                    tool_choice={"type": "function", "function": {"name": "set_light"}})
     try:
         chunks = await collect(llm.chat(question("Turn on the light."), [set_light]))
-        assert chunks and all(isinstance(c, ChatChunk) for c in chunks)
+        calls = [c for chunk in chunks for c in chunk.tool_calls]
+        assert len(calls) == 1 and calls[0].name == "set_light" and calls[0].id, chunks
+        assert set(set_light.parse_arguments(calls[0].arguments)) == {"on"}, calls[0].arguments
+        # and the call goes back as an assistant message with tool_calls, its result as a tool message
+        ctx = question("Turn on the light.")
+        ctx.add("assistant", "", tool_calls=(calls[0],))
+        ctx.add("tool", "The light is now on.", tool_call_id=calls[0].id)
+        plain = OpenAILLM(base_url=server.base_url, model=MODEL_NAME, max_tokens=20)
+        try:
+            after = await collect(plain.chat(ctx))
+        finally:
+            await plain.aclose()
+        assert "".join(c.text for c in after).strip(), "the server took the tool result and answered"
     finally:
         await llm.aclose()
 

@@ -176,9 +176,9 @@ class CloudHTTP:
         return self.request("POST", path, first_byte_s=first_byte_s, **kwargs)
 
     async def probe(self, path: str = "models", timeout_s: float = 2.0) -> None:
-        """A cheap GET that must answer 2xx within ``timeout_s``; raises CloudError otherwise."""
+        """A cheap GET that must answer 2xx with JSON within ``timeout_s``; raises CloudError otherwise."""
         async with self.request("GET", path, first_byte_s=timeout_s, total_s=timeout_s) as resp:
-            await resp.read()
+            await resp.json()
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -34,15 +34,18 @@ class OpenAILLM(LLM):
         first_byte_s: the server must start its answer within this (see :mod:`edgeagent.cloud.http`).
         total_s: the whole reply must be done within this.
         connect_s: TCP/TLS connect limit.
+        tool_choice: sent as ``tool_choice`` when tools are given ("auto", "required", or
+            ``{"type": "function", "function": {"name": ...}}``); None leaves it to the server.
     """
 
     provider = "openai"
 
     def __init__(self, *, base_url: str, model: str, api_key: str | None = None, temperature: float = 0.2,
                  max_tokens: int = 256, first_byte_s: float = 5.0, total_s: float = 60.0,
-                 connect_s: float = 3.0) -> None:
+                 connect_s: float = 3.0, tool_choice: str | dict[str, Any] | None = None) -> None:
         super().__init__()
         self.options = LLMOptions(temperature=temperature, max_tokens=max_tokens)
+        self.tool_choice = tool_choice
         self.model = model
         self.first_byte_s = first_byte_s
         self.http = CloudHTTP(base_url, api_key=api_key, connect_s=connect_s, total_s=total_s)
@@ -62,6 +65,8 @@ class OpenAILLM(LLM):
         }
         if tools:
             body["tools"] = [t.schema() for t in tools]
+            if self.tool_choice is not None:
+                body["tool_choice"] = self.tool_choice
         return OpenAIChatStream(self, body)
 
     async def probe(self) -> None:
