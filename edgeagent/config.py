@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeagent.config_cloud import CloudConfig, check_cloud
 from edgeagent.config_control import ControlConfig, check_control
 from edgeagent.config_device import GpioConfig, LoggingConfig, check_gpio, check_logging
 from edgeagent.config_room import LiveKitConfig, check_livekit
@@ -91,6 +92,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -275,6 +277,6 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.audio.output_volume <= 2.0:
         raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {cfg.audio.output_volume}")
     problem = (check_livekit(cfg.livekit) or check_control(cfg.control)
-               or check_gpio(cfg.gpio) or check_logging(cfg.logging))
+               or check_gpio(cfg.gpio) or check_logging(cfg.logging) or check_cloud(cfg.cloud))
     if problem:
         raise ConfigError(problem)

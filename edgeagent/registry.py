@@ -21,11 +21,16 @@ PROVIDERS: dict[str, dict[str, tuple[str, str]]] = {
     "stt": {
         "whisper": ("edgeagent.stt.whisper:WhisperSTT", "whisper"),
         "vosk": ("edgeagent.stt.vosk:VoskSTT", "vosk"),
+        "openai": ("edgeagent.cloud.openai_stt:OpenAISTT", "cloud"),
     },
-    "llm": {"llama": ("edgeagent.llm.llama:LlamaLLM", "llama")},
+    "llm": {
+        "llama": ("edgeagent.llm.llama:LlamaLLM", "llama"),
+        "openai": ("edgeagent.cloud.openai_llm:OpenAILLM", "cloud"),
+    },
     "tts": {
         "piper": ("edgeagent.tts.piper:PiperTTS", "piper"),
         "espeak": ("edgeagent.tts.espeak:EspeakTTS", ""),
+        "openai": ("edgeagent.cloud.openai_tts:OpenAITTS", "cloud"),
     },
 }
 

@@ -330,7 +330,13 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
     from edgeagent.voice.agent import Agent
 
     wav_in = inp if isinstance(inp, WavFileInput) else None
-    session = make_session(models, cfg, files=files)
+    session: Any
+    if cfg.cloud.realtime_url:  # a realtime speech-to-speech model, the pipeline behind it
+        from edgeagent.realtime.session import from_config
+
+        session = from_config(models, cfg, files=files)
+    else:
+        session = make_session(models, cfg, files=files)
     printer = Transcript()
     printer.attach(session)
     applier = LiveApplier(session, models, out, cfg)  # a reloaded config file (SIGHUP) goes live

@@ -284,7 +284,7 @@ def test_the_allow_list() -> None:
             "stt.provider", "llm.provider", "tts.provider", "audio.output_volume", "livekit.listen",
             "livekit.identities"} <= SETTABLE
     assert {p for p in keys.LEAVES if p.startswith("turn.")} <= SETTABLE
-    assert {"livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key"} == SECRETS
+    assert {"livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key", "cloud.api_key"} == SECRETS
     assert SECRETS <= SETTABLE
     for path in ("audio.input_device", "audio.output_device", "models.dir", "livekit.url", "livekit.room",
                  "livekit.identity", "stt.model", "log_level", *(p for p in keys.LEAVES if p.startswith("control."))):

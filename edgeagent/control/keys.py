@@ -24,6 +24,7 @@ from edgeagent import config
 from edgeagent.config_doc import field_docs
 from edgeagent.config_room import LISTEN_MODES
 from edgeagent.config_voice import ACTIVATION_MODES, TURN_DETECTORS
+from edgeagent.fallback.policy import POLICIES
 from edgeagent.registry import PROVIDERS
 
 REDACTED = "***"
@@ -91,7 +92,14 @@ RULES: Mapping[str, Rule] = {
     "audio.output_volume": Rule(lo=0.0, hi=2.0),
     "livekit.listen": Rule(choices=LISTEN_MODES),
     "livekit.identities": Rule(min_len=1, max_len=256, max_items=64, unique=True),
+    "cloud.policy": Rule(choices=POLICIES),
+    "cloud.llm_first_token_s": Rule(lo=0.1, hi=60.0),
+    "cloud.stt_first_result_s": Rule(lo=0.1, hi=60.0),
+    "cloud.tts_first_audio_s": Rule(lo=0.1, hi=60.0),
+    "cloud.local_deadline_s": Rule(lo=0.5, hi=120.0),
+    "cloud.probe_interval_s": Rule(lo=0.5, hi=600.0),
     # Secrets: settable only with control.allow_secrets (see SECRETS).
+    "cloud.api_key": _SECRET,
     "livekit.api_key": _SECRET,
     "livekit.api_secret": _SECRET,
     "livekit.token": _SECRET,

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,8 @@ HOT = frozenset({
     "turn.detection", "turn.min_delay_s", "turn.max_delay_s", "turn.eot_threshold", "turn.max_speech_s",
     "llm.temperature", "llm.max_tokens", "tts.speed", "audio.output_volume",
     "livekit.listen", "livekit.identities",
+    "cloud.policy", "cloud.api_key", "cloud.llm_first_token_s", "cloud.stt_first_result_s",
+    "cloud.tts_first_audio_s", "cloud.local_deadline_s", "cloud.probe_interval_s",
 })
 """The settable paths put into effect at once (every other one needs a reload)."""
 QUIET_POLL_S = 0.1
@@ -194,6 +197,13 @@ class LiveApplier:
             steps.append(lambda: setattr(out, "volume", volume))
         if paths & {"livekit.listen", "livekit.identities"}:
             steps.append(self._listen_step(cfg.livekit.listen, cfg.livekit.identities))
+        if any(p.startswith("cloud.") for p in paths):
+            from edgeagent.config_cloud import check_cloud
+            from edgeagent.fallback.build import apply_cloud
+
+            if problem := check_cloud(cfg.cloud):
+                raise ConfigError(problem)
+            steps.append(lambda: apply_cloud(s, cfg.cloud))
         return steps
 
     def _oww(self) -> OpenWakeWord:
@@ -295,7 +305,15 @@ class LiveApplier:
             if reload_key(self.config, kind) != key:  # changed again meanwhile: the next round loads that
                 log.info("config: the %s changed again while it loaded: dropped", kind)
                 raise _Superseded
-            self.session.use_stage(stage)
+            from edgeagent.fallback.build import swap_local
+
+            stage, old, undo = swap_local(old, stage)  # a chain keeps its cloud members
+            try:
+                self.session.use_stage(stage)
+            except BaseException:
+                undo()
+                stage = old
+                raise
         except BaseException as exc:
             await stage.aclose()
             if isinstance(exc, _Superseded):
@@ -332,6 +350,16 @@ def _speed_step(tts: Any, speed: float) -> Step:
     """The step that makes ``tts`` speak at ``speed`` from its next clause on."""
     from edgeagent.voice.stages import ESPEAK_WPM, ESPEAK_WPM_RANGE
 
+    chain = getattr(tts, "chain", None)
+    if chain is not None:  # a fallback chain ([cloud]): every voice in it
+        steps = [functools.partial(setattr, m.stage, "speed", speed) if m.cloud else _speed_step(m.stage, speed)
+                 for m in chain.members]
+
+        def all_voices() -> None:
+            for step in steps:
+                step()
+
+        return all_voices
     syn = getattr(tts, "_syn", None)  # Piper: its SynthesisConfig
     if syn is not None and hasattr(syn, "length_scale"):
         new = dataclasses.replace(syn, length_scale=None if speed == 1.0 else 1.0 / speed)

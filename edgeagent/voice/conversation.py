@@ -52,6 +52,8 @@ class TurnRecord:
     committed_at: float | None = None
     transcript: str = ""
     eot_probability: float | None = None
+    stt_provider: str | None = None
+    """Who transcribed it (see :attr:`edgeagent.voice.events.TurnMetrics.stt_provider`)."""
 
     def __post_init__(self) -> None:
         self.id = self.id or uuid.uuid4().hex[:8]
@@ -203,6 +205,9 @@ def turn_metrics(turn: TurnRecord, reply: Reply, interrupted: bool) -> TurnMetri
         interrupted=interrupted,
         llm_ttft_after_speech=since(end, t.llm_first),
         tts_ttfa_after_speech=since(end, t.tts_first_audio),
+        stt_provider=turn.stt_provider,
+        llm_provider=t.llm_provider,
+        tts_provider=t.tts_provider,
     )
 
 

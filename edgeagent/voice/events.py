@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.llm.chat import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,12 @@ class TurnMetrics:
     """End of speech → first LLM token."""
     tts_ttfa_after_speech: float | None = None
     """End of speech → first TTS audio."""
+    stt_provider: str | None = None
+    """The provider that transcribed the turn (a fallback chain's member label, e.g. ``whisper``)."""
+    llm_provider: str | None = None
+    """The provider whose text was spoken (the last one, if one took over mid-reply)."""
+    tts_provider: str | None = None
+    """The voice that spoke the reply."""
     type: Literal["turn_metrics"] = "turn_metrics"
 
     def as_log(self) -> str:
@@ -92,6 +99,9 @@ class TurnMetrics:
         if self.eot_probability is not None:
             parts.append(f"eot_probability={self.eot_probability:.3f}")
         parts.append(f"interrupted={str(self.interrupted).lower()}")
+        for kind in ("stt", "llm", "tts"):
+            if (served := getattr(self, f"{kind}_provider")) is not None:
+                parts.append(f"{kind}_provider={served}")
         return " ".join(parts)
 
     def log_fields(self) -> dict[str, Any]:
@@ -139,9 +149,10 @@ class AgentHandoffEvent:
 
 
 SessionEvent = (AgentStateChangedEvent | UserInputTranscribedEvent | ConversationItemAddedEvent
-                | MetricsCollectedEvent | ErrorEvent | WakeWordDetectedEvent | AgentHandoffEvent)
+                | MetricsCollectedEvent | ErrorEvent | WakeWordDetectedEvent | AgentHandoffEvent
+                | FallbackEvent)
 EVENT_NAMES = ("agent_state_changed", "user_input_transcribed", "conversation_item_added",
-               "metrics_collected", "error", "wake_word_detected", "agent_handoff")
+               "metrics_collected", "error", "wake_word_detected", "agent_handoff", "provider_fallback")
 
 Handler = Callable[[Any], Any]
 

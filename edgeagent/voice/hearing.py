@@ -196,6 +196,8 @@ class Hearing:
             self._s.emit(UserInputTranscribedEvent(ev.text, is_final=False))
             return
         self.turn.final_at = time.monotonic()
+        stt = self._s.stt
+        self.turn.stt_provider = getattr(stt, "last_served", None) or stt.provider
         steps = self.tracker.on_final(ev.text)
         self._apply(steps)
         text = self.tracker.pending_text

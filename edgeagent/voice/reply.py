@@ -57,6 +57,9 @@ class ReplyTimes:
     tts_first_text: float | None = None
     tts_first_audio: float | None = None
     first_out: float | None = None
+    llm_provider: str | None = None
+    """Who served the text (a fallback chain's member label, else the stage's provider)."""
+    tts_provider: str | None = None
 
 
 class Reply:
@@ -136,6 +139,7 @@ class Reply:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await speaker
             await tts.aclose()
+            self.times.tts_provider = getattr(tts, "served_by", None) or self._tts.provider
             if timed is not None and timed.on_frame_started == self._frame_started:
                 timed.on_frame_started = None
             if not finished:  # interrupted or failed: nothing of it may play on
@@ -165,6 +169,7 @@ class Reply:
                     calls.extend(chunk.tool_calls)
             finally:
                 await stream.aclose()
+                self.times.llm_provider = getattr(stream, "served_by", None) or self._llm.provider
             if not calls:
                 return
             await self._host.run_tools(calls, "".join(round_text), self.handle)

@@ -103,13 +103,16 @@ class AgentSession:
         self._reply_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._closed = False
+        for stage in (stt, llm, tts):
+            self._watch_fallback(stage)
 
     # -- public API ----------------------------------------------------------------
 
     def on(self, name: str, handler: Any = None) -> Any:
         """Listen to an event: ``agent_state_changed``, ``user_input_transcribed``,
         ``conversation_item_added``, ``metrics_collected``, ``error``, ``wake_word_detected``,
-        ``agent_handoff``. Without a handler, a decorator."""
+        ``agent_handoff``, ``provider_fallback`` (a :class:`~edgeagent.fallback.chain.FallbackEvent`).
+        Without a handler, a decorator."""
         return self._events.on(name, handler)
 
     def off(self, name: str, handler: Any) -> None:
@@ -250,9 +253,16 @@ class AgentSession:
         if self._hearing is not None:
             self._hearing.set_turn(turn, detector)
 
+    def _watch_fallback(self, stage: object) -> None:
+        """A fallback chain's switches and recoveries become ``provider_fallback`` events."""
+        chain = getattr(stage, "chain", None)
+        if chain is not None and hasattr(chain, "on_event"):
+            chain.on_event(self.emit)
+
     def use_stage(self, stage: VAD | STT | LLM | TTS) -> None:
         """Use ``stage`` instead of the session's stage of its kind, from the next reply or
         utterance on; call it while :attr:`quiet`. The old stage is the caller's to close."""
+        self._watch_fallback(stage)
         if isinstance(stage, LLM):
             detector = make_detector(self.turn_options, stage)  # raises before anything changed
             self.llm, self.detector = stage, detector

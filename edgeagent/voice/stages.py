@@ -157,6 +157,9 @@ class Models:
             raise next(r for r in loaded if isinstance(r, BaseException))
         models = cls(*stages)
         try:
+            from edgeagent.fallback.build import with_cloud  # [cloud]: chains of local + cloud providers
+
+            models = await with_cloud(models, cfg)
             await models._warm(cfg.agent.instructions)
         except BaseException:
             await models.aclose()

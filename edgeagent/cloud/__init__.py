@@ -1,0 +1,1 @@
+"""Cloud providers over OpenAI-compatible APIs: chat completions, transcription, speech."""

@@ -1,0 +1,130 @@
+"""From ``[cloud]`` to stages: cloud providers built, and wrapped with the local ones in chains.
+
+:func:`with_cloud` is called by :meth:`edgeagent.voice.stages.Models.load` after the
+local stages are loaded. A stage kind with no cloud model configured stays as it
+is (no chain, no overhead); one with a cloud model becomes a Fallback stage whose
+members are the local provider and the cloud one, ordered by ``cloud.policy``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from edgeagent.config_cloud import CloudConfig
+from edgeagent.fallback.chain import Chain, Member
+from edgeagent.fallback.policy import Connectivity
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
+    from edgeagent.voice.stages import Models
+
+
+def api_key(c: CloudConfig) -> str | None:
+    return c.api_key or os.environ.get("OPENAI_API_KEY") or None
+
+
+def cloud_stages(cfg: Config) -> dict[str, Any]:
+    """The configured cloud providers by kind (no network use yet: connections open on first request)."""
+    c = cfg.cloud
+    key = api_key(c)
+    common: dict[str, Any] = {"api_key": key, "total_s": c.timeout_s, "connect_s": c.connect_s}
+    out: dict[str, Any] = {}
+    if c.llm_model:
+        from edgeagent.cloud.openai_llm import OpenAILLM
+
+        out["llm"] = OpenAILLM(base_url=c.llm_base_url or c.base_url, model=c.llm_model,
+                               temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens,
+                               first_byte_s=max(c.llm_first_token_s, c.timeout_s), **common)
+    if c.stt_model:
+        from edgeagent.cloud.openai_stt import OpenAISTT
+
+        out["stt"] = OpenAISTT(base_url=c.stt_base_url or c.base_url, model=c.stt_model,
+                               first_byte_s=max(c.stt_first_result_s, c.timeout_s), **common)
+    if c.tts_model:
+        from edgeagent.cloud.openai_tts import OpenAITTS
+
+        out["tts"] = OpenAITTS(base_url=c.tts_base_url or c.base_url, model=c.tts_model, voice=c.tts_voice,
+                               speed=cfg.tts.speed, first_byte_s=max(c.tts_first_audio_s, c.timeout_s), **common)
+    return out
+
+
+def make_chain(kind: str, local: Any, cloud: Any, c: CloudConfig, connectivity: Connectivity | None) -> Chain:
+    deadline = {"llm": c.llm_first_token_s, "stt": c.stt_first_result_s, "tts": c.tts_first_audio_s}[kind]
+    members = [Member(local, c.local_deadline_s, cloud=False), Member(cloud, deadline, cloud=True)]
+    return Chain(kind, members, policy=c.policy, connectivity=connectivity, probe_interval_s=c.probe_interval_s)
+
+
+def wrap(kind: str, chain: Chain) -> Any:
+    if kind == "llm":
+        from edgeagent.fallback.llm import FallbackLLM
+
+        return FallbackLLM(chain)
+    if kind == "stt":
+        from edgeagent.fallback.stt import FallbackSTT
+
+        return FallbackSTT(chain)
+    from edgeagent.fallback.tts import FallbackTTS
+
+    return FallbackTTS(chain)
+
+
+async def with_cloud(models: Models, cfg: Config) -> Models:
+    """``models`` with each kind that has a cloud model replaced by a fallback chain."""
+    clouds = cloud_stages(cfg)
+    if not clouds:
+        return models
+    c = cfg.cloud
+    connectivity = None
+    if c.policy == "cloud-when-online":
+        first = next(iter(clouds.values()))
+        connectivity = Connectivity(first.http.base_url, interval_s=c.connectivity_interval_s,
+                                    timeout_s=c.connect_s)
+        await connectivity.check()
+        connectivity.start()
+    for kind, cloud in clouds.items():
+        chain = make_chain(kind, getattr(models, kind), cloud, c, connectivity)
+        setattr(models, kind, wrap(kind, chain))
+    return models
+
+
+def swap_local(current: Any, new: Any) -> tuple[Any, Any, Any]:
+    """A reload of ``[llm]``/``[stt]``/``[tts]`` replaces the local member of a chain, not the chain.
+
+    Returns (the stage for the session, the stage to close once it is in use, an undo step).
+    Without a chain: (new, current, a no-op).
+    """
+    chain = getattr(current, "chain", None)
+    if not isinstance(chain, Chain):
+        return new, current, lambda: None
+    member = next((m for m in chain.members if not m.cloud), None)
+    if member is None:
+        return new, current, lambda: None
+    previous = member.stage
+    member.stage = new
+    member.label = str(getattr(new, "label", "") or new.provider)
+    new.on_metrics(current._report)
+
+    def undo() -> None:
+        member.stage = previous
+        member.label = str(getattr(previous, "label", "") or previous.provider)
+
+    return current, previous, undo
+
+
+def apply_cloud(stages: Any, c: CloudConfig) -> None:
+    """Put the hot ``[cloud]`` settings into effect on the session's chains (policy, deadlines,
+    probe interval, API key)."""
+    deadlines = {"llm": c.llm_first_token_s, "stt": c.stt_first_result_s, "tts": c.tts_first_audio_s}
+    key = api_key(c)
+    for kind in ("stt", "llm", "tts"):
+        chain = getattr(getattr(stages, kind, None), "chain", None)
+        if not isinstance(chain, Chain):
+            continue
+        chain.set_policy(c.policy)
+        chain.probe_interval_s = c.probe_interval_s
+        for m in chain.members:
+            m.deadline_s = deadlines[kind] if m.cloud else c.local_deadline_s
+            http = getattr(m.stage, "http", None)
+            if m.cloud and http is not None:
+                http.set_api_key(key)

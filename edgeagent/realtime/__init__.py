@@ -1,0 +1,1 @@
+"""Realtime speech-to-speech models (OpenAI Realtime over WebSocket) and the fallback to the pipeline."""
