@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.audio.devices_cli",
     "edgeagent.config_cli",
     "edgeagent.room.job",
+    "edgeagent.web.job",
 )
 
 

@@ -33,6 +33,7 @@ from edgeagent.config_voice import (
     TurnConfig,
     VADConfig,
 )
+from edgeagent.config_web import WebConfig, check_web
 from edgeagent.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -88,6 +89,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     livekit: LiveKitConfig = field(default_factory=LiveKitConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -271,6 +273,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")
     if not 0.0 <= cfg.audio.output_volume <= 2.0:
         raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {cfg.audio.output_volume}")
-    problem = check_livekit(cfg.livekit) or check_control(cfg.control)
+    problem = check_livekit(cfg.livekit) or check_control(cfg.control) or check_web(cfg.web)
     if problem:
         raise ConfigError(problem)
