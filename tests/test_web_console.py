@@ -8,7 +8,7 @@ opens the mic. The page measures what it hears with WebAudio (``window.edgeagent
 One board and one spoken turn for the whole story, to keep CI short: a wrong pairing
 code is refused; the right one pairs; Connect; the question is heard, answered by voice
 (energy in the page) and shown in both transcripts, with the turn's latency; a
-screenshot is saved (path printed; see :func:`browser.artefacts_dir`); a malformed SDP
+screenshot is saved (path printed; see :func:`artefacts_dir`); a malformed SDP
 offer, an unpaired request and a second browser are refused with clear errors; a change
 made in the config editor applies (the next answer follows it) and persists, and a bad
 value is refused with the field's problem shown.
@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from browser import Browser, artefacts_dir
 from live import bounded, words
 from speech import espeak, save, with_silence
 
 from edgeagent import config as config_mod
 from edgeagent.audio.resample import resample
+from edgeagent.bench.browser import Browser
 from edgeagent.config_voice import ActivationConfig
 from edgeagent.config_web import WebConfig
 from edgeagent.control.store import ConfigStore
@@ -36,6 +37,14 @@ from edgeagent.voice import Models
 from edgeagent.web.job import run_web
 
 QUESTION = "What is the capital of France?"
+
+
+def artefacts_dir() -> Path:
+    """Where tests leave files for people to look at: ``EDGEAGENT_ARTEFACTS``, else
+    /tmp/edgeagent-artefacts (the path is printed)."""
+    path = Path(os.environ.get("EDGEAGENT_ARTEFACTS", "/tmp/edgeagent-artefacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

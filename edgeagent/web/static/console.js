@@ -5,12 +5,14 @@
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "edgeagent.token";
-const SPEECH_RMS = 0.01; // about -40 dBFS: above is speech (or the agent's voice)
+const SPEECH_RMS = 0.0056; // -45 dBFS: mic sound above is speech (scripts/bench's silence threshold)
+const REPLY_RMS = 0.001; // -60 dBFS: the agent's reply has started (as scripts/bench-room times it)
 const QUIET_MS = 300; // the agent's voice after this much quiet is a new reply
+const BURST_GAP_MS = 700; // mic sound after this much quiet starts a new utterance
 
 const ea = (window.edgeagent = {
   state: "offline", connected: false, paired: false, errors: [],
-  transcripts: [], metrics: [], replies: [], micPeak: 0, agentPeak: 0, agentEnergy: 0,
+  transcripts: [], metrics: [], replies: [], micBursts: [], micPeak: 0, agentPeak: 0, agentEnergy: 0,
   lastMicSpeech: null, configRevision: null, lastConfigResult: null,
 });
 
@@ -95,11 +97,16 @@ function startMeters(remoteStream) {
     ea.micPeak = Math.max(ea.micPeak, m);
     ea.agentPeak = Math.max(ea.agentPeak, a);
     ea.agentEnergy += a * a;
-    if (m > SPEECH_RMS) ea.lastMicSpeech = now;
-    if (a > SPEECH_RMS) {
+    if (m > SPEECH_RMS) {
+      const last = ea.micBursts[ea.micBursts.length - 1];
+      if (last && now - last.end < BURST_GAP_MS) last.end = now;
+      else ea.micBursts.push({ start: now, end: now });
+      ea.lastMicSpeech = now;
+    }
+    if (a > REPLY_RMS) {
       if (now - lastAgentSound > QUIET_MS) {
         const latency = ea.lastMicSpeech === null ? null : Math.round(now - ea.lastMicSpeech);
-        ea.replies.push({ at: now, latency_ms: latency });
+        ea.replies.push({ at: now, latency_ms: latency, mic_end: ea.lastMicSpeech });
         addPageLatency(latency);
       }
       lastAgentSound = now;

@@ -1,10 +1,12 @@
-"""Headless Chromium (Debian's ``chromium`` + ``chromedriver``) driven by Selenium, for the web console tests.
+"""Headless Chromium (Debian's ``chromium`` + ``chromedriver``) driven by Selenium: the web console's
+tests and ``scripts/bench-web``.
 
 The browser's mic is a WAV file (``--use-file-for-fake-audio-capture``, played once from
 the moment the page opens the mic), media permission is granted without a prompt, and
 nothing is downloaded: the driver and the browser are given explicitly, and Selenium
-Manager is kept offline. Every call runs in a worker thread, bounded, so the board's
-event loop keeps running while the browser works.
+Manager is kept offline. Every call runs in a worker thread, bounded (:class:`BrowserTimeout`
+naming what did not happen), so the board's event loop keeps running while the browser works.
+Selenium comes with the ``dev`` extra.
 """
 
 from __future__ import annotations
@@ -12,21 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pytest
+from typing import Any
 
 CHROMIUM = os.environ.get("EDGEAGENT_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("EDGEAGENT_CHROMEDRIVER", "/usr/bin/chromedriver")
-T = TypeVar("T")
 
 
-def artefacts_dir() -> Path:
-    """Where tests leave files for people to look at (``EDGEAGENT_ARTEFACTS``, else
-    /tmp/edgeagent-artefacts); printed by the tests that write there."""
-    path = Path(os.environ.get("EDGEAGENT_ARTEFACTS", "/tmp/edgeagent-artefacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class BrowserTimeout(AssertionError):
+    """The page did not do something in time (the message says what)."""
 
 
 class Browser:
@@ -35,7 +30,8 @@ class Browser:
     def __init__(self, profile: Path, mic_wav: Path | None = None, *, width: int = 412, height: int = 915) -> None:
         os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a driver
         for exe in (CHROMIUM, CHROMEDRIVER):
-            assert Path(exe).is_file(), f"{exe} is missing: run scripts/setup --dev (apt: chromium chromium-driver)"
+            if not Path(exe).is_file():
+                raise FileNotFoundError(f"{exe} is missing: run scripts/setup --dev (apt: chromium chromium-driver)")
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -62,7 +58,8 @@ class Browser:
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
         except asyncio.TimeoutError:
-            pytest.fail(f"the browser did not finish {getattr(fn, '__name__', fn)} within {timeout:.0f} s")
+            raise BrowserTimeout(f"the browser did not finish {getattr(fn, '__name__', fn)} within {timeout:.0f} s") \
+                from None
 
     async def get(self, url: str) -> None:
         await self.call(self.driver.get, url)
@@ -106,13 +103,14 @@ class Browser:
             if value:
                 return value
             if loop.time() > deadline:
-                pytest.fail(f"the page showed no {what} within {timeout:.0f} s")
+                raise BrowserTimeout(f"the page showed no {what} within {timeout:.0f} s")
             await asyncio.sleep(poll)
 
     async def screenshot(self, path: Path) -> Path:
         ok = await self.call(self.driver.save_screenshot, str(path))
         size = await asyncio.to_thread(lambda: path.stat().st_size)
-        assert ok and size > 0, f"no screenshot at {path}"
+        if not ok or size == 0:
+            raise BrowserTimeout(f"no screenshot at {path}")
         return path
 
     async def quit(self) -> None:
