@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONFIG_ACCESS = ("none", "get", "set")
+TLS_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,10 @@ class WebConfig:
     """Address the console listens on; 127.0.0.1 = this board only. Give the board's LAN
     address (or 0.0.0.0) to reach it from a phone or laptop on the same network."""
     port: int = 8780
-    """TCP port of the console (HTTP); 0: any free port (the URL is printed)."""
+    """TCP port of the console; 0: any free port (the URL is printed)."""
+    tls: str = "auto"
+    """HTTPS with a self-signed certificate made on the first run (browsers give a page the mic
+    only over HTTPS, or on 127.0.0.1): auto (on unless host is a loopback address), on or off."""
     password: str | None = None
     """The pairing secret a browser must give. None: a pairing code is made on the first run,
     kept in the state directory (web-pairing-code) and printed in the log."""
@@ -55,6 +59,8 @@ def check_web(cfg: WebConfig) -> str | None:
     for url in cfg.ice_servers:
         if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
             return f"web.ice_servers: expected stun:, stuns:, turn: or turns: URLs, got {url!r}"
+    if cfg.tls not in TLS_MODES:
+        return f"web.tls: expected one of {', '.join(TLS_MODES)}, got {cfg.tls!r}"
     if cfg.config_access not in CONFIG_ACCESS:
         return f"web.config_access: expected one of {', '.join(CONFIG_ACCESS)}, got {cfg.config_access!r}"
     if not 64 <= cfg.max_chat_bytes <= 65536:

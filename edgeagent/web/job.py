@@ -52,6 +52,7 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     from edgeagent.web.pairing import Pairing
     from edgeagent.web.peer import Peers
     from edgeagent.web.server import ConsoleServer
+    from edgeagent.web.tls import server_context, wants_tls
 
     store = store or open_store(cfg)
     effective = room_config(store.config if store is not None else cfg)
@@ -71,7 +72,11 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
                        max_chat_bytes=web_cfg.max_chat_bytes)
     hub = ChannelHub(feed, effective, store, applier)
     peers = Peers(web_cfg, inp, out, on_channel=hub.add, on_closed=hub.remove)
-    server = ConsoleServer(web_cfg, peers, pairing)
+    ssl_context, tls_note = None, ""
+    if wants_tls(web_cfg.tls, web_cfg.host):
+        ssl_context, print_ = server_context(state or state_dir(), web_cfg.host)
+        tls_note = f"; self-signed certificate SHA-256 {print_}"
+    server = ConsoleServer(web_cfg, peers, pairing, ssl_context=ssl_context)
     try:
         await out.start()
         await session.start(Agent(instructions=effective.agent.instructions), input=inp, output=out)
@@ -83,8 +88,8 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
             return 1
         if started is not None and not started.done():
             started.set_result(url)
-        print(f"edgeagent: web console at {url} (pair with the code from {pairing.source}; Ctrl-C stops)",
-              flush=True)
+        print(f"edgeagent: web console at {url} (pair with the code from {pairing.source}{tls_note}; "
+              "Ctrl-C stops)", flush=True)
         await stop.wait()
         return 0
     finally:

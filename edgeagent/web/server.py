@@ -18,6 +18,7 @@ are JSON ``{"error": code, "message": reason}``, and each is logged on one line.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,9 @@ def error(status: int, code: str, message: str) -> web.Response:
 class ConsoleServer:
     """The routes above over ``peers`` and ``pairing``; :meth:`start` binds ``web.host:port``."""
 
-    def __init__(self, cfg: WebConfig, peers: Peers, pairing: Pairing) -> None:
-        self.cfg, self.peers, self.pairing = cfg, peers, pairing
+    def __init__(self, cfg: WebConfig, peers: Peers, pairing: Pairing, *, ssl_context: ssl.SSLContext | None = None
+                 ) -> None:
+        self.cfg, self.peers, self.pairing, self.ssl_context = cfg, peers, pairing, ssl_context
         self.app = web.Application(client_max_size=MAX_BODY)
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/static/{name}", self._static)
@@ -63,12 +65,12 @@ class ConsoleServer:
         """Listen; returns the console's URL. Raises OSError when the address cannot be bound."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, ssl_context=self.ssl_context)
         await site.start()
         addresses = self._runner.addresses
         port = int(addresses[0][1]) if addresses else self.cfg.port
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
-        self.url = f"http://{host}:{port}/"
+        self.url = f"{'https' if self.ssl_context is not None else 'http'}://{host}:{port}/"
         return self.url
 
     async def aclose(self) -> None:
