@@ -166,3 +166,55 @@ async def test_console_pairs_talks_refuses_and_configures(models: Models, tmp_pa
     assert code_rc == 0
     # The change outlives the board: a new store over the same file has it.
     assert ConfigStore.open(cfg, store.path).config.agent.instructions.startswith("Your name is Zorblax")
+
+
+async def test_data_channel_config_rules_match_the_room(models: Models, tmp_path: Path) -> None:
+    """The console's config calls: same payloads, limits and error codes as the room's RPC methods."""
+    from edgeagent.config_control import ControlConfig
+    from edgeagent.voice.session import AgentSession
+    from edgeagent.web.channel import ChannelHub
+    from edgeagent.web.feed import ChatRefused, SessionFeed
+
+    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake)
+    sent: list[dict[str, Any]] = []
+    feed = SessionFeed(session, sent.append, max_chat_bytes=64)
+
+    def hub_for(access: str, **control: Any) -> tuple[ChannelHub, ConfigStore]:
+        cfg = config_mod.Config(web=WebConfig(enabled=True, config_access=access), control=ControlConfig(**control))
+        store = ConfigStore.open(cfg, tmp_path / f"{access}.json")
+        return ChannelHub(feed, cfg, store), store
+
+    reader, store = hub_for("get")
+    got = await reader.call("p1", "edgeagent.config.get", '{"v": 1}')
+    assert got["ok"] and json.loads(got["payload"])["revision"] == 0
+    schema = await reader.call("p1", "edgeagent.config.schema", {"v": 1})
+    assert json.loads(schema["payload"])["schema"]["properties"]["tts"]["properties"]["speed"]["maximum"] == 4.0
+    refused = await reader.call("p1", "edgeagent.config.set", '{"v": 1, "patch": {"tts": {"speed": 1.5}}}')
+    assert not refused["ok"] and refused["code"] == 403
+    assert json.loads(refused["payload"])["error"]["code"] == "forbidden"
+    assert store.config.tts.speed == 1.0
+
+    writer, store = hub_for("set", rate_burst=3, max_payload_bytes=256)
+    assert (await writer.call("p1", "edgeagent.config.nope", "{}"))["code"] == 400
+    stale = await writer.call("p1", "edgeagent.config.set", '{"v": 1, "base_revision": 7, "patch": {"tts": {}}}')
+    assert stale["code"] == 409
+    big = await writer.call("p2", "edgeagent.config.set", json.dumps({"v": 1, "patch": {"agent": {"name": "x" * 300}}}))
+    assert big["code"] == 413
+    ok = await writer.call("p2", "edgeagent.config.set", {"v": 1, "base_revision": 0, "patch": {"tts": {"speed": 1.5}}})
+    assert ok["ok"] and json.loads(ok["payload"])["changed"][0]["path"] == "tts.speed"
+    assert store.config.tts.speed == 1.5
+    bad = await writer.call("p2", "edgeagent.config.set",
+                            {"v": 1, "base_revision": 1, "patch": {"audio": {"input_device": "x"}}})
+    assert bad["code"] == 422 and json.loads(bad["payload"])["error"]["problems"][0]["code"] == "read_only"
+    assert (await writer.call("p2", "edgeagent.config.get", '{"v": 1}'))["code"] == 429  # p2's fourth call
+    assert (await writer.call("p3", "edgeagent.config.get", '{"v": 1}'))["ok"]  # each browser has its bucket
+
+    for text, why in (("", "empty"), ("   ", "empty"), ("x" * 65, "64 bytes"), (7, "string")):
+        try:
+            feed.chat(text)
+        except ChatRefused as exc:
+            assert why in str(exc)
+        else:
+            raise AssertionError(f"chat {text!r} was taken")
+    await feed.aclose()
+    await session.aclose()
