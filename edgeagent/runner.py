@@ -255,6 +255,9 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 
+                if effective.web.enabled:
+                    log.warning("[web] enabled with [livekit] url set: joining the room; no web console")
+
                 return await run_room(models, cfg, stop, store=store)
             if effective.web.enabled and input_wav is None and output_wav is None:
                 from edgeagent.web.job import run_web

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 from pathlib import Path
@@ -35,6 +36,14 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 15.0
 
 
+def browser_config(cfg: config_mod.Config) -> config_mod.Config:
+    """``cfg`` as it runs with a browser: no wake word (as in a room)."""
+    if cfg.activation.mode == "wake":
+        log.info("with a browser: activation.mode wake -> always (nobody says the wake word to the console)")
+        cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
+    return cfg
+
+
 async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
                   store: ConfigStore | None = None, state: Path | None = None,
                   started: asyncio.Future[str] | None = None) -> int:
@@ -43,7 +52,6 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     it; ``state`` holds the pairing code (default: the state directory). ``started`` gets
     the console's URL once it listens."""
     from edgeagent.control.live import LiveApplier, open_store
-    from edgeagent.room.job import room_config
     from edgeagent.voice.agent import Agent
     from edgeagent.voice.session import AgentSession
     from edgeagent.web.audio import WebInput, WebOutput
@@ -55,7 +63,7 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     from edgeagent.web.tls import server_context, wants_tls
 
     store = store or open_store(cfg)
-    effective = room_config(store.config if store is not None else cfg)
+    effective = browser_config(store.config if store is not None else cfg)
     web_cfg = cfg.web  # [web] is not settable remotely: the file's is the one in effect
     pairing = Pairing.open(web_cfg.password, state or state_dir())
     inp, out = WebInput(), WebOutput(buffer_ms=effective.audio.output_buffer_ms)
