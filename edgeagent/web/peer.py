@@ -145,6 +145,8 @@ class Peers:
         @pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
             peer.channel = channel
+            # The console's channel closes with its page: hang up then, not when ICE gives up.
+            channel.on("close", lambda: asyncio.ensure_future(self.close(peer.id)))
             if self.on_channel is not None:
                 self.on_channel(peer, channel)
 

@@ -180,6 +180,11 @@ async function disconnect(failed) {
   if (!failed) $("conn-status").textContent = "not connected";
 }
 
+// Closing or reloading the page hangs up at once, so the board's place is free for the next page.
+window.addEventListener("pagehide", () => {
+  if (location_) fetch(location_, { method: "DELETE", keepalive: true, headers: { Authorization: "Bearer " + token } });
+});
+
 $("connect").addEventListener("click", connect);
 $("disconnect").addEventListener("click", () => disconnect());
 
