@@ -13,7 +13,10 @@ never waits on a browser.
 there is one): each incoming track is decoded by aiortc, mixed to mono, resampled to
 16 kHz and yielded in frames of ``frame_ms`` as soon as their last sample arrived,
 stamped with that arrival time. With no browser, silence is yielded on a clock, so the
-session keeps running between connections.
+session keeps running between connections. Up to ``max_lag_ms`` (1 s) of a browser's
+audio waits for a session that fell behind before the oldest is dropped: audio comes in
+bursts when the board is busy (a 250 ms stall brings 250 ms at once), and the session,
+faster than real time, catches up; dropping there would cut words out of the question.
 """
 
 from __future__ import annotations
@@ -142,11 +145,16 @@ class _Feed:
         self.limit = limit
         self.task: asyncio.Task[None] | None = None
 
-    def push(self, samples: Int16Array) -> None:
+    def push(self, samples: Int16Array) -> int:
+        """Queue ``samples``; returns how many old samples were dropped to stay within the limit."""
         self.chunks.append(samples)
         self.size += len(samples)
+        dropped = 0
         while self.size > self.limit and len(self.chunks) > 1:
-            self.size -= len(self.chunks.popleft())
+            n = len(self.chunks.popleft())
+            self.size -= n
+            dropped += n
+        return dropped
 
     def take(self, n: int) -> Int16Array:
         out = np.empty(n, np.int16)
@@ -167,7 +175,7 @@ class _Feed:
 class WebInput(AudioInput):
     """The connected browsers' mics as 16 kHz mono frames; see the module docs."""
 
-    def __init__(self, *, sample_rate: int = RECOGNITION_RATE, frame_ms: int = 20, max_lag_ms: int = 200) -> None:
+    def __init__(self, *, sample_rate: int = RECOGNITION_RATE, frame_ms: int = 20, max_lag_ms: int = 1000) -> None:
         self.sample_rate = sample_rate
         self.counters = IOCounters()
         self.frame_samples = sample_rate * frame_ms // 1000
@@ -206,7 +214,9 @@ class WebInput(AudioInput):
                 if mono.num_samples:
                     if int(np.abs(mono.samples).max()) > 328:
                         self.last_audible = time.monotonic()
-                    feed.push(np.array(mono.samples, np.int16))
+                    if feed.push(np.array(mono.samples, np.int16)):
+                        self.counters.dropped_frames += 1
+                        log.debug("web input: fell behind %s's audio: dropped the oldest", peer_id)
                     self._arrived.set()
         except MediaStreamError:
             log.info("web input: %s's audio ended", peer_id)
