@@ -9,7 +9,8 @@ spoken by espeak-ng, :data:`GAP_S` apart. The page times both ends with WebAudio
 agent's track above -60 dBFS in the page (after Opus, the network and Chrome's jitter
 buffer), as ``scripts/bench-room`` times the room path. The same run measures the local
 path of ``scripts/bench`` (:func:`edgeagent.bench.room.run_local`) for comparison;
-``scripts/bench-web`` prints both.
+``scripts/bench-web`` prints both. The verdict is on the browser path itself
+(:data:`PATH_LIMIT_MS`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ LEAD_S = 4.0
 """Silence before the first question: the page connects meanwhile."""
 GAP_S = 9.0
 """From the end of one question to the start of the next: the reply plays meanwhile."""
-ADDED_LIMIT_MS = 250.0
-"""The browser path may add at most this much over the local one at p50."""
+PATH_LIMIT_MS = 250.0
+"""The browser path (page e2e minus the board's own e2e of the same turn: the way in after the
+page's mic plus the way back to the page's ears) may take at most this much at p50. The verdict
+is on this figure rather than on page e2e minus a separate local run: here Chromium shares the
+board's CPU (two cores), which slows the board's own stages in the browser run; a phone would not."""
 INSTRUCTIONS = "You are a helpful voice assistant. Answer in one short sentence."
 
 
@@ -85,8 +89,10 @@ def match(page: dict[str, Any], texts: list[str]) -> list[WebTurn]:
 def web_summary(turns: list[WebTurn]) -> dict[str, Any]:
     e2e = [t.e2e_ms for t in turns if t.e2e_ms is not None]
     board = [float(t.board_e2e_ms) for t in turns if t.board_e2e_ms is not None]
+    path = [t.e2e_ms - t.board_e2e_ms for t in turns if t.e2e_ms is not None and t.board_e2e_ms is not None]
     return {"p50_ms": statistics.median(e2e) if e2e else None, "p90_ms": p90(e2e) if e2e else None,
             "board_p50_ms": statistics.median(board) if board else None,
+            "path_p50_ms": round(statistics.median(path), 1) if path else None,
             "answered": len(e2e), "turns": [asdict(t) for t in turns]}
 
 
@@ -154,16 +160,16 @@ async def measure(n: int, workdir: Path, *, local: bool = True) -> dict[str, Any
         await models.aclose()
     web = web_summary(turns)
     out: dict[str, Any] = {"questions": n, "web": web, "web_p50_ms": web["p50_ms"], "web_p90_ms": web["p90_ms"],
-                           "limit_added_ms": ADDED_LIMIT_MS, "missed": []}
+                           "path_p50_ms": web["path_p50_ms"], "limit_path_ms": PATH_LIMIT_MS, "missed": []}
     if web["answered"] < n:
         out["missed"].append("web_answered_fraction")
+    if web["path_p50_ms"] is None or web["path_p50_ms"] > PATH_LIMIT_MS:
+        out["missed"].append("path_p50_ms")
     if local_fig is not None:
         out["local"] = local_fig
         out["local_p50_ms"], out["local_p90_ms"] = local_fig.get("p50_ms"), local_fig.get("p90_ms")
         a, b = out["web_p50_ms"], out["local_p50_ms"]
         out["added_p50_ms"] = None if a is None or b is None else round(a - b, 1)
-        if out["added_p50_ms"] is None or out["added_p50_ms"] > ADDED_LIMIT_MS:
-            out["missed"].append("added_p50_ms")
     return out
 
 
@@ -172,21 +178,24 @@ def _ms(v: float | None) -> str:
 
 
 def report(fig: dict[str, Any]) -> str:
-    lines = [f"{'#':>2} {'question':40} {'heard':36} {'page e2e':>9} {'board e2e':>9} {'local e2e':>9}"]
+    lines = [f"{'#':>2} {'question':40} {'heard':36} {'page e2e':>9} {'board e2e':>9} {'path':>6} {'local e2e':>9}"]
     lines.append("-" * len(lines[0]))
     local_turns = fig.get("local", {}).get("turns", [])
     for i, t in enumerate(fig["web"]["turns"]):
         le = local_turns[i]["e2e_ms"] if i < len(local_turns) else None
+        path = None if t["e2e_ms"] is None or t["board_e2e_ms"] is None else t["e2e_ms"] - t["board_e2e_ms"]
         lines.append(f"{i + 1:>2} {t['question'][:40]:40} {t['heard'][:36]:36} {_ms(t['e2e_ms']):>9} "
-                     f"{_ms(t['board_e2e_ms']):>9} {_ms(le):>9}")
+                     f"{_ms(t['board_e2e_ms']):>9} {_ms(path):>6} {_ms(le):>9}")
     lines.append("")
     lines.append(f"browser (end of speech in the page's mic -> first agent audio in the page): "
                  f"p50 {_ms(fig['web_p50_ms'])} ms, p90 {_ms(fig['web_p90_ms'])} ms, "
                  f"answered {fig['web']['answered']}/{fig['questions']}")
+    verdict = "ok" if "path_p50_ms" not in fig["missed"] else "MISSED"
+    lines.append(f"of which the browser path (page e2e - the board's own e2e, same turns): "
+                 f"p50 {_ms(fig['web']['path_p50_ms'])} ms (limit {fig['limit_path_ms']:g} ms): {verdict}")
     if "local" in fig:
         lines.append(f"local   (end of speech at the mic -> first agent audio at the speaker): "
                      f"p50 {_ms(fig['local_p50_ms'])} ms, p90 {_ms(fig['local_p90_ms'])} ms")
-        verdict = "ok" if "added_p50_ms" not in fig["missed"] else "MISSED"
-        lines.append(f"the browser path adds {_ms(fig['added_p50_ms'])} ms at p50 "
-                     f"(limit {fig['limit_added_ms']:g} ms): {verdict}")
+        lines.append(f"browser run minus local run at p50: {_ms(fig['added_p50_ms'])} ms "
+                     "(Chromium shares the CPU in the browser run)")
     return "\n".join(lines)
