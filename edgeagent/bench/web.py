@@ -73,14 +73,15 @@ def match(page: dict[str, Any], texts: list[str]) -> list[WebTurn]:
     turns = [WebTurn(question=t) for t in texts]
     finals = [t["text"] for t in page["transcripts"] if t["role"] == "user" and t["final"]]
     for i, burst in enumerate(bursts[: len(turns)]):
+        # What happened between the end of this question and the start of the next one.
         nxt = bursts[i + 1]["start"] if i + 1 < len(bursts) else float("inf")
         onsets = [r["at"] for r in page["replies"] if burst["end"] < r["at"] < nxt]
         if onsets:
             turns[i].e2e_ms = round(onsets[0] - burst["end"], 1)
-    for i, m in enumerate(page["metrics"][: len(turns)]):
-        turns[i].board_e2e_ms = m["e2e_latency_ms"]
-        turns[i].heard = m["transcript"]
-        turns[i].raw = m
+        metrics = [m for m in page["metrics"] if burst["end"] < m["received_at"] < nxt]
+        if metrics:
+            m = metrics[0]
+            turns[i].board_e2e_ms, turns[i].heard, turns[i].raw = m["e2e_latency_ms"], m["transcript"], m
     if len(finals) != len(turns):
         log.info("the page saw %d final user transcripts for %d questions", len(finals), len(turns))
     return turns

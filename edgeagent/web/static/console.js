@@ -209,7 +209,7 @@ function onMessage(msg) {
   if (msg.type === "hello") { ea.configAccess = msg.config_access; setState(msg.state); }
   else if (msg.type === "state") setState(msg.state);
   else if (msg.type === "transcript") { ea.transcripts.push(msg); if (msg.text) transcriptItem(msg); }
-  else if (msg.type === "metrics") { ea.metrics.push(msg); addMetrics(msg); }
+  else if (msg.type === "metrics") { msg.received_at = performance.now(); ea.metrics.push(msg); addMetrics(msg); }
   else if (msg.type === "rpc") {
     const done = pending.get(msg.id);
     pending.delete(msg.id);
