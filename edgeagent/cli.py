@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.config_cli",
     "edgeagent.room.job",
     "edgeagent.device.service",
+    "edgeagent.web.job",
 )
 
 

@@ -35,6 +35,7 @@ from edgeagent.config_voice import (
     TurnConfig,
     VADConfig,
 )
+from edgeagent.config_web import WebConfig, check_web
 from edgeagent.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -93,6 +94,7 @@ class Config:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -276,7 +278,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")
     if not 0.0 <= cfg.audio.output_volume <= 2.0:
         raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {cfg.audio.output_volume}")
-    problem = (check_livekit(cfg.livekit) or check_control(cfg.control)
-               or check_gpio(cfg.gpio) or check_logging(cfg.logging) or check_cloud(cfg.cloud))
+    problem = (check_livekit(cfg.livekit) or check_control(cfg.control) or check_gpio(cfg.gpio)
+               or check_logging(cfg.logging) or check_cloud(cfg.cloud) or check_web(cfg.web))
     if problem:
         raise ConfigError(problem)

@@ -264,7 +264,14 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 
+                if effective.web.enabled:
+                    log.warning("[web] enabled with [livekit] url set: joining the room; no web console")
+
                 return await run_room(models, cfg, stop, store=store, life=life)
+            if effective.web.enabled and input_wav is None and output_wav is None:
+                from edgeagent.web.job import run_web
+
+                return await run_web(models, cfg, stop, store=store, life=life)
             return await _talk(models, effective, stop, input_wav, output_wav, fast=fast, fallback=fallback,
                                life=life)
         finally:
@@ -426,7 +433,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     # Plain `run` falls back to the sample question where there is no sound device at all;
     # with a device named (config or flags) or a file given, a device problem is an error.
-    fallback = (input_wav is None and output_wav is None and not cfg.livekit.enabled
+    fallback = (input_wav is None and output_wav is None and not cfg.livekit.enabled and not cfg.web.enabled
                 and not (cfg.audio.input_device or cfg.audio.output_device))
     if fallback and (why := missing_devices()) is not None:
         input_wav, output_wav = SAMPLE_QUESTION, reply_path()

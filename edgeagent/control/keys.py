@@ -163,6 +163,9 @@ SECRETS: frozenset[str] = frozenset(
 ) | {"livekit.e2ee_key"}
 """Settings never sent back, and settable only with control.allow_secrets."""
 
+HIDDEN: frozenset[str] = frozenset({"web.password", "web.turn_credential"})
+"""Secrets that are not settable remotely either: never sent back."""
+
 for _name, _extra in (("SETTABLE", SETTABLE - set(LEAVES)), ("NEEDS_RELOAD", NEEDS_RELOAD - SETTABLE),
                      ("SECRETS (each needs a rule)", SECRETS - SETTABLE)):
     if _extra:  # pragma: no cover - caught by the tests when a field is renamed
@@ -176,7 +179,7 @@ def to_json(value: Any) -> Any:
 
 def shown(path: str, value: Any) -> Any:
     """``value`` as it may be shown to a controller: a set secret reads as ``***``."""
-    if path in SECRETS and value not in (None, ""):
+    if (path in SECRETS or path in HIDDEN) and value not in (None, ""):
         return REDACTED
     return to_json(value)
 
