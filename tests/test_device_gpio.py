@@ -95,11 +95,12 @@ async def test_led_follows_the_session_and_the_buttons_drive_it(
     panel = GpioPanel.open(rgb_config(error_hold_s=0.4))
     assert panel is not None and panel.led is not None and panel.led.pwm
     live = Live(models)  # wake mode: only the wake word, or the push-to-talk button, opens a turn
-    seen: list[tuple[AgentState, tuple[int, ...]]] = []
+    seen: list[tuple[AgentState, bool, tuple[int, ...]]] = []  # at each state change: state, muted, LED
     try:
         async with live.running():
             panel.attach(live.session)
-            live.session.on("agent_state_changed", lambda ev: seen.append((ev.new_state, colour(factory))))
+            live.session.on("agent_state_changed",
+                            lambda ev: seen.append((ev.new_state, live.session.muted, colour(factory))))
             assert colour(factory) == COLOURS[AgentState.IDLE]
 
             # Push-to-talk: held, a question without the wake word is heard and answered.
@@ -110,10 +111,8 @@ async def test_led_follows_the_session_and_the_buttons_drive_it(
             metrics = await live.wait_for(MetricsCollectedEvent, 60)
             assert {"capital", "france"} <= words(metrics.metrics.transcript), metrics
             assert not live.of(WakeWordDetectedEvent)
-            turn_states = [s for s, _ in seen]
+            turn_states = [s for s, _, _ in seen]
             assert turn_states[:3] == [AgentState.LISTENING, AgentState.THINKING, AgentState.SPEAKING], seen
-            for state, rgb in seen:
-                assert rgb == COLOURS[state], (state, rgb, seen)
 
             # An error shows its pattern for error_hold_s, then the state's again.
             live.session.emit(ErrorEvent(RuntimeError("a test error"), "test"))
@@ -148,9 +147,11 @@ async def test_led_follows_the_session_and_the_buttons_drive_it(
             await play(pulse.mic_sink, wake_question)
             await live.wait_for(WakeWordDetectedEvent, 10, after=at)
             await live.wait_state(AgentState.LISTENING, 5, at)
-            assert colour(factory) == COLOURS[AgentState.LISTENING]
     finally:
         panel.close()
+    for state, muted, rgb in seen:  # every state change showed its pattern, or muted's
+        assert rgb == (MUTED if muted else COLOURS[state]), (state, muted, rgb, seen)
+    assert [s for s, muted, _ in seen if not muted].count(AgentState.LISTENING) >= 2, seen  # PTT, then wake word
     users = [e.item.content for e in live.of(ConversationItemAddedEvent) if e.item.role == "user"]
     assert len(users) >= 1 and {"capital", "france"} <= words(users[0]), users
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import PulseDevices
+from conftest import LiveKitServer, PulseDevices
 from live import play, words
 from speech import piper, save, with_silence
 
@@ -533,3 +533,37 @@ def test_journal_with_systemd_python() -> None:
     assert entry["MESSAGE"] == "probe 1" and entry["PRIORITY"] == "4" and entry["SYSLOG_IDENTIFIER"] == "edgeagent"
     assert (entry["TURN_ID"], entry["E2E_LATENCY_MS"]) == ("cd34", "512")
     assert entry["CODE_FUNC"] == "<module>" and entry["LOGGER"] == "edgeagent.probe"
+
+
+@pytest.mark.livekit
+async def test_run_in_a_room_notifies_too(livekit_server: LiveKitServer, tmp_path: Path) -> None:
+    """With [livekit] set, `edgeagent run` joins the room: READY=1 after the join, STOPPING=1 and exit 0
+    on SIGTERM."""
+    notify_name = f"@edgeagent-test-{uuid.uuid4().hex}"
+    notify = Listener(b"\0" + notify_name[1:].encode())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT__")}
+    env.update(NOTIFY_SOCKET=notify_name, WATCHDOG_USEC="2000000", EDGEAGENT_STATE=str(tmp_path),
+               EDGEAGENT_CONFIG=os.devnull, EDGEAGENT__LIVEKIT__URL=livekit_server.url,
+               EDGEAGENT__LIVEKIT__API_KEY=livekit_server.api_key,
+               EDGEAGENT__LIVEKIT__API_SECRET=livekit_server.api_secret,
+               EDGEAGENT__LIVEKIT__ROOM=f"svc-{uuid.uuid4().hex[:6]}")
+    proc = Process(await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgeagent", "run", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env))
+    try:
+        await until(lambda: index_of(notify, "READY=1") is not None, "READY=1", 180, proc)
+        assert any(ln.startswith("edgeagent: joining room svc-") for ln in proc.lines), proc.out
+        await until(lambda: index_of(notify, "WATCHDOG=1") is not None, "a watchdog ping", 5, proc)
+        proc.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.proc.wait(), seconds(unit_setting("TimeoutStopSec")))
+        await asyncio.wait_for(proc.reader, 5)
+    finally:
+        if proc.proc.returncode is None:
+            proc.proc.kill()
+            await asyncio.wait_for(proc.proc.wait(), 10)
+        await asyncio.sleep(0.2)
+        notify.close()
+    assert code == 0, proc.out
+    texts = notify.texts()
+    assert texts[0] == "STATUS=loading models" and index_of(notify, "STOPPING=1") is not None, texts
+    assert "STATUS=listening" in "\n".join(texts), texts  # a room agent listens all the time
