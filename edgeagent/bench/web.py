@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,14 @@ def question_track(texts: list[str]) -> tuple[AudioFrame, list[float]]:
     return AudioFrame.concat(parts), ends
 
 
+_COMMON = frozenset({"what", "does", "have", "many", "away", "that", "this", "there", "with", "your"})
+
+
+def _words(text: str) -> set[str]:
+    """The content words of ``text`` (what tells one question from another)."""
+    return {w for w in re.findall(r"[a-z0-9']+", text.lower()) if len(w) >= 4 and w not in _COMMON}
+
+
 def match(page: dict[str, Any], texts: list[str]) -> list[WebTurn]:
     """Each question's turn from what the page saw: its mic utterances, reply onsets and metrics."""
     bursts = [b for b in page["micBursts"] if b["end"] - b["start"] > 200]  # a click is no question
@@ -76,12 +85,20 @@ def match(page: dict[str, Any], texts: list[str]) -> list[WebTurn]:
         # What happened between the end of this question and the start of the next one.
         nxt = bursts[i + 1]["start"] if i + 1 < len(bursts) else float("inf")
         onsets = [r["at"] for r in page["replies"] if burst["end"] < r["at"] < nxt]
-        if onsets:
-            turns[i].e2e_ms = round(onsets[0] - burst["end"], 1)
-        metrics = [m for m in page["metrics"] if burst["end"] < m["received_at"] < nxt]
-        if metrics:
-            m = metrics[0]
-            turns[i].board_e2e_ms, turns[i].heard, turns[i].raw = m["e2e_latency_ms"], m["transcript"], m
+        if not onsets:
+            continue
+        turns[i].e2e_ms = round(onsets[0] - burst["end"], 1)
+    # The board sends a turn's metrics when its reply is over (possibly after the next question
+    # started): each question takes the unused record whose transcript shares most of its words.
+    used: set[int] = set()
+    for turn in turns:
+        scored = [(len(_words(turn.question) & _words(m["transcript"])), j)
+                  for j, m in enumerate(page["metrics"]) if j not in used]
+        score, j = max(scored, default=(0, -1))
+        if score >= 1:
+            used.add(j)
+            m = page["metrics"][j]
+            turn.board_e2e_ms, turn.heard, turn.raw = m["e2e_latency_ms"], m["transcript"], m
     if len(finals) != len(turns):
         log.info("the page saw %d final user transcripts for %d questions", len(finals), len(turns))
     return turns
