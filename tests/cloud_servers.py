@@ -134,12 +134,13 @@ class FaultProxy:
         if mode in ("stall", "silent"):
             release = asyncio.Event()
             self._stalled.append(release)
+            stalled: web.StreamResponse = web.Response(status=504, text="stall over")
             if mode == "stall":
-                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-                await resp.prepare(request)
+                stalled = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await stalled.prepare(request)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(release.wait(), 60)
-            raise ConnectionResetError("stall over")
+            return stalled
         if mode == "garbage":
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)

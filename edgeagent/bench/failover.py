@@ -172,6 +172,10 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json-only", action="store_true")
     args = ap.parse_args(list(argv))
+    import logging
+
+    if args.json_only:  # the switch warnings would go to stderr otherwise
+        logging.getLogger("edgeagent").setLevel(logging.ERROR)
     fig = asyncio.run(measure(args.rounds))
     if not args.json_only:
         print(table(fig))

@@ -307,13 +307,13 @@ class LiveApplier:
                 raise _Superseded
             from edgeagent.fallback.build import swap_local
 
-            stage, old, undo = swap_local(old, stage)  # a chain keeps its cloud members
+            use, retire, undo = swap_local(old, stage)  # a chain keeps its cloud members
             try:
-                self.session.use_stage(stage)
+                self.session.use_stage(use)
             except BaseException:
-                undo()
-                stage = old
+                undo()  # the new stage is closed below, the chain keeps its old member
                 raise
+            stage, old = use, retire
         except BaseException as exc:
             await stage.aclose()
             if isinstance(exc, _Superseded):

@@ -33,7 +33,7 @@ import aiohttp
 import numpy as np
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.audio.resample import resample
+from edgeagent.audio.resample import Resampler
 from edgeagent.errors import EdgeAgentError
 from edgeagent.llm.tools import FunctionTool
 
@@ -173,6 +173,7 @@ class RealtimeClient:
     connect_s: float = 5.0
     _ws: aiohttp.ClientWebSocketResponse[bool] | None = field(default=None, repr=False)
     _http: aiohttp.ClientSession | None = field(default=None, repr=False)
+    _up: Resampler | None = field(default=None, repr=False)
 
     @property
     def connected(self) -> bool:
@@ -206,7 +207,14 @@ class RealtimeClient:
             raise RealtimeError(f"sending {event.get('type')} failed: {exc!r}") from exc
 
     async def append_audio(self, frame: AudioFrame) -> None:
-        pcm = resample(frame, RATE).samples.astype("<i2").tobytes()
+        """Mic audio at any rate; resampled to 24 kHz with one stream-wide resampler (no seams)."""
+        if frame.sample_rate != RATE:
+            if self._up is None or self._up.in_rate != frame.sample_rate:
+                self._up = Resampler(frame.sample_rate, RATE)
+            frame = self._up.push(frame)
+            if not frame.num_samples:
+                return
+        pcm = frame.samples.astype("<i2").tobytes()
         await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
 
     async def commit(self) -> None:

@@ -196,12 +196,16 @@ class RealtimeSession:
         vad = None if self.server_vad else self.models.vad.stream()
         reader = asyncio.ensure_future(self._local_turns(vad)) if vad is not None else None
         keep = int(TURN_AUDIO_S * RECOGNITION_RATE)
+        kept = 0
         try:
             async for frame in self._in:
                 f16 = resample(frame, RECOGNITION_RATE)
+                if not self._turn_audio:
+                    kept = 0  # cleared after an answered turn
                 self._turn_audio.append(f16)
-                while sum(f.num_samples for f in self._turn_audio) > keep:
-                    self._turn_audio.pop(0)
+                kept += f16.num_samples
+                while kept > keep and len(self._turn_audio) > 1:
+                    kept -= self._turn_audio.pop(0).num_samples
                 if vad is not None:
                     vad.push(f16)
                 try:
