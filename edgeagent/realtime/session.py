@@ -126,6 +126,9 @@ class RealtimeSession:
         """The session events of :class:`AgentSession` (``conversation_item_added``, ``error``, ...)."""
         return self._events.on(name, handler)
 
+    def off(self, name: str, handler: Any) -> None:
+        self._events.off(name, handler)
+
     def on_fallback(self, callback: Any) -> None:
         """``callback(FallbackEvent)`` when the realtime model is left for the pipeline."""
         self._fallback_listeners.append(callback)

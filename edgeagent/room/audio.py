@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ from livekit import rtc
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
+from edgeagent.audio.queue import SampleQueue
 from edgeagent.audio.resample import Decimator
 from edgeagent.config_room import LISTEN_MODES
 from edgeagent.room.connection import RoomLink
@@ -117,7 +117,7 @@ class RoomOutput(BufferedOutput):
             await self.source.aclose()
 
 
-class _Track:
+class _Track(SampleQueue):
     """Samples of one remote track waiting to be mixed.
 
     :meth:`take` hands out ``n`` samples as soon as they are there (after ``prebuffer``
@@ -126,18 +126,11 @@ class _Track:
     """
 
     def __init__(self, identity: str, prebuffer: int, limit: int) -> None:
+        super().__init__(limit)
         self.identity = identity
-        self.prebuffer, self.limit = prebuffer, limit
-        self.chunks: deque[Int16Array] = deque()
-        self.size = 0
+        self.prebuffer = prebuffer
         self.primed = prebuffer <= 0
         self.task: asyncio.Task[None] | None = None
-
-    def push(self, samples: Int16Array) -> None:
-        self.chunks.append(samples)
-        self.size += len(samples)
-        while self.size > self.limit and len(self.chunks) > 1:  # fell behind: drop the oldest
-            self.size -= len(self.chunks.popleft())
 
     def ready(self, n: int) -> bool:
         return self.size >= n + (0 if self.primed else self.prebuffer)
@@ -148,19 +141,7 @@ class _Track:
                 self.primed = False  # ran dry: wait for the prebuffer again
             return None
         self.primed = True
-        out = np.empty(n, np.int16)
-        filled = 0
-        while filled < n:
-            head = self.chunks[0]
-            k = min(len(head), n - filled)
-            out[filled : filled + k] = head[:k]
-            if k == len(head):
-                self.chunks.popleft()
-            else:
-                self.chunks[0] = head[k:]
-            filled += k
-        self.size -= n
-        return out
+        return self.take_exact(n)
 
 
 class RoomInput(AudioInput):

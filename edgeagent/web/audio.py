@@ -26,7 +26,6 @@ import contextlib
 import fractions
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,7 +37,8 @@ from aiortc.mediastreams import MediaStreamError
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
-from edgeagent.audio.resample import Resampler
+from edgeagent.audio.queue import SampleQueue
+from edgeagent.audio.resample import Decimator, Resampler
 
 log = logging.getLogger(__name__)
 
@@ -136,40 +136,12 @@ def to_mono_int16(frame: av.AudioFrame) -> Int16Array:
     return out
 
 
-class _Feed:
+class _Feed(SampleQueue):
     """16 kHz samples of one browser waiting to be mixed; beyond ``limit`` the oldest go."""
 
     def __init__(self, limit: int) -> None:
-        self.chunks: deque[Int16Array] = deque()
-        self.size = 0
-        self.limit = limit
+        super().__init__(limit)
         self.task: asyncio.Task[None] | None = None
-
-    def push(self, samples: Int16Array) -> int:
-        """Queue ``samples``; returns how many old samples were dropped to stay within the limit."""
-        self.chunks.append(samples)
-        self.size += len(samples)
-        dropped = 0
-        while self.size > self.limit and len(self.chunks) > 1:
-            n = len(self.chunks.popleft())
-            self.size -= n
-            dropped += n
-        return dropped
-
-    def take(self, n: int) -> Int16Array:
-        out = np.empty(n, np.int16)
-        filled = 0
-        while filled < n:
-            head = self.chunks[0]
-            k = min(len(head), n - filled)
-            out[filled : filled + k] = head[:k]
-            if k == len(head):
-                self.chunks.popleft()
-            else:
-                self.chunks[0] = head[k:]
-            filled += k
-        self.size -= n
-        return out
 
 
 class WebInput(AudioInput):
@@ -203,14 +175,18 @@ class WebInput(AudioInput):
         return len(self._feeds)
 
     async def _read(self, peer_id: str, track: Any, feed: _Feed) -> None:
-        resampler: Resampler | None = None
+        resampler: Resampler | Decimator | None = None
         try:
             while True:
                 frame = await track.recv()
                 rate = int(frame.sample_rate)
                 if resampler is None or resampler.in_rate != rate:
-                    resampler = Resampler(rate, self.sample_rate)
-                mono = resampler.push(AudioFrame.from_int16(to_mono_int16(frame), rate))
+                    # Opus decodes at 48 kHz: a whole ratio, so the Decimator, which hands each
+                    # frame's output out at once (libsoxr's stream gives it in bursts).
+                    resampler = (Decimator(rate, self.sample_rate) if rate % self.sample_rate == 0
+                                 else Resampler(rate, self.sample_rate))
+                pcm = AudioFrame.from_int16(to_mono_int16(frame), rate)
+                mono = resampler.push_frame(pcm) if isinstance(resampler, Decimator) else resampler.push(pcm)
                 if mono.num_samples:
                     if int(np.abs(mono.samples).max()) > 328:
                         self.last_audible = time.monotonic()
@@ -251,7 +227,7 @@ class WebInput(AudioInput):
             else:
                 mix = np.zeros(n, np.int32)
                 for feed in ready:
-                    mix += feed.take(n)
+                    mix += feed.take_exact(n)
                 samples = np.clip(mix, -32768, 32767).astype(np.int16)
                 last_ts = min(max(now - frame_s, last_ts + frame_s), now)
             self.counters.frames += 1
