@@ -156,3 +156,27 @@ class Chain:
             await self.connectivity.aclose()
         for m in self.members:
             await m.stage.aclose()
+
+
+async def forward(inner: Any, gen: int, events: asyncio.Queue[tuple[str, int, Any]]) -> None:
+    """Put what a member's stream yields on ``events`` as ``("item", gen, x)``, then
+    ``("end", gen, None)``, or ``("error", gen, exc)`` when it fails (``gen`` tells a
+    fallback stream's current member from one it has left)."""
+    try:
+        async for item in inner:
+            events.put_nowait(("item", gen, item))
+    except Exception as exc:
+        events.put_nowait(("error", gen, exc))
+        return
+    events.put_nowait(("end", gen, None))
+
+
+async def close_member(reader: asyncio.Future[None] | None, inner: Any) -> None:
+    """Stop forwarding a member's stream and close it (errors are the member's own business)."""
+    if reader is not None:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+    if inner is not None:
+        with contextlib.suppress(Exception):
+            await inner.aclose()

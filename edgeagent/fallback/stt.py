@@ -9,13 +9,12 @@ is serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.errors import EdgeAgentError
-from edgeagent.fallback.chain import Chain, Member
+from edgeagent.fallback.chain import Chain, Member, close_member, forward
 from edgeagent.stage import Flush, StageStream
 from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
 
@@ -107,7 +106,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
                     self._take_input(kind, value)
                 elif gen != self._gen:
                     continue
-                elif kind == "event":
+                elif kind == "item":
                     self._take_event(value)
                 elif kind == "error":
                     await self._switch(value)
@@ -174,7 +173,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
         self._gen += 1
         inner: StageStream[AudioFrame, SpeechEvent] = self._member.stage.stream(self._language)
         self._inner = inner
-        self._reader = asyncio.ensure_future(self._read(inner, self._gen))
+        self._reader = asyncio.ensure_future(forward(inner, self._gen, self._events))
         self._deadline = None
         if not self._after_final:
             for f in self._frames:
@@ -185,21 +184,6 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
         if self._input_ended:
             inner.end_input()
 
-    async def _read(self, inner: StageStream[AudioFrame, SpeechEvent], gen: int) -> None:
-        try:
-            async for event in inner:
-                self._events.put_nowait(("event", gen, event))
-        except Exception as exc:
-            self._events.put_nowait(("error", gen, exc))
-            return
-        self._events.put_nowait(("end", gen, None))
-
     async def _close_inner(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        if self._inner is not None:
-            with contextlib.suppress(Exception):
-                await self._inner.aclose()
+        await close_member(self._reader, self._inner)
         self._inner = self._reader = None

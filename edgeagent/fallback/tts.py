@@ -10,12 +10,11 @@ only the text not yet spoken (never a clause twice).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from typing import Any
 
-from edgeagent.fallback.chain import Chain, Member
+from edgeagent.fallback.chain import Chain, Member, close_member, forward
 from edgeagent.stage import Flush, StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
 from edgeagent.tts.streaming import TTSError
@@ -101,7 +100,7 @@ class FallbackTTSStream(StageStream[str, SynthesizedAudio]):
                     self._inner.end_input()
                 elif gen != self._gen:
                     continue  # from a member already left
-                elif kind == "audio":
+                elif kind == "item":
                     self._take_audio(value)
                 elif kind == "error":
                     await self._switch(value)
@@ -157,7 +156,7 @@ class FallbackTTSStream(StageStream[str, SynthesizedAudio]):
         self._gen += 1
         inner: StageStream[str, SynthesizedAudio] = self._member.stage.stream()
         self._inner = inner
-        self._reader = asyncio.ensure_future(self._read(inner, self._gen))
+        self._reader = asyncio.ensure_future(forward(inner, self._gen, self._events))
         self._deadline = None
         if replay:
             inner.push(replay)
@@ -167,23 +166,8 @@ class FallbackTTSStream(StageStream[str, SynthesizedAudio]):
             inner.end_input()
         self._arm()
 
-    async def _read(self, inner: StageStream[str, SynthesizedAudio], gen: int) -> None:
-        try:
-            async for audio in inner:
-                self._events.put_nowait(("audio", gen, audio))
-        except Exception as exc:
-            self._events.put_nowait(("error", gen, exc))
-            return
-        self._events.put_nowait(("end", gen, None))
-
     async def _close_inner(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        if self._inner is not None:
-            with contextlib.suppress(Exception):
-                await self._inner.aclose()
+        await close_member(self._reader, self._inner)
         self._inner = self._reader = None
 
 
