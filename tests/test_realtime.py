@@ -85,7 +85,9 @@ class Rig:
     async def wait(self, cond: object, what: str, timeout: float = TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while not cond():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}; history {self.history()}; the server got "
+                f"{[e.get('type') for e in self.server.received if e.get('type') != 'input_audio_buffer.append']}")
             await asyncio.sleep(0.05)
 
     def history(self) -> list[tuple[str, str]]:
@@ -118,7 +120,7 @@ async def test_a_tool_call_runs_and_its_output_goes_back(
         models: Models, cloud_llm: LlamaLLM, tmp_path: Path) -> None:
     LIGHT.clear()
     async with Rig(models, cloud_llm, tmp_path) as rig:
-        rig.mic.speak(piper_speech("Please turn on the light."))
+        rig.mic.speak(piper_speech("Turn the light on, please."))
         await rig.wait(lambda: rig.answered(1) and any(m.role == "tool" for m in rig.session.history.messages),
                        "the tool call and the answer after it")
         assert LIGHT == {"on": True}
