@@ -381,6 +381,52 @@ async def test_a_second_device_with_the_same_identity_does_not_start_a_kicking_m
 
 
 
+async def test_the_agent_track_goes_quiet_when_idle_and_speaks_at_once_when_written(
+    livekit_server: LiveKitServer,
+) -> None:
+    """RoomOutput sends nothing while it has nothing to say (no capture, no packets), and
+    the next write goes out at once and whole."""
+    from edgeagent.room.audio import IDLE_AFTER_S
+
+    room = f"idle-{uuid.uuid4().hex[:6]}"
+    link = RoomLink(LiveKitConfig(url=livekit_server.url, api_key=livekit_server.api_key,
+                                  api_secret=livekit_server.api_secret, room=room, identity=AGENT))
+    out = RoomOutput(link)
+    rendered: list[float] = []
+    out.on_render = lambda block, rate, now: rendered.append(now)
+    peer = Peer("listener")
+    tone = AudioFrame.from_float(0.5 * np.sin(2 * np.pi * 440 * np.arange(RATE // 2) / RATE), RATE)
+    await bounded(out.start(), "output start")
+    await link.start()
+    try:
+        assert await link.wait_connected(20), link.last_error
+        await peer.join(livekit_server, room)
+        for chunk in tone.chunks(BLOCK * 2):
+            await bounded(out.write(chunk), "write")
+        await bounded(out.drain(), "drain")
+        deadline = time.monotonic() + IDLE_AFTER_S + 2.0
+        while out.sending:
+            assert time.monotonic() < deadline, "the output kept sending after it ran out of audio"
+            await asyncio.sleep(0.02)
+        idle_from = time.monotonic()
+        await asyncio.sleep(1.5)
+        assert not [t for t in rendered if t > idle_from], "blocks were rendered while idle"
+        t1 = time.monotonic()
+        for chunk in tone.chunks(BLOCK * 2):
+            await bounded(out.write(chunk), "write")
+        await bounded(out.drain(), "drain")
+        await asyncio.sleep(0.5)
+    finally:
+        await peer.leave()
+        await bounded(out.aclose(), "output close")
+        await bounded(link.aclose(), "link close")
+    first = peer.first_loud_after(t1)
+    assert first is not None and first - t1 < 0.25, f"the tone after the pause arrived {first and first - t1} s late"
+    heard = peer.audio_after(t1).to_float32().astype(np.float64)
+    loud = np.flatnonzero(np.abs(heard) > 0.1)
+    assert len(loud) and (loud[-1] - loud[0]) / RATE > 0.45, "the tone after the pause did not arrive whole"
+
+
 async def test_e2ee_peer_with_the_key_hears_the_agent_and_one_without_does_not(
     livekit_server: LiveKitServer,
 ) -> None:

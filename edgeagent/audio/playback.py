@@ -213,6 +213,10 @@ class BufferedOutput(AudioOutput):
         stamped = [(m, now) for m, _ in started]
         self._post(self._after_render, stamped, underrun, drained)
 
+    def _pushed(self) -> None:
+        """Samples just went into the buffer (on the event loop; default nothing): a sink
+        that stops while there is nothing to play wakes here."""
+
     def _mix_into(self, out: Int16Array, now: float) -> None:
         """Add other audio to a block before the render tap sees it (any thread; default none)."""
 
@@ -265,6 +269,8 @@ class BufferedOutput(AudioOutput):
             self._space.clear()
             n = buf.push(samples[offset:], markers if offset == 0 else ())
             offset += n
+            if n:
+                self._pushed()
             if offset < len(samples) and n == 0:
                 await self._space.wait()
         return generation == self._generation

@@ -1,9 +1,10 @@
 """The room as the agent's ears and voice: :class:`RoomInput` and :class:`RoomOutput`.
 
 :class:`RoomOutput` is a paced sink (:class:`~edgeagent.audio.playback.BufferedOutput`):
-every 10 ms it renders a 48 kHz block and captures it into an :class:`rtc.AudioSource`
-that :class:`~edgeagent.room.connection.RoomLink` publishes as the agent's microphone
-track in every room it joins. The source has no queue of its own by default
+while the agent has something to say, every 10 ms it renders a 48 kHz block and captures
+it into an :class:`rtc.AudioSource` that :class:`~edgeagent.room.connection.RoomLink`
+publishes as the agent's microphone track in every room it joins; after
+:data:`IDLE_AFTER_S` of silence it stops until the next write. The source has no queue of its own by default
 (``queue_size_ms=0``: each block goes straight to WebRTC, paced by our clock), so the
 first sample of a reply leaves at once; with a queue, ``clear()`` also empties it, so a
 barge-in silences the room at once.
@@ -24,7 +25,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -40,6 +42,8 @@ from edgeagent.room.connection import RoomLink
 log = logging.getLogger(__name__)
 
 ROOM_RATE = 48_000
+IDLE_AFTER_S = 0.5
+""":class:`RoomOutput` stops sending after this long with nothing to play."""
 STREAM_FRAME_MS = 10
 """Remote tracks are read in the SDK's own 10 ms frames (see :meth:`RoomInput._read`)."""
 ROLE_ATTRIBUTE = "edgeagent.role"
@@ -47,7 +51,14 @@ ROLE_ATTRIBUTE = "edgeagent.role"
 
 
 class RoomOutput(BufferedOutput):
-    """The agent's voice in the room: a 48 kHz mono track fed in 10 ms frames."""
+    """The agent's voice in the room: a 48 kHz mono track fed in 10 ms frames.
+
+    It sends only while there is something to say: after :data:`IDLE_AFTER_S` of
+    silence with nothing buffered the pacer stops and the track carries no packets (as
+    a muted mic with DTX), until the next :meth:`write` wakes it. An idle agent then
+    costs no capture calls, no encoding and no packets; a reply's first block goes out
+    the moment it is written instead of at the next tick.
+    """
 
     def __init__(self, link: RoomLink, *, buffer_ms: float = 60.0, track_name: str = "agent-voice",
                  queue_size_ms: int = 0) -> None:
@@ -57,6 +68,9 @@ class RoomOutput(BufferedOutput):
         self.track_name = track_name
         self.block = ROOM_RATE // 100
         self.source: rtc.AudioSource | None = None
+        self.sending = False
+        """Whether the pacer is running (False: idle, nothing goes out)."""
+        self._wake = asyncio.Event()
         self._pacer: asyncio.Task[None] | None = None
 
     async def _open(self) -> int:
@@ -65,24 +79,44 @@ class RoomOutput(BufferedOutput):
         self._pacer = asyncio.create_task(self._pace(), name="room-out")
         return ROOM_RATE
 
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        # render() runs on the event loop here (the pacer): no thread to cross.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon(fn, *args)
+
+    def _pushed(self) -> None:
+        self._wake.set()
+
     async def _pace(self) -> None:
-        assert self.source is not None
+        while True:
+            self.sending = False
+            await self._wake.wait()
+            self.sending = True
+            await self._send_until_idle()
+
+    async def _send_until_idle(self) -> None:
+        """One 10 ms block after the other on an absolute schedule, until idle."""
+        assert self.source is not None and self._buf is not None
         block = np.zeros(self.block, np.int16)
         block_s = self.block / ROOM_RATE
+        idle_blocks = max(1, round(IDLE_AFTER_S / block_s))
         start, k = time.monotonic(), 0
-        quiet, ahead = True, 0
+        quiet, ahead, silent = True, 0, 0
         while True:
             due = start + k * block_s
             now = time.monotonic()
             if now - due > 0.1:  # the loop stalled: start a new schedule rather than rush
                 start, k, due = now, 0, now
             await asyncio.sleep(max(0.0, due - now))
+            self._wake.clear()
             self.render(block, time.monotonic())
             await self._capture(block)
             k += 1
-            if not quiet and not block.any():
+            audible = bool(block.any())
+            if not quiet and not audible:
                 quiet = True
-            elif quiet and block.any():
+            elif quiet and audible:
                 # A reply starts after silence: hand its second 10 ms over at once, so the
                 # codec's 20 ms packet with the first sound leaves now, not a block later.
                 # The schedule stays a block ahead until the next silence.
@@ -93,6 +127,9 @@ class RoomOutput(BufferedOutput):
                     k, ahead = k + 1, 1
             if quiet and ahead:
                 start, ahead = start + block_s, 0  # back on time while nothing is playing
+            silent = silent + 1 if quiet and self._buf.size == 0 else 0
+            if silent >= idle_blocks and not self._wake.is_set():
+                return
 
     async def _capture(self, block: Int16Array) -> None:
         assert self.source is not None
