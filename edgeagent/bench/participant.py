@@ -295,6 +295,11 @@ class ParticipantProcess:
             raise EdgeAgentError(f"the test participant: expected {name}, got {event}")
         return event
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the participant has not joined"
+        return self._proc.pid
+
     def _send(self, **cmd: Any) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write((json.dumps(cmd) + "\n").encode())

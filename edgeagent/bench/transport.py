@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,3 +126,63 @@ def report(result: dict[str, Any]) -> str:
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
+
+
+# -- what an idle agent's room I/O costs ---------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def idle_cpu(server: Server, workdir: Path, seconds: float = 10.0) -> dict[str, float]:
+    """% of one core, over ``seconds``, of an idle agent's room I/O (:class:`RoomLink`,
+    :class:`RoomInput` read as the session would, :class:`RoomOutput` with nothing to say:
+    this process, no models), the test participant sending room noise (its own process)
+    and livekit-server (when started here)."""
+    from livekit import api
+
+    from edgeagent.bench.participant import ParticipantProcess
+    from edgeagent.config_room import LiveKitConfig
+    from edgeagent.room.audio import RoomInput, RoomOutput
+    from edgeagent.room.connection import RoomLink
+
+    room_name = f"idle-{uuid.uuid4().hex[:6]}"
+    link = RoomLink(LiveKitConfig(url=server.url, api_key=server.api_key, api_secret=server.api_secret,
+                                  room=room_name, identity="edgeagent-idle"), backoff_s=0.2)
+    inp, out = RoomInput(link), RoomOutput(link)
+    peer = ParticipantProcess(workdir)
+    token = (api.AccessToken(server.api_key, server.api_secret).with_identity("bench-speaker")
+             .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
+
+    async def read() -> None:
+        async for _ in inp:
+            pass
+
+    reader = asyncio.ensure_future(read())
+    try:
+        await asyncio.wait_for(out.start(), 10)
+        await link.start()
+        if not await link.wait_connected(20):
+            raise TimeoutError(f"the agent did not join: {link.last_error}")
+        await peer.join(server.url, token, "edgeagent-idle")
+        await asyncio.sleep(2.0)
+        pids = {"participant": peer.pid}
+        if server.process is not None:
+            pids["server"] = server.process.pid
+        before = {k: _cpu_seconds(p) for k, p in pids.items()}
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        wall = time.monotonic() - wall0
+        result = {"agent_pct": 100.0 * (time.process_time() - cpu0) / wall}
+        result.update({f"{k}_pct": 100.0 * (_cpu_seconds(p) - before[k]) / wall for k, p in pids.items()})
+        result["agent_sending"] = float(out.sending)
+        return result
+    finally:
+        reader.cancel()
+        for closing in (peer.leave(), link.aclose(), out.aclose(), inp.aclose()):
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(closing, 20)
