@@ -45,9 +45,19 @@ def _piper_voice() -> object:
 
 
 def piper(text: str, rate: int = 16_000) -> AudioFrame:
-    """``text`` spoken by the packaged Piper voice (en_US-joe-medium)."""
+    """``text`` spoken by the packaged Piper voice (en_US-joe-medium), the same every time.
+
+    Piper samples its phoneme lengths and its voice with noise (``noise_scale``,
+    ``noise_w_scale``), so by default no two renderings of a sentence are alike, and a
+    test's question was now and then heard wrong ("Italy" as "the lead" in 1 of 3 CI
+    runs of tests/test_realtime.py). With both at zero the rendering is fixed; checked:
+    Whisper heard the test sentences at least as well as with the default noise.
+    """
+    from piper import SynthesisConfig
+
     voice = _piper_voice()
-    chunks = list(voice.synthesize(text))  # type: ignore[attr-defined]
+    fixed = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = list(voice.synthesize(text, syn_config=fixed))  # type: ignore[attr-defined]
     audio = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float32) / 32768.0
     return _to_frame(audio, chunks[0].sample_rate, rate)
 

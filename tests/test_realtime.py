@@ -193,16 +193,20 @@ async def test_an_unreachable_realtime_model_starts_on_the_pipeline_and_comes_ba
         rig.mic.speak(piper_speech("What is the capital of France?"))
         await rig.wait(lambda: rig.answered(1), "the pipeline's answer")
         assert not rig.server.of_type("input_audio_buffer.append")
-        assert {"capital", "france"} <= words(" ".join(c for r, c in rig.history() if r == "user")), rig.history()
+        # What the user said reached the history (the word "capital": Whisper-tiny hears this
+        # voice's "France" as "friends" now and then, which is not what is tested here).
+        first = [c for r, c in rig.history() if r == "user"]
+        assert len(first) == 1 and "capital" in words(first[0]), rig.history()
         # the model answers again: at a quiet moment it takes over, with the conversation so far
         rig.server.refuse = False
         await rig.wait(lambda: rig.session.mode == "realtime", "the switch back")
         assert rig.session.fallback_events[-1].action == "recovered"
         items = [e["item"] for e in rig.server.of_type("conversation.item.create")]
-        said = " ".join(c["text"] for i in items for c in i["content"])
-        assert {"capital", "france"} <= words(said), items
+        said = [c["text"] for i in items for c in i["content"]]
+        assert said == [c for _, c in rig.history()], (items, rig.history())
         rig.mic.speak(piper_speech("And what is the capital of Italy?"))
         await rig.wait(lambda: rig.answered(2), "an answer through the model")
         assert rig.session.mode == "realtime" and rig.session.pipeline is None
         assert rig.server.of_type("input_audio_buffer.append")
-        assert "italy" in words(" ".join(c for r, c in rig.history() if r == "user")), rig.history()
+        users = [c for r, c in rig.history() if r == "user"]
+        assert len(users) == 2 and "capital" in words(users[1]), rig.history()
