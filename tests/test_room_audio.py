@@ -381,6 +381,13 @@ async def test_a_second_device_with_the_same_identity_does_not_start_a_kicking_m
 
 
 
+async def play(out: RoomOutput, audio: AudioFrame) -> None:
+    """Write ``audio`` to the agent's room output in 20 ms frames and wait until it was sent."""
+    for chunk in audio.chunks(BLOCK * 2):
+        await bounded(out.write(chunk), "write")
+    await bounded(out.drain(), "drain")
+
+
 async def test_the_agent_track_goes_quiet_when_idle_and_speaks_at_once_when_written(
     livekit_server: LiveKitServer,
 ) -> None:
@@ -401,9 +408,7 @@ async def test_the_agent_track_goes_quiet_when_idle_and_speaks_at_once_when_writ
     try:
         assert await link.wait_connected(20), link.last_error
         await peer.join(livekit_server, room)
-        for chunk in tone.chunks(BLOCK * 2):
-            await bounded(out.write(chunk), "write")
-        await bounded(out.drain(), "drain")
+        await play(out, tone)
         deadline = time.monotonic() + IDLE_AFTER_S + 2.0
         while out.sending:
             assert time.monotonic() < deadline, "the output kept sending after it ran out of audio"
@@ -412,9 +417,7 @@ async def test_the_agent_track_goes_quiet_when_idle_and_speaks_at_once_when_writ
         await asyncio.sleep(1.5)
         assert not [t for t in rendered if t > idle_from], "blocks were rendered while idle"
         t1 = time.monotonic()
-        for chunk in tone.chunks(BLOCK * 2):
-            await bounded(out.write(chunk), "write")
-        await bounded(out.drain(), "drain")
+        await play(out, tone)
         await asyncio.sleep(0.5)
     finally:
         await peer.leave()
@@ -448,9 +451,7 @@ async def test_e2ee_peer_with_the_key_hears_the_agent_and_one_without_does_not(
         await asyncio.sleep(1.0)
         t0 = time.monotonic()
         tone = AudioFrame.from_float(0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * RATE) / RATE), RATE)
-        for chunk in tone.chunks(BLOCK * 2):
-            await bounded(out.write(chunk), "write")
-        await bounded(out.drain(), "drain")
+        await play(out, tone)
         await asyncio.sleep(0.5)
     finally:
         await with_key.leave()
