@@ -127,8 +127,6 @@ def room_questions(n: int, texts: Sequence[str] = QUESTIONS) -> list[tuple[str, 
 
 async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, AudioFrame]], workdir: Path,
                    *, out_queue_ms: int | None = None) -> list[RoomTurn]:
-    from livekit import api
-
     from edgeagent.bench import voice
     from edgeagent.config_room import LiveKitConfig
     from edgeagent.config_voice import ActivationConfig, AgentConfig
@@ -155,8 +153,7 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
                            activation=ActivationConfig(mode="always"), echo_cancellation=False,
                            ignore_own_playback=False)
     state, metrics, replies = voice.watch(session)
-    token = (api.AccessToken(server.api_key, server.api_secret).with_identity(SPEAKER)
-             .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
+    token = server.token(SPEAKER, room_name)
     peer = ParticipantProcess(workdir)
     turns: list[RoomTurn] = []
 

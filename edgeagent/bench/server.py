@@ -40,6 +40,13 @@ class Server:
     config: Path | None = None
     log_path: Path | None = None
 
+    def token(self, identity: str, room: str) -> str:
+        """A join token for ``identity`` in ``room`` (a test participant's: room_join only)."""
+        from livekit import api
+
+        return (api.AccessToken(self.api_key, self.api_secret).with_identity(identity)
+                .with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt())
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

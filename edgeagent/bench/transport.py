@@ -43,13 +43,9 @@ def onset_delays(onsets: Sequence[float], arrivals: Sequence[float], limit_s: fl
 
 async def probe(server: Server, onsets: int = 40) -> dict[str, Any]:
     """Run the probe on ``server``; per setting ``"RATE/FRAMEms"``: n, p50, p90, min (ms)."""
-    from livekit import api, rtc
+    from livekit import rtc
 
     room_name = f"transport-{uuid.uuid4().hex[:6]}"
-
-    def token(identity: str) -> str:
-        return (api.AccessToken(server.api_key, server.api_secret).with_identity(identity)
-                .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
 
     sender, receiver = rtc.Room(), rtc.Room()
     source = rtc.AudioSource(RATE, 1, queue_size_ms=0)
@@ -65,8 +61,8 @@ async def probe(server: Server, onsets: int = 40) -> dict[str, Any]:
                 arrivals[setting].append(time.monotonic())
 
     try:
-        await asyncio.wait_for(receiver.connect(server.url, token("receiver")), 20)
-        await asyncio.wait_for(sender.connect(server.url, token("sender")), 20)
+        await asyncio.wait_for(receiver.connect(server.url, server.token("receiver", room_name)), 20)
+        await asyncio.wait_for(sender.connect(server.url, server.token("sender", room_name)), 20)
         track = rtc.LocalAudioTrack.create_audio_track("mic", source)
         await asyncio.wait_for(sender.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)), 20)
@@ -128,6 +124,11 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def idle_report(result: dict[str, float]) -> str:
+    return "idle agent in a room, % of one core: " + ", ".join(
+        f"{k.removesuffix('_pct')} {v:.1f}" for k, v in result.items() if k.endswith("_pct"))
+
+
 # -- what an idle agent's room I/O costs ---------------------------------------------------------
 
 
@@ -143,8 +144,6 @@ async def idle_cpu(server: Server, workdir: Path, seconds: float = 10.0) -> dict
     :class:`RoomInput` read as the session would, :class:`RoomOutput` with nothing to say:
     this process, no models), the test participant sending room noise (its own process)
     and livekit-server (when started here)."""
-    from livekit import api
-
     from edgeagent.bench.participant import ParticipantProcess
     from edgeagent.config_room import LiveKitConfig
     from edgeagent.room.audio import RoomInput, RoomOutput
@@ -155,8 +154,7 @@ async def idle_cpu(server: Server, workdir: Path, seconds: float = 10.0) -> dict
                                   room=room_name, identity="edgeagent-idle"), backoff_s=0.2)
     inp, out = RoomInput(link), RoomOutput(link)
     peer = ParticipantProcess(workdir)
-    token = (api.AccessToken(server.api_key, server.api_secret).with_identity("bench-speaker")
-             .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
+    token = server.token("bench-speaker", room_name)
 
     async def read() -> None:
         async for _ in inp:

@@ -38,7 +38,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -48,6 +47,7 @@ from edgeagent.audio.device import DeviceInput, DeviceOutput
 from edgeagent.audio.echo import SILENCE_PEAK, EchoCanceller
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, AudioOutput, IOCounters
+from edgeagent.audio.queue import SampleQueue
 from edgeagent.config import AudioConfig
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.room.audio import RoomInput, RoomOutput
@@ -72,39 +72,26 @@ class SampleFifo:
     """
 
     def __init__(self, prebuffer: int, limit: int) -> None:
-        self.prebuffer, self.limit = prebuffer, limit
-        self._chunks: deque[Int16Array] = deque()
-        self._size = 0
+        self.prebuffer = prebuffer
+        self._queue = SampleQueue(limit)
         self._primed = False
         self._lock = threading.Lock()
 
     def push(self, samples: Int16Array) -> None:
         with self._lock:
-            self._chunks.append(samples)
-            self._size += len(samples)
-            while self._size > self.limit and self._chunks:
-                self._size -= len(self._chunks.popleft())
+            self._queue.push(samples)
 
     def take(self, n: int) -> Int16Array | None:
         """``n`` samples (zeros after the data when it ran dry), or None while priming."""
         with self._lock:
             if not self._primed:
-                if self._size < n + self.prebuffer:
+                if self._queue.size < n + self.prebuffer:
                     return None
                 self._primed = True
             out = np.zeros(n, np.int16)
-            filled = 0
-            while filled < n and self._chunks:
-                head = self._chunks[0]
-                k = min(len(head), n - filled)
-                out[filled : filled + k] = head[:k]
-                if k == len(head):
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = head[k:]
-                filled += k
-            self._size -= filled
-            if filled < n:
+            k = min(n, self._queue.size)
+            out[:k] = self._queue.take_exact(k)
+            if k < n:
                 self._primed = False
             return out
 
