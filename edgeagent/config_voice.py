@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ACTIVATION_MODES = ("wake", "ptt", "always")
-TURN_DETECTORS = ("vad", "stt", "semantic")
+TURN_DETECTORS = ("vad", "stt", "semantic", "audio", "combined")
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,26 @@ class ActivationConfig:
 class TurnConfig:
     """How the end of the user's turn is decided."""
 
-    detection: str = "semantic"
-    """vad: after min_delay_s of silence; stt: as soon as the transcript is final;
-    semantic: the LLM judges whether the text is a finished turn (min_delay_s if likely,
-    max_delay_s if not)."""
+    detection: str = "combined"
+    """How long the silence after speech must last before the turn ends (adaptive
+    endpointing between min_delay_s and max_delay_s): combined: the words (the local LLM's
+    end-of-turn probability, the STT's trailing punctuation not trusted) and the voice
+    (Smart Turn, an audio end-of-turn model) together, the shortest wait when both find
+    the turn over, longer as either doubts; semantic: the words alone; audio: the voice
+    alone; vad: always min_delay_s; stt: as soon as the transcript is final."""
     min_delay_s: float = 0.3
     """Silence after speech (s) before a turn that looks finished ends."""
     max_delay_s: float = 2.0
     """Silence after speech (s) after which the turn ends whatever it looks like."""
     eot_threshold: float = 0.05
-    """semantic: probability of the end-of-turn token above which the text counts as finished."""
+    """semantic, combined: the words' end-of-turn probability at or above which they count
+    as finished (below it the wait grows, to max_delay_s at a hundredth of it)."""
     max_speech_s: float = 15.0
     """A turn is cut off (and answered) after this much speech."""
+    preemptive_generation: bool = True
+    """Start the reply (LLM and TTS) as soon as the transcript of a pause is final, while
+    the turn decision is pending; it is heard only once the turn ends, and dropped without
+    a trace when the user carries on."""
 
 
 @dataclass(frozen=True)

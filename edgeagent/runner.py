@@ -230,7 +230,7 @@ def make_session(models: Models, cfg: config_mod.Config, *, files: bool = False)
 
     return AgentSession(
         vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=wake_for(models, cfg.activation),
-        activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
+        audio_turn=models.audio_turn, activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
         echo_cancellation=cfg.audio.echo_cancellation and not files,
         noise_suppression=cfg.audio.noise_suppression, ignore_own_playback=not files,
     )

@@ -125,6 +125,15 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
                 return
             yield item  # type: ignore[misc]
 
+    async def _input(self, timeout: float | None = None) -> InT | Flush | None:
+        """The next pushed item or FLUSH; None when input has ended. With ``timeout``, raises
+        TimeoutError when nothing came within that many seconds (nothing is lost)."""
+        if timeout is None:
+            item = await self._in.get()
+        else:
+            item = await asyncio.wait_for(self._in.get(), max(0.0, timeout))
+        return None if item is _END else item  # type: ignore[return-value]
+
     def _emit(self, item: OutT) -> None:
         self._out.put_nowait(item)
 

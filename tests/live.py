@@ -52,7 +52,7 @@ class Live:
     def __init__(self, models: Models, agent: Agent | None = None, **options: Any) -> None:
         self.inp, self.out = make_devices(AudioConfig())
         self.session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts,
-                                    wake=models.wake, **options)
+                                    wake=models.wake, audio_turn=models.audio_turn, **options)
         self.agent = agent or Agent(instructions="You are a helpful voice assistant. Answer in one short sentence.")
         self.events: list[Any] = []
         self._changed = asyncio.Event()

@@ -71,6 +71,7 @@ async def running(models: Models, store: ConfigStore, tmp_path: Path, *, heard: 
     out = WavFileOutput(tmp_path / "said.wav", models.tts.sample_rate, realtime=realtime_out)
     cfg = store.config
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+                           audio_turn=models.audio_turn,
                            activation=cfg.activation, turn=cfg.turn, echo_cancellation=False,
                            ignore_own_playback=False)
     applier = LiveApplier(session, models, out, cfg)

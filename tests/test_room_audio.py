@@ -131,7 +131,8 @@ class RoomAgent:
         self.inp = RoomInput(self.link, listen=cfg.listen)
         self.out = RoomOutput(self.link)
         self.session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts,
-                                    wake=models.wake, activation=ActivationConfig(mode="always"),
+                                    wake=models.wake,
+                                    audio_turn=models.audio_turn, activation=ActivationConfig(mode="always"),
                                     echo_cancellation=False)
         self.items: list[ConversationItemAddedEvent] = []
         self.heard: list[UserInputTranscribedEvent] = []

@@ -111,7 +111,8 @@ async def scene(server: LiveKitServer, models: Models, wav: Path, max_chat_bytes
     agent_room, user_room = rtc.Room(), rtc.Room()
     mic, speaker = ScriptedMic(seed=3), WavFileOutput(wav, realtime=True)
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts,
-                           activation=ActivationConfig(mode="always"), echo_cancellation=False)
+                           audio_turn=models.audio_turn, activation=ActivationConfig(mode="always"),
+                           echo_cancellation=False)
     states: list[str] = []
     transcripts: list[Transcript] = []
     readers: set[asyncio.Task[None]] = set()

@@ -7,14 +7,16 @@ import math
 
 import pytest
 
+from edgeagent.audio.frame import AudioFrame
 from edgeagent.config_voice import TurnConfig
 from edgeagent.llm.chat import ChatContext
 from edgeagent.llm.tools import RunContext, function_tool
 from edgeagent.vad.base import VADEvent, VADEventType
 from edgeagent.voice.agent import Agent
+from edgeagent.voice.detectors import Detector, endpoint_delay, make_detector, untrusted_punctuation
 from edgeagent.voice.events import EventEmitter, WakeWordDetectedEvent
 from edgeagent.voice.hearing import _is_stop
-from edgeagent.voice.turns import Action, Phase, SemanticDetector, TurnTracker
+from edgeagent.voice.turns import Action, Phase, TurnTracker
 
 W = 0.032  # one VAD window
 
@@ -104,22 +106,80 @@ def test_push_to_talk_release_ends_the_turn_at_the_final() -> None:
 
 
 class FixedEOT:
-    """An end-of-turn model with a fixed answer (the real one is tested in test_llm.py)."""
+    """An end-of-turn model with a fixed answer (the real one is tested in test_llm.py); it
+    remembers the text it was asked about."""
 
     def __init__(self, logprob: float) -> None:
         self.logprob = logprob
+        self.asked: list[str] = []
 
     async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str) -> float:
+        self.asked.append(user_text)
         return self.logprob
 
 
-async def test_the_semantic_detector_picks_the_delay_from_the_probability() -> None:
-    opts = TurnConfig(min_delay_s=0.2, max_delay_s=2.5, eot_threshold=0.05)
-    likely = SemanticDetector(opts, FixedEOT(math.log(0.4)))
-    assert await asyncio.wait_for(likely.delay(ChatContext(), "What time is it?"), 5) == 0.2
-    assert likely.last_probability == pytest.approx(0.4)
-    unlikely = SemanticDetector(opts, FixedEOT(-20.0))
-    assert await asyncio.wait_for(unlikely.delay(ChatContext(), "What time is"), 5) == 2.5
+class FixedVoice:
+    """An audio end-of-turn model with a fixed answer (the real one: test_turn_audio.py)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.heard: list[AudioFrame] = []
+
+    async def probability(self, audio: AudioFrame) -> float:
+        self.heard.append(audio)
+        return self.p
+
+
+async def test_the_words_detector_picks_the_delay_from_the_probability_without_the_stt_punctuation() -> None:
+    opts = TurnConfig(detection="semantic", min_delay_s=0.2, max_delay_s=2.5, eot_threshold=0.05)
+    eot = FixedEOT(math.log(0.4))
+    likely = make_detector(opts, eot)
+    assert likely.name == "semantic" and not likely.needs_audio
+    verdict = await asyncio.wait_for(likely.judge(ChatContext(), "What time is it?", None), 5)
+    assert verdict.delay == 0.2 and verdict.text_probability == pytest.approx(0.4)
+    assert eot.asked == ["What time is it"]  # Whisper's "?" is not trusted: a pause looks like one
+    unlikely = Detector(opts, FixedEOT(-20.0), None)
+    assert (await asyncio.wait_for(unlikely.judge(ChatContext(), "What time is", None), 5)).delay == 2.5
+
+
+def test_trailing_punctuation_from_the_stt_is_taken_off() -> None:
+    assert untrusted_punctuation(" What is the capital of? ") == "What is the capital of"
+    assert untrusted_punctuation("One moment, please...") == "One moment, please"
+    assert untrusted_punctuation("3.5") == "3.5"
+    assert untrusted_punctuation("?!") == ""
+
+
+def test_endpointing_adapts_between_the_shortest_and_the_longest_wait() -> None:
+    opts = TurnConfig(min_delay_s=0.3, max_delay_s=2.0, eot_threshold=0.05)
+    both_done = endpoint_delay(opts, 0.6, 0.9)
+    words_doubt = endpoint_delay(opts, 0.0005, 0.9)
+    voice_doubts = endpoint_delay(opts, 0.6, 0.05)
+    some_doubt = endpoint_delay(opts, 0.01, 0.9)
+    assert both_done == 0.3  # they agree: the shortest wait
+    assert words_doubt == pytest.approx(2.0)  # a fragment: the longest
+    assert 0.3 < some_doubt < 2.0 and 0.3 < voice_doubts < 2.0
+    assert voice_doubts <= 0.3 + 0.5 * 1.7 + 1e-9  # the voice alone cannot wait it out
+    assert endpoint_delay(opts, 0.0, 0.0) == pytest.approx(2.0)
+    assert endpoint_delay(opts, None, None) == 0.3
+    assert endpoint_delay(TurnConfig(min_delay_s=0.5, max_delay_s=0.2), 0.0, None) == 0.5
+
+
+async def test_the_combined_detector_hears_words_and_voice_at_once() -> None:
+    opts = TurnConfig(min_delay_s=0.3, max_delay_s=2.0)
+    voice = FixedVoice(0.9)
+    combined = make_detector(opts, FixedEOT(math.log(0.5)), voice)
+    assert combined.name == "combined" and combined.needs_audio
+    audio = AudioFrame.silence(1.0, 16_000)
+    verdict = await asyncio.wait_for(combined.judge(ChatContext(), "Hello world!", audio), 5)
+    assert (verdict.delay, verdict.audio_probability) == (0.3, 0.9) and voice.heard == [audio]
+    doubt = await asyncio.wait_for(
+        make_detector(opts, FixedEOT(math.log(0.5)), FixedVoice(0.1)).judge(ChatContext(), "Hello", audio), 5)
+    assert doubt.delay > 0.3
+    with pytest.raises(ValueError, match="Smart Turn"):
+        make_detector(opts, FixedEOT(0.0), None)
+    with pytest.raises(ValueError, match="end_of_turn_logprob"):
+        make_detector(opts, object(), voice)
+    assert make_detector(TurnConfig(detection="audio"), object(), voice).name == "audio"
 
 
 def test_stop_words_match_only_alone() -> None:
@@ -179,9 +239,29 @@ def test_event_emitter_names_and_broken_handlers() -> None:
         em.on("no_such_event", print)
 
 
-def test_a_looping_reply_is_recognised() -> None:
-    from edgeagent.voice.reply import _looping
+def test_degenerate_reply_text_is_recognised_within_a_few_tokens() -> None:
+    from edgeagent.voice.reply import degenerate
 
-    assert _looping("There are 7," + "987," * 8)
-    assert not _looping("There are 7," + "987," * 3)
-    assert not _looping("The capital of France is Paris. It is large, large and old.")
+    assert degenerate("There are 7," + "987," * 5)
+    assert degenerate("There are 7,987,987,987,98")  # 16 digits and separators: no number to read out
+    assert degenerate("The answer is " + "x" * 40)
+    assert degenerate("ha ha ha " + "no no " * 5)
+    assert not degenerate("There are 7," + "987," * 3)
+    assert not degenerate("The capital of France is Paris. It is large, large and old.")
+    assert not degenerate("It costs 1,000,000 dollars, or 3.14 each.")
+    assert not degenerate("Bye bye!")
+
+
+def test_the_first_clause_can_be_cut_by_time_at_its_last_complete_word() -> None:
+    from edgeagent.tts.clauses import ClauseSplitter
+
+    sp = ClauseSplitter()
+    assert sp.push("Leonardo da Vin") == []
+    assert sp.cut() == ["Leonardo da"]
+    assert sp.pending == "Vin"
+    assert sp.cut() == []  # one unfinished word waits for its end
+    assert sp.push("ci painted it ") == []
+    assert sp.cut() == ["Vinci painted it"]
+    digits = ClauseSplitter()
+    digits.push("7,987,98")
+    assert digits.cut() == ["7,987,98"]  # no space ever comes: a number goes out whole

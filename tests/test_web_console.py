@@ -179,7 +179,8 @@ async def test_data_channel_config_rules_match_the_room(models: Models, tmp_path
     from edgeagent.web.channel import ChannelHub
     from edgeagent.web.feed import ChatRefused, SessionFeed
 
-    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake)
+    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+                           audio_turn=models.audio_turn)
     sent: list[dict[str, Any]] = []
     feed = SessionFeed(session, sent.append, max_chat_bytes=64)
 

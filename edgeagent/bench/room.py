@@ -150,6 +150,7 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
 
     out.on_render = timed_render
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+                           audio_turn=models.audio_turn,
                            activation=ActivationConfig(mode="always"), echo_cancellation=False,
                            ignore_own_playback=False)
     state, metrics, replies = voice.watch(session)

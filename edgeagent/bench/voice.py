@@ -158,7 +158,8 @@ async def run_session(models: Models, questions: Sequence[Question], *, idle_s: 
     await speaker.start()
     # No follow-up window: every question needs the wake word, as the benchmark says.
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
-                           echo_cancellation=False, activation=ActivationConfig(follow_up_s=0.0))
+                           audio_turn=models.audio_turn, echo_cancellation=False,
+                           activation=ActivationConfig(follow_up_s=0.0))
     state, metrics, replies = watch(session)
     turns: list[Turn] = []
     try:

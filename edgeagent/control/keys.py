@@ -80,6 +80,7 @@ RULES: Mapping[str, Rule] = {
     "turn.max_delay_s": Rule(lo=0.0, hi=30.0),
     "turn.eot_threshold": Rule(lo=0.0, hi=1.0, lo_open=True, hi_open=True),
     "turn.max_speech_s": Rule(lo=0.0, hi=300.0, lo_open=True),
+    "turn.preemptive_generation": Rule(),
     "vad.provider": _providers("vad"),
     "stt.provider": _providers("stt"),
     "llm.provider": _providers("llm"),

@@ -51,9 +51,9 @@ from edgeagent.config_voice import ActivationConfig
 from edgeagent.control.keys import NEEDS_RELOAD
 from edgeagent.control.patch import Change
 from edgeagent.errors import ConfigError, ModelError
+from edgeagent.voice.detectors import make_detector
 from edgeagent.voice.events import AgentState, ErrorEvent
 from edgeagent.voice.stages import _DEFAULT_MODELS, _create, stage_specs
-from edgeagent.voice.turns import make_detector
 
 if TYPE_CHECKING:
     from edgeagent.audio.io import AudioOutput
@@ -75,6 +75,7 @@ HOT = frozenset({
     "activation.mode", "activation.wake_words", "activation.wake_threshold", "activation.listen_s",
     "activation.follow_up_s", "activation.stop_words",
     "turn.detection", "turn.min_delay_s", "turn.max_delay_s", "turn.eot_threshold", "turn.max_speech_s",
+    "turn.preemptive_generation",
     "llm.temperature", "llm.max_tokens", "tts.speed", "audio.output_volume",
     "livekit.listen", "livekit.identities",
     "cloud.policy", "cloud.api_key", "cloud.llm_first_token_s", "cloud.stt_first_result_s",
@@ -180,7 +181,7 @@ class LiveApplier:
             wake_stage = s.wake or self.models.wake
             steps.append(lambda: s.set_activation(act, wake_stage))
         if any(p.startswith("turn.") for p in paths):
-            make_detector(cfg.turn, s.llm)  # a detector the LLM cannot serve raises here
+            make_detector(cfg.turn, s.llm, s.audio_turn)  # a detector the stages cannot serve raises
             steps.append(lambda: s.set_turn(cfg.turn))
         if paths & {"llm.temperature", "llm.max_tokens"}:
             llm = s.llm

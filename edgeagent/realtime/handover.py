@@ -65,7 +65,7 @@ async def to_pipeline(rt: RealtimeSession, reason: str) -> None:
     if mid_reply and partial:
         rt._add(ChatMessage("assistant", partial, interrupted=True))
     m = rt.models
-    session = AgentSession(vad=m.vad, stt=m.stt, llm=m.llm, tts=m.tts, wake=m.wake,
+    session = AgentSession(vad=m.vad, stt=m.stt, llm=m.llm, tts=m.tts, wake=m.wake, audio_turn=m.audio_turn,
                            activation=ActivationConfig(mode="always"), turn=rt.turn,
                            interruption=rt.interruption, echo_cancellation=rt.echo_cancellation)
     for name in PIPELINE_EVENTS:

@@ -106,7 +106,7 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         if local is not None:
             inp, out = local
     session = AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake, audio_turn=models.audio_turn,
         activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
         # The room has no echo path to us; room+local cancels the local mic's echo itself.
         echo_cancellation=False, ignore_own_playback=False,

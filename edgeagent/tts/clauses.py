@@ -83,6 +83,11 @@ def _is_abbreviation(before: str) -> bool:
     return word.lower() in ABBREVIATIONS
 
 
+FIRST_CUT_S = 0.3
+"""A reply's first clause is cut after this much LLM time at most (:meth:`ClauseSplitter.cut`),
+whatever its punctuation: on a loaded board 5 words can take a second to come."""
+MIN_CUT_WEIGHT = 12
+"""Text without a space is cut by time only once it is this heavy (a number, not a word)."""
 DIGIT_WEIGHT = 6
 """A digit is spoken as several letters' worth ("987" is "nine hundred eighty-seven")."""
 
@@ -136,6 +141,23 @@ class ClauseSplitter:
             if cut == 0 and not self._buf[:1].isspace():
                 break  # cannot happen by construction; never loop forever
             self._take(cut, out)
+        return out
+
+    def cut(self) -> list[str]:
+        """Hand out the pending text now, up to its last complete word: the first audio of a
+        reply must not wait for punctuation when the LLM is slow (see :data:`FIRST_CUT_S`).
+        Text without a space (a long number) goes out whole once it is
+        :data:`MIN_CUT_WEIGHT` long; a lone unfinished word waits."""
+        buf = self._buf.rstrip()
+        space = max(buf.rfind(" "), buf.rfind("\n"))
+        if space > 0 and self._buf[len(buf):]:  # the last word is complete too
+            space = len(buf)
+        if space <= 0:
+            if _weight(buf) < MIN_CUT_WEIGHT:
+                return []
+            space = len(self._buf)
+        out: list[str] = []
+        self._take(space, out)
         return out
 
     def flush(self) -> list[str]:

@@ -25,7 +25,7 @@ from edgeagent.errors import EdgeAgentError
 from edgeagent.metrics import TTSMetrics
 from edgeagent.stage import Flush, StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
-from edgeagent.tts.clauses import ClauseSplitter
+from edgeagent.tts.clauses import FIRST_CUT_S, ClauseSplitter
 
 #: Default longest chunk handed out, in milliseconds.
 CHUNK_MS = 100.0
@@ -104,20 +104,36 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
         self._rate = tts.sample_rate
         self._chunk = max(1, round(self._rate * tts._chunk_ms / 1000))
         self._seg = _Segment(uuid.uuid4().hex[:12])
+        self._first_text: float | None = None  # when the segment's first text came
         super().__init__()
 
     async def _run(self) -> None:
         try:
-            async for item in self._inputs():
+            while True:
+                try:
+                    item = await self._input(self._first_cut_in())
+                except asyncio.TimeoutError:  # the first clause has waited long enough for its end
+                    await self._speak_all(self._splitter.cut(), last=False)
+                    continue
+                if item is None:
+                    break
                 if isinstance(item, Flush):
                     await self._end_segment()
                 else:
+                    if self._first_text is None and item.strip():
+                        self._first_text = time.perf_counter()
                     await self._speak_all(self._splitter.push(item), last=False)
             if self._splitter.pending.strip() or self._seg.characters:
                 await self._end_segment()
         except asyncio.CancelledError:
             self._report_metrics(cancelled=True)
             raise
+
+    def _first_cut_in(self) -> float | None:
+        """Seconds until the segment's first clause is cut by time (None: no such cut due)."""
+        if self._first_text is None or self._seg.characters or not self._splitter.pending.strip():
+            return None
+        return self._first_text + FIRST_CUT_S - time.perf_counter()
 
     async def _end_segment(self) -> None:
         clauses = self._splitter.flush()
@@ -126,6 +142,7 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
             self._emit_chunk(np.zeros(0, np.int16), "", final=True)
         self._report_metrics(cancelled=False)
         self._seg = _Segment(uuid.uuid4().hex[:12])
+        self._first_text = None
 
     async def _speak_all(self, clauses: list[str], *, last: bool) -> None:
         now = time.perf_counter()

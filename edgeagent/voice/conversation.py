@@ -52,6 +52,10 @@ class TurnRecord:
     committed_at: float | None = None
     transcript: str = ""
     eot_probability: float | None = None
+    audio_eot_probability: float | None = None
+    end_of_turn_delay: float | None = None
+    preempt_hit: bool | None = None
+    preempt_misses: int = 0
     stt_provider: str | None = None
     """Who transcribed it (see :attr:`edgeagent.voice.events.TurnMetrics.stt_provider`)."""
 
@@ -81,6 +85,21 @@ class Conversation:
         ctx.add("system", self.agent.instructions)
         ctx.messages.extend(self.history.messages)
         return ctx
+
+    def preempt_context(self, user_text: str) -> ChatContext | None:
+        """The context a reply to ``user_text`` would see if the turn ended now, or None when
+        no reply may be generated before the turn is committed: the agent overrides
+        ``on_user_turn_completed`` (it may change the context or refuse to answer)."""
+        if type(self.agent).on_user_turn_completed is not Agent.on_user_turn_completed:
+            return None
+        ctx = self.llm_context()
+        ctx.add("user", user_text)
+        return ctx
+
+    def still_fits(self, ctx: ChatContext, user_text: str) -> bool:
+        """A reply begun on ``ctx`` answers ``user_text`` now (nothing changed since)."""
+        now = self.preempt_context(user_text)
+        return now is not None and now.messages == ctx.messages
 
     def current_tools(self) -> Sequence[FunctionTool]:
         return self.agent.tools
@@ -153,6 +172,9 @@ class Conversation:
         if user_text is not None:
             message = ChatMessage("user", user_text)
             self.add(message)
+            if reply.begun:  # preemptive: its context is this one (see still_fits)
+                await reply.run()
+                return
             ctx = self.llm_context()
             try:
                 await self.agent.on_user_turn_completed(ctx, message)
@@ -203,6 +225,10 @@ def turn_metrics(turn: TurnRecord, reply: Reply, interrupted: bool) -> TurnMetri
         e2e_latency=since(end, t.first_out),
         eot_probability=turn.eot_probability,
         interrupted=interrupted,
+        audio_eot_probability=turn.audio_eot_probability,
+        end_of_turn_delay=turn.end_of_turn_delay,
+        preempt_hit=turn.preempt_hit,
+        preempt_misses=turn.preempt_misses,
         llm_ttft_after_speech=since(end, t.llm_first),
         tts_ttfa_after_speech=since(end, t.tts_first_audio),
         stt_provider=turn.stt_provider,

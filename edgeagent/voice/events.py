@@ -75,8 +75,17 @@ class TurnMetrics:
     e2e_latency: float | None
     """End of speech → first reply sample handed to the output device."""
     eot_probability: float | None = None
-    """Semantic turn detection: the LLM's probability that the turn was finished."""
+    """Text turn detection: the LLM's probability that the turn was finished."""
     interrupted: bool = False
+    audio_eot_probability: float | None = None
+    """Audio turn detection (Smart Turn): the probability that the voice had finished."""
+    end_of_turn_delay: float | None = None
+    """The silence the detectors asked for before the turn ended (adaptive endpointing)."""
+    preempt_hit: bool | None = None
+    """The reply was generated preemptively, while the turn decision was pending, and kept
+    (None: preemptive generation was off or not possible for this turn)."""
+    preempt_misses: int = 0
+    """Preemptive replies dropped while this turn was heard (the user carried on)."""
     llm_ttft_after_speech: float | None = None
     """End of speech → first LLM token."""
     tts_ttfa_after_speech: float | None = None
@@ -98,6 +107,12 @@ class TurnMetrics:
             parts.append(f"{name}_ms={'-' if value is None else round(1000 * value)}")
         if self.eot_probability is not None:
             parts.append(f"eot_probability={self.eot_probability:.3f}")
+        if self.audio_eot_probability is not None:
+            parts.append(f"audio_eot_probability={self.audio_eot_probability:.3f}")
+        if self.end_of_turn_delay is not None:
+            parts.append(f"end_of_turn_delay_ms={round(1000 * self.end_of_turn_delay)}")
+        if self.preempt_hit is not None:
+            parts.append(f"preempt={'hit' if self.preempt_hit else 'none'} preempt_misses={self.preempt_misses}")
         parts.append(f"interrupted={str(self.interrupted).lower()}")
         for kind in ("stt", "llm", "tts"):
             if (served := getattr(self, f"{kind}_provider")) is not None:

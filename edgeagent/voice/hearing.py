@@ -6,6 +6,10 @@ transcripts go through the :class:`~edgeagent.voice.turns.TurnTracker`, whose st
 open, flush, reopen and close the STT utterance; a committed turn is handed to the
 session to answer. Speech over a reply pauses it (``interruption.min_duration_s``);
 words stop it, no words or only fillers resume it.
+
+As soon as the transcript of a pause is final, the reply to it begins ahead of the
+turn decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it
+over, the user carrying on drops it.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from edgeagent.audio.frame import AudioFrame
 from edgeagent.config_voice import ActivationConfig, TurnConfig
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.vad.base import VADEvent
 from edgeagent.voice.conversation import TurnRecord
+from edgeagent.voice.detectors import TurnDetector
 from edgeagent.voice.events import ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
 from edgeagent.voice.listener import Listener
+from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.speech import SpeechHandle
-from edgeagent.voice.turns import Action, Phase, Step, TurnDetector, TurnTracker
+from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
 from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+AUDIO_TURN_S = 8.0
+"""The audio end-of-turn model hears at most this much of the turn (Smart Turn's window)."""
 WAKE_OVERLAP_S = 0.16
 """The question's audio starts this long before the wake word fired (it fires at the end of
 an 80 ms step, sometimes after the next word began; see the issue 3 notes)."""
@@ -56,6 +65,8 @@ class Hearing:
         """The user turn being heard."""
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
         self._vad_in_speech = False
+        self.preemption = Preemption(session)
+        self._turn_misses = self._turn_started = 0  # the preemption's counts when the turn opened
 
     @property
     def listening(self) -> bool:
@@ -76,6 +87,7 @@ class Hearing:
                 self.tracker.close()
                 self.turn = None
                 self._listener.drop_utterance()
+            self.preemption.drop()
             self._resume("muted")
         if self.activation.mode != "always":
             self.armed_until = -math.inf
@@ -202,14 +214,26 @@ class Hearing:
         self._apply(steps)
         text = self.tracker.pending_text
         if text:
-            task = asyncio.ensure_future(self._judge(text))
+            task = asyncio.ensure_future(self._judge(text, self._turn_audio()))
             task.add_done_callback(self._s._report_failure("turn detection"))
+            if not (_only_fillers(text) or _is_stop(text, self.activation.stop_words)):
+                self.preemption.start(text)  # after the judge: the LLM evaluates the text once
 
-    async def _judge(self, text: str) -> None:
-        delay = await self._detector.delay(self._s.conversation.llm_context(), text)
+    def _turn_audio(self) -> AudioFrame | None:
+        """The turn's audio so far (its last :data:`AUDIO_TURN_S`), for the voice's detector."""
+        if not self._detector.needs_audio:
+            return None
+        start = max(self.tracker.speech_start, self._listener.now - AUDIO_TURN_S)
+        frames = list(self._listener.history.after(start))
+        return AudioFrame.concat(frames) if frames else None
+
+    async def _judge(self, text: str, audio: AudioFrame | None) -> None:
+        verdict = await self._detector.judge(self._s.conversation.llm_context(), text, audio)
         if self.turn is not None:
-            self.turn.eot_probability = self._detector.last_probability
-        self._apply(self.tracker.set_delay(text, delay))
+            self.turn.eot_probability = verdict.text_probability
+            self.turn.audio_eot_probability = verdict.audio_probability
+            self.turn.end_of_turn_delay = verdict.delay
+        self._apply(self.tracker.set_delay(text, verdict.delay))
         self._s._update_state()
 
     def _apply(self, steps: Sequence[Step]) -> None:
@@ -218,14 +242,18 @@ class Hearing:
             if step.action is Action.OPEN:
                 listener.open_utterance(step.start)
                 self.turn = TurnRecord()
+                self.preemption.drop()
+                self._turn_misses, self._turn_started = self.preemption.misses, self.preemption.started
             elif step.action is Action.FLUSH:
                 listener.flush()
             elif step.action is Action.REOPEN:
                 listener.reopen()
+                self.preemption.drop()  # the user carried on: that reply answered a fragment
             elif step.action is Action.COMMIT:
                 self._commit(step)
             elif step.action is Action.DISCARD:
                 log.info("user: (nothing recognised)")
+                self.preemption.drop()
                 self.turn = None
                 listener.drop_utterance()
                 if self._s.current_reply is not None and self._s.current_reply.paused:
@@ -239,13 +267,19 @@ class Hearing:
         turn.committed_at = time.monotonic()
         turn.transcript = step.text
         self._barge_paused_at = None
+        ahead = self.preemption.take(step.text)
+        self._count_preemption(turn, ahead is not None)
         reply = self._s.current_reply
         if reply is not None and reply.audible and not reply.paused:
             # Speech over the reply too short to pause it (a word, a cough): not an interruption.
             log.info("user: %s (too short to interrupt the reply: ignored)", step.text)
+            if ahead is not None:
+                ahead.drop()
             return
         if reply is not None and reply.paused and _only_fillers(step.text):
             self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
+            if ahead is not None:
+                ahead.drop()
             return
         self._s.emit(UserInputTranscribedEvent(step.text, is_final=True))
         log.info("user: %s", step.text)
@@ -256,8 +290,18 @@ class Hearing:
                 self.armed_until = -math.inf
             return
         self._s.interrupt()
+        if ahead is not None:
+            ahead.handle.turn = turn
+            self._s._enqueue(ahead.handle, reply=ahead)
+            return
         handle = SpeechHandle(source="user_turn", turn=turn)
         self._s._enqueue(handle, user_text=step.text)
+
+    def _count_preemption(self, turn: TurnRecord, hit: bool) -> None:
+        """The turn's preemption figures: hit or not (None when none began), misses."""
+        began = self.preemption.started > self._turn_started
+        turn.preempt_hit = hit if began else None
+        turn.preempt_misses = self.preemption.misses - self._turn_misses
 
 
 FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "eh", "er", "erm", "huh", "hm", "hmm", "hmmm", "mm",

@@ -10,6 +10,15 @@ with the new agent's instructions and tools.
 keeps the reply, for a barge-in that may turn out to be a cough;
 :meth:`Reply.resume` carries on. Cancelling the task that runs :meth:`Reply.run`
 (an interruption) stops the LLM and the TTS and drops queued audio.
+
+A preemptive reply (:meth:`Reply.begin`) generates text and audio while the
+user's turn is still being decided, but holds back everything with an effect
+outside it: no sample reaches the output and no tool runs until :meth:`Reply.run`
+releases it; :meth:`Reply.drop` throws it away without a trace.
+
+A reply whose text degenerates (the same piece over and over, a run of digits
+with no end, no space for :data:`NO_SPACE_CHARS` characters) is cut at once
+(:func:`degenerate`).
 """
 
 from __future__ import annotations
@@ -94,6 +103,11 @@ class Reply:
         self._paused_at: float | None = None
         self.audible = False
         """Some of its audio has been handed to the output."""
+        self._generated = ""  # all the LLM text, spoken or not
+        self._number = ""  # a number at the end of the text, not yet pushed (see _push_words)
+        self._released = asyncio.Event()
+        self._released.set()
+        self._task: asyncio.Task[None] | None = None
 
     def set_context(self, ctx: ChatContext) -> None:
         """The context of the first LLM round (e.g. as on_user_turn_completed left it)."""
@@ -117,13 +131,37 @@ class Reply:
         self._playing.set()
         self._paused_at = None
 
+    # -- preemption ----------------------------------------------------------------
+
+    @property
+    def begun(self) -> bool:
+        """Started by :meth:`begin` (generating ahead, held until :meth:`run`)."""
+        return self._task is not None
+
+    def begin(self) -> None:
+        """Start generating now, holding its audio and tool calls back until :meth:`run`."""
+        if self._task is not None:
+            raise RuntimeError("the reply has already begun")
+        self._released.clear()
+        self._task = asyncio.ensure_future(self._work())
+
+    def drop(self) -> None:
+        """Throw a begun reply away: LLM and TTS stop, nothing of it was heard or kept."""
+        if self._task is not None and not self._released.is_set():
+            self._task.cancel()
+
     # -- the work ----------------------------------------------------------------
 
     async def run(self) -> None:
+        """Speak the reply (one begun ahead carries on where it is) until it is over."""
+        self._released.set()
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._work())
+        await self._task
+
+    async def _work(self) -> None:
         tts = self._tts.stream()
         timed = self._out if isinstance(self._out, BufferedOutput) else None
-        if timed is not None:
-            timed.on_frame_started = self._frame_started
         speaker = asyncio.ensure_future(self._speak(tts))
         finished = False
         try:
@@ -131,6 +169,8 @@ class Reply:
                 self._push(tts, self._text)
             else:
                 await self._generate(tts)
+                if self._number:
+                    self._push(tts, self._number)
             tts.flush()
             await speaker
             finished = True
@@ -142,7 +182,7 @@ class Reply:
             self.times.tts_provider = getattr(tts, "served_by", None) or self._tts.provider
             if timed is not None and timed.on_frame_started == self._frame_started:
                 timed.on_frame_started = None
-            if not finished:  # interrupted or failed: nothing of it may play on
+            if not finished and self.audible:  # interrupted or failed: nothing of it may play on
                 self._out.clear()
 
     async def _generate(self, tts: StageStream[str, SynthesizedAudio]) -> None:
@@ -162,19 +202,32 @@ class Reply:
                         self.times.llm_first = time.monotonic()
                     if chunk.text:
                         round_text.append(chunk.text)
-                        self._push(tts, chunk.text)
-                        if _looping(self.handle.text):
-                            log.warning("the LLM is repeating itself (%r...): reply cut", self.handle.text[-40:])
+                        self._generated += chunk.text
+                        if degenerate(self._generated):
+                            log.warning("the LLM text degenerates (%r...): reply cut", self._generated[-40:])
+                            self._number = ""  # the loop is never read out
                             return
+                        self._push_words(tts, chunk.text)
                     calls.extend(chunk.tool_calls)
             finally:
                 await stream.aclose()
                 self.times.llm_provider = getattr(stream, "served_by", None) or self._llm.provider
             if not calls:
                 return
+            await self._released.wait()  # a preemptive reply runs no tool before its turn is committed
             await self._host.run_tools(calls, "".join(round_text), self.handle)
             ctx = None
         log.warning("the reply stopped after %d rounds of tool calls", MAX_TOOL_ROUNDS)
+
+    def _push_words(self, tts: StageStream[str, SynthesizedAudio], text: str) -> None:
+        """Push LLM text, holding back a number until its word ends: a number that turns into
+        a loop ("7,987,987,...") is then never read out."""
+        text = self._number + text
+        number = _TRAILING_NUMBER.search(text)
+        self._number = number.group() if number else ""
+        text = text[: number.start()] if number else text
+        if text:
+            self._push(tts, text)
 
     def _push(self, tts: StageStream[str, SynthesizedAudio], text: str) -> None:
         if self.times.tts_first_text is None and text.strip():
@@ -187,17 +240,21 @@ class Reply:
             if audio.frame.num_samples:
                 if self.times.tts_first_audio is None:
                     self.times.tts_first_audio = time.monotonic()
+                await self._released.wait()
                 await self._playing.wait()
                 await self._write(audio.frame)
                 self.handle.spoken_text = _spoken(self.handle.spoken_text, audio)
             if audio.is_final:
                 break
+        await self._released.wait()
         await self._playing.wait()
         await self._out.drain()
 
     async def _write(self, frame: AudioFrame) -> None:
         if not self.audible:
             self.audible = True
+            if isinstance(self._out, BufferedOutput):
+                self._out.on_frame_started = self._frame_started
             self._host.on_first_audio(self.handle)
         if not isinstance(self._out, BufferedOutput) and self.times.first_out is None:
             self.times.first_out = time.monotonic()
@@ -208,12 +265,24 @@ class Reply:
             self.times.first_out = handed_over
 
 
-_LOOP = re.compile(r"(.{1,24}?)\1{7,}$", re.DOTALL)
+_LOOP = re.compile(r"(.{2,24}?)\1{4,}$", re.DOTALL)
+_DIGITS = re.compile(r"[\d][\d,.]{15,}$")
+_TRAILING_NUMBER = re.compile(r"\S*\d\S*$")
+NO_SPACE_CHARS = 40
+"""No word is this long: text without a space for this many characters is not speech."""
 
 
-def _looping(text: str) -> bool:
-    """The text ends in the same short piece eight times over ("987,987,987,...")."""
-    return bool(_LOOP.search(text[-240:]))
+def degenerate(text: str) -> bool:
+    """The text ends in a loop a voice must not read out: one short piece five times over
+    ("987,987,987,..."), a number of 16 or more digits and separators, or
+    :data:`NO_SPACE_CHARS` characters without a space. Each is caught within a few tokens of
+    where it begins (well under 1 s of LLM time), not after a whole sentence of it."""
+    tail = text[-240:]
+    if _DIGITS.search(tail) or _LOOP.search(tail):
+        return True
+    return len(tail) >= NO_SPACE_CHARS and not any(ch.isspace() for ch in tail[-NO_SPACE_CHARS:])
+
+
 
 
 def _spoken(so_far: str, audio: SynthesizedAudio) -> str:

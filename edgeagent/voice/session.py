@@ -1,6 +1,7 @@
 """AgentSession: the talking agent on one audio input and output, in the spirit of LiveKit Agents.
 
-    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake)
+    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+                           audio_turn=models.audio_turn)
     session.on("agent_state_changed", lambda ev: print(ev.new_state))
     await session.start(Assistant(), input=DeviceInput(), output=DeviceOutput())
     ...
@@ -44,6 +45,7 @@ from edgeagent.tts.base import TTS
 from edgeagent.vad.base import VAD
 from edgeagent.voice.agent import Agent
 from edgeagent.voice.conversation import Conversation
+from edgeagent.voice.detectors import AudioTurnModel, make_detector
 from edgeagent.voice.events import (
     AgentState,
     ErrorEvent,
@@ -54,7 +56,6 @@ from edgeagent.voice.hearing import Hearing
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
-from edgeagent.voice.turns import make_detector
 from edgeagent.wake.base import WakeWord
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class AgentSession:
         llm: LLM,
         tts: TTS,
         wake: WakeWord | None = None,
+        audio_turn: AudioTurnModel | None = None,
         activation: ActivationConfig | None = None,
         turn: TurnConfig | None = None,
         interruption: InterruptionConfig | None = None,
@@ -85,6 +87,8 @@ class AgentSession:
         if self.activation.mode == "wake" and wake is None:
             raise ValueError("activation mode 'wake' needs a wake word stage (wake=...)")
         self.vad, self.stt, self.llm, self.tts, self.wake = vad, stt, llm, tts, wake
+        self.audio_turn = audio_turn
+        """The audio end-of-turn model (Smart Turn) of the ``audio`` and ``combined`` detectors."""
         self.echo_cancellation = echo_cancellation
         self.noise_suppression = noise_suppression
         self.ignore_own_playback = ignore_own_playback
@@ -93,7 +97,7 @@ class AgentSession:
         self.state = AgentState.INITIALIZING
         self.conversation = Conversation(self)
         self._events = EventEmitter()
-        self.detector = make_detector(self.turn_options, llm)  # a bad turn.detection fails here
+        self.detector = make_detector(self.turn_options, llm, audio_turn)  # a bad turn.detection fails here
         self._listener: Listener | None = None
         self._hearing: Hearing | None = None
         self._out: AudioOutput | None = None
@@ -214,6 +218,8 @@ class AgentSession:
             return
         self._closed = True
         self.interrupt()
+        if self._hearing is not None:
+            self._hearing.preemption.drop()
         for task in [*self._tasks, self._reply_task]:
             if task is not None:
                 task.cancel()
@@ -248,7 +254,7 @@ class AgentSession:
 
     def set_turn(self, turn: TurnConfig) -> None:
         """New turn-taking options (and detector), for the turn being heard too."""
-        detector = make_detector(turn, self.llm)  # a detector the LLM cannot serve raises here
+        detector = make_detector(turn, self.llm, self.audio_turn)  # one the stages cannot serve raises
         self.turn_options, self.detector = turn, detector
         if self._hearing is not None:
             self._hearing.set_turn(turn, detector)
@@ -264,7 +270,7 @@ class AgentSession:
         utterance on; call it while :attr:`quiet`. The old stage is the caller's to close."""
         self._watch_fallback(stage)
         if isinstance(stage, LLM):
-            detector = make_detector(self.turn_options, stage)  # raises before anything changed
+            detector = make_detector(self.turn_options, stage, self.audio_turn)  # raises before any change
             self.llm, self.detector = stage, detector
             if self._hearing is not None:
                 self._hearing.set_turn(self.turn_options, detector)
@@ -282,13 +288,29 @@ class AgentSession:
     # -- speaking ------------------------------------------------------------------
 
     def _enqueue(self, handle: SpeechHandle, *, text: str | None = None, ctx: ChatContext | None = None,
-                 user_text: str | None = None) -> SpeechHandle:
+                 user_text: str | None = None, reply: Reply | None = None) -> SpeechHandle:
+        """Queue a reply: a new one from ``text``/``ctx``/``user_text``, or ``reply`` (begun
+        preemptively, see :meth:`_preempt`)."""
         assert self._out is not None, "start() the session first"
-        reply = Reply(handle, self.conversation, self.llm, self.tts, self._out, text=text, ctx=ctx,
-                      user_text=user_text, max_tokens=self.max_reply_tokens)
+        if reply is None:
+            reply = Reply(handle, self.conversation, self.llm, self.tts, self._out, text=text, ctx=ctx,
+                          user_text=user_text, max_tokens=self.max_reply_tokens)
         self._queue.put_nowait((handle, reply))
         self._update_state()
         return handle
+
+    def _preempt(self, user_text: str, ctx: ChatContext) -> Reply | None:
+        """Begin the reply to ``user_text`` on ``ctx`` now, held back until the turn is committed
+        (or dropped); None when no reply may begin now (one is playing or queued, or
+        ``turn.preemptive_generation`` is off)."""
+        if (self._out is None or self._reply is not None or not self._queue.empty()
+                or not self.turn_options.preemptive_generation):
+            return None
+        handle = SpeechHandle(source="user_turn")
+        reply = Reply(handle, self.conversation, self.llm, self.tts, self._out, ctx=ctx, user_text=user_text,
+                      max_tokens=self.max_reply_tokens)
+        reply.begin()
+        return reply
 
     async def _speak_loop(self) -> None:
         while True:

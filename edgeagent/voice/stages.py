@@ -4,6 +4,8 @@
 and ``[models]`` and creates each provider through :func:`edgeagent.registry.create`
 (all at once, in worker threads), then warms them up: one Whisper decode and the
 LLM prefill of ``[agent].instructions``, so the first turn is not the slow one.
+The audio end-of-turn model (Smart Turn) is loaded too when ``turn.detection``
+hears the voice (``audio``, ``combined``).
 
 The wake word stage is always loaded, whatever ``activation.mode`` says: it costs a
 few MB and ~2 ms per 80 ms of audio, the session listens for it in wake mode, and in
@@ -32,6 +34,7 @@ from edgeagent.wake.base import WakeWord
 
 if TYPE_CHECKING:
     from edgeagent.config import Config
+    from edgeagent.voice.audio_turn import SmartTurn
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,8 @@ class Models:
     stt: STT
     llm: LLM
     tts: TTS
+    audio_turn: SmartTurn | None = None
+    """The audio end-of-turn model, when ``turn.detection`` uses it."""
 
     @classmethod
     async def load(cls, cfg: Config | None = None) -> Models:
@@ -148,14 +153,15 @@ class Models:
         t0 = time.monotonic()
         loaded = await asyncio.gather(
             *(asyncio.to_thread(_create, kind, name, opts) for kind, name, opts in specs),
+            asyncio.to_thread(_audio_turn, cfg),
             return_exceptions=True,
         )
-        stages = [r for r in loaded if not isinstance(r, BaseException)]
-        if len(stages) < len(specs):
+        stages = [r for r in loaded if r is not None and not isinstance(r, BaseException)]
+        if any(isinstance(r, BaseException) for r in loaded):
             for stage in stages:
                 await stage.aclose()
             raise next(r for r in loaded if isinstance(r, BaseException))
-        models = cls(*stages)
+        models = cls(*loaded)  # type: ignore[arg-type]
         try:
             from edgeagent.fallback.build import with_cloud  # [cloud]: chains of local + cloud providers
 
@@ -178,8 +184,23 @@ class Models:
             await prefill(new_context(instructions))
 
     async def aclose(self) -> None:
-        for stage in (self.vad, self.wake, self.stt, self.llm, self.tts):
-            await stage.aclose()
+        for stage in (self.vad, self.wake, self.stt, self.llm, self.tts, self.audio_turn):
+            if stage is not None:
+                await stage.aclose()
+
+
+def _audio_turn(cfg: Config) -> SmartTurn | None:
+    """Smart Turn, when ``turn.detection`` hears the voice (from ``models.dir`` when set)."""
+    if cfg.turn.detection not in ("audio", "combined"):
+        return None
+    from edgeagent.voice.audio_turn import MODEL_NAME, SmartTurn
+
+    path = None
+    if cfg.models.dir:
+        from edgeagent.models import model_path
+
+        path = model_path(MODEL_NAME, root=Path(cfg.models.dir).expanduser())
+    return SmartTurn(path)
 
 
 def wake_for(models: Models, activation: ActivationConfig) -> WakeWord | None:

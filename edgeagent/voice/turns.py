@@ -11,22 +11,18 @@
 - ``DISCARD``: speech ended without words (a cough, the wake word's tail).
 
 A turn ends once its transcript is final and the silence after the speech has
-lasted the delay the :class:`TurnDetector` asks for: ``vad`` always the short
-delay, ``stt`` none (the final transcript is the end), ``semantic`` the short one
-when the LLM finds the text finished and the long one when not. Whatever the
-text, the turn ends after ``max_delay_s`` of silence, and speech longer than
-``max_speech_s`` is cut off.
+lasted the delay a turn detector asks for (:mod:`edgeagent.voice.detectors`:
+shorter when the words and the voice sound finished, longer while either doubts).
+Whatever the text, the turn ends after ``max_delay_s`` of silence, and speech
+longer than ``max_speech_s`` is cut off.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
-from typing import Protocol
 
 from edgeagent.config_voice import TurnConfig
-from edgeagent.llm.chat import ChatContext
 from edgeagent.vad.base import VADEvent, VADEventType
 
 
@@ -182,78 +178,3 @@ class TurnTracker:
         self._flushes = self._finals = 0
         self._text = self._delay = None
         self._cut = False
-
-
-# -- detectors -------------------------------------------------------------------
-
-
-class TurnDetector(Protocol):
-    name: str
-    last_probability: float | None
-
-    async def delay(self, ctx: ChatContext, text: str) -> float:
-        """Seconds of silence the turn needs, given its final text."""
-
-
-class VADDetector:
-    """The short delay, whatever was said."""
-
-    name = "vad"
-
-    def __init__(self, options: TurnConfig) -> None:
-        self.options = options
-        self.last_probability: float | None = None
-
-    async def delay(self, ctx: ChatContext, text: str) -> float:
-        return self.options.min_delay_s
-
-
-class STTDetector:
-    """The final transcript ends the turn."""
-
-    name = "stt"
-
-    def __init__(self, options: TurnConfig) -> None:
-        self.options = options
-        self.last_probability: float | None = None
-
-    async def delay(self, ctx: ChatContext, text: str) -> float:
-        return 0.0
-
-
-class EndOfTurnModel(Protocol):
-    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str) -> float: ...
-
-
-class SemanticDetector:
-    """The LLM's probability of its end-of-turn token right after the text.
-
-    It evaluates the text as the next user message after the conversation so far,
-    which the reply then reuses from the KV cache, so the check costs little
-    more than the reply's own prompt evaluation.
-    """
-
-    name = "semantic"
-
-    def __init__(self, options: TurnConfig, model: EndOfTurnModel) -> None:
-        self.options = options
-        self.model = model
-        self.last_probability: float | None = None
-
-    async def delay(self, ctx: ChatContext, text: str) -> float:
-        logprob = await self.model.end_of_turn_logprob(ctx, text)
-        p = math.exp(logprob) if logprob > -700 else 0.0
-        self.last_probability = p
-        return self.options.min_delay_s if p >= self.options.eot_threshold else self.options.max_delay_s
-
-
-def make_detector(options: TurnConfig, llm: object) -> TurnDetector:
-    """The detector ``options.detection`` names; semantic needs an LLM with ``end_of_turn_logprob``."""
-    if options.detection == "semantic":
-        if not hasattr(llm, "end_of_turn_logprob"):
-            raise ValueError(f"turn.detection = semantic needs an LLM with end_of_turn_logprob; "
-                             f"{type(llm).__name__} has none (use vad or stt)")
-        return SemanticDetector(options, llm)
-    if options.detection == "stt":
-        return STTDetector(options)
-    return VADDetector(options)

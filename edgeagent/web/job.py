@@ -69,7 +69,7 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     pairing = Pairing.open(web_cfg.password, state or state_dir())
     inp, out = WebInput(), WebOutput(buffer_ms=effective.audio.output_buffer_ms)
     session = AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
+        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake, audio_turn=models.audio_turn,
         activation=effective.activation, turn=effective.turn, interruption=effective.interruption,
         # The browser cancels its own echo (getUserMedia's echoCancellation).
         echo_cancellation=False, ignore_own_playback=False,

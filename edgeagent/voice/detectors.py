@@ -1,0 +1,183 @@
+"""Turn detectors: how much silence a user turn needs before it ends (adaptive endpointing).
+
+A detector judges the final transcript of a pause, and the audio of the turn up to
+now, and answers with a :class:`Verdict`: the silence the turn needs, within
+``[turn.min_delay_s, turn.max_delay_s]``, and the probabilities it was based on.
+
+- ``vad``: always ``min_delay_s``; ``stt``: none (the final transcript ends the turn).
+- ``semantic``: the words. The local LLM's probability of its end-of-turn token (or
+  a sentence end) right after the text, with the STT's trailing punctuation taken
+  off first: Whisper punctuates a pause as if it were an end ("What is the capital
+  of?"), and only the words themselves tell a fragment from a question
+  (:func:`untrusted_punctuation`).
+- ``audio``: the voice. Smart Turn (:mod:`edgeagent.voice.audio_turn`) on the last
+  seconds of the turn's audio.
+- ``combined`` (default): both, at once (the LLM and Smart Turn have their own
+  threads). :func:`endpoint_delay` turns the two into one wait: the shortest when
+  both find the turn over, longer as either doubts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgeagent.audio.frame import AudioFrame
+from edgeagent.config_voice import TurnConfig
+from edgeagent.llm.chat import ChatContext
+
+AUDIO_WEIGHT = 0.5
+"""How far the voice alone may push the wait towards ``max_delay_s`` (the words: all the way).
+Smart Turn misjudges some voices (synthetic ones most), the words rarely (issue 16 notes)."""
+AUDIO_DONE = 0.5
+"""Smart Turn's probability at or above which the voice sounds finished."""
+AUDIO_UNSURE_SPAN = 0.4
+"""Below :data:`AUDIO_DONE`, the doubt grows linearly over this much probability."""
+TEXT_DOUBT_DECADES = 2.0
+"""Below ``turn.eot_threshold``, the words' doubt is full this many decades further down."""
+
+_TRAILING = re.compile(r"[\s.?!…,;:]+$")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    delay: float
+    """Seconds of silence the turn needs."""
+    text_probability: float | None = None
+    """P(end of turn) from the words, if they were asked."""
+    audio_probability: float | None = None
+    """P(complete) from the voice, if it was asked."""
+
+
+class TurnDetector(Protocol):
+    name: str
+    needs_audio: bool
+
+    async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
+        """How much silence the turn with final ``text`` (after ``ctx``) and ``audio`` needs."""
+
+
+class EndOfTurnModel(Protocol):
+    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str) -> float: ...
+
+
+class AudioTurnModel(Protocol):
+    async def probability(self, audio: AudioFrame) -> float: ...
+
+
+def untrusted_punctuation(text: str) -> str:
+    """``text`` without the punctuation an STT put at its end (a pause is not a full stop)."""
+    return _TRAILING.sub("", text.strip())
+
+
+def text_doubt(p: float, threshold: float) -> float:
+    """0 when the words' P(end) is at least ``threshold``, 1 when it is
+    :data:`TEXT_DOUBT_DECADES` decades below, log-linear in between."""
+    if p >= threshold:
+        return 0.0
+    if p <= 0.0:
+        return 1.0
+    return min(1.0, math.log10(threshold / p) / TEXT_DOUBT_DECADES)
+
+
+def audio_doubt(p: float) -> float:
+    """0 when the voice sounds finished (:data:`AUDIO_DONE`), 1 well below it."""
+    return min(1.0, max(0.0, (AUDIO_DONE - p) / AUDIO_UNSURE_SPAN))
+
+
+def endpoint_delay(options: TurnConfig, text_p: float | None, audio_p: float | None) -> float:
+    """The silence to wait: ``min_delay_s`` when every detector asked finds the turn over,
+    growing with the strongest doubt (the voice's counting :data:`AUDIO_WEIGHT`) up to
+    ``max_delay_s``."""
+    doubt = 0.0
+    if text_p is not None:
+        doubt = max(doubt, text_doubt(text_p, options.eot_threshold))
+    if audio_p is not None:
+        doubt = max(doubt, AUDIO_WEIGHT * audio_doubt(audio_p))
+    lo, hi = options.min_delay_s, max(options.min_delay_s, options.max_delay_s)
+    return lo + (hi - lo) * doubt
+
+
+class VADDetector:
+    """The short delay, whatever was said."""
+
+    name = "vad"
+    needs_audio = False
+
+    def __init__(self, options: TurnConfig) -> None:
+        self.options = options
+
+    async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
+        return Verdict(self.options.min_delay_s)
+
+
+class STTDetector:
+    """The final transcript ends the turn."""
+
+    name = "stt"
+    needs_audio = False
+
+    def __init__(self, options: TurnConfig) -> None:
+        self.options = options
+
+    async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
+        return Verdict(0.0)
+
+
+class Detector:
+    """``semantic``, ``audio`` or ``combined``: the words, the voice, or both at once.
+
+    The words are evaluated as the next user message after the conversation so far,
+    which the reply then reuses from the KV cache, so the check costs little more than
+    the reply's own prompt evaluation.
+    """
+
+    def __init__(self, options: TurnConfig, text: EndOfTurnModel | None, audio: AudioTurnModel | None) -> None:
+        self.options = options
+        self._text = text
+        self._audio = audio
+        self.name = "combined" if text and audio else "semantic" if text else "audio"
+        self.needs_audio = audio is not None
+
+    async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
+        text_p, audio_p = await asyncio.gather(self._words(ctx, text), self._voice(audio))
+        return Verdict(endpoint_delay(self.options, text_p, audio_p), text_p, audio_p)
+
+    async def _words(self, ctx: ChatContext, text: str) -> float | None:
+        if self._text is None:
+            return None
+        words = untrusted_punctuation(text)
+        if not words:
+            return 0.0
+        logprob = await self._text.end_of_turn_logprob(ctx, words)
+        return math.exp(logprob) if logprob > -700 else 0.0
+
+    async def _voice(self, audio: AudioFrame | None) -> float | None:
+        if self._audio is None or audio is None or not audio.num_samples:
+            return None
+        return await self._audio.probability(audio)
+
+
+def make_detector(options: TurnConfig, llm: object, audio_model: AudioTurnModel | None = None) -> TurnDetector:
+    """The detector ``options.detection`` names. ``semantic`` and ``combined`` need an LLM with
+    ``end_of_turn_logprob``; ``audio`` and ``combined`` an audio end-of-turn model."""
+    kind = options.detection
+    if kind in ("semantic", "combined") and not hasattr(llm, "end_of_turn_logprob"):
+        raise ValueError(f"turn.detection = {kind} needs an LLM with end_of_turn_logprob; "
+                         f"{type(llm).__name__} has none (use audio, vad or stt)")
+    if kind in ("audio", "combined") and audio_model is None:
+        raise ValueError(f"turn.detection = {kind} needs the audio end-of-turn model (Smart Turn): "
+                         "load it with Models.load() or pass audio_turn= to the session "
+                         "(or use semantic, vad or stt)")
+    if kind == "semantic":
+        return Detector(options, llm, None)  # type: ignore[arg-type]
+    if kind == "audio":
+        return Detector(options, None, audio_model)
+    if kind == "combined":
+        return Detector(options, llm, audio_model)  # type: ignore[arg-type]
+    if kind == "stt":
+        return STTDetector(options)
+    return VADDetector(options)
