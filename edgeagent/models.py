@@ -27,7 +27,7 @@ import edgeagent
 from edgeagent.errors import ModelError
 from edgeagent.paths import models_dir
 
-STAGES = ("vad", "wake", "stt", "llm", "tts")
+STAGES = ("vad", "wake", "stt", "llm", "tts", "turn")
 CHUNK = 1 << 20
 MARKER = ".edgeagent-files.json"  # what an archive extracted to: {path: [size, sha256]}
 _SHA_RE = re.compile(r"[0-9a-f]{64}")

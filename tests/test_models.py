@@ -28,7 +28,8 @@ from edgeagent import model_fetch, models
 from edgeagent.errors import ModelError
 
 EDGEAGENT = Path(sys.executable).parent / "edgeagent"
-DEFAULTS = {"silero-vad", "openwakeword", "whisper-tiny-en", "smollm2-135m", "piper-en-us-joe"}
+DEFAULTS = {"silero-vad", "openwakeword", "whisper-tiny-en", "smollm2-135m", "piper-en-us-joe",
+            "smart-turn-v3"}
 
 
 def run_cli(*args: str, models_dir: Path | None = None,
@@ -99,6 +100,18 @@ def test_pull_default_set_then_verify_passes(pulled: Path) -> None:
     assert out.stderr == ""
     assert {line.split()[1] for line in out.stdout.splitlines()} == DEFAULTS
     assert models.verify(root=pulled) == []
+
+
+def test_smart_turn_is_a_default_model_pulled_and_verified(pulled: Path) -> None:
+    model = models.load_manifest().get("smart-turn-v3")
+    assert (model.stage, model.default, model.licence) == ("turn", True, "BSD-2-Clause")
+    assert model.files[0].pypi == "pipecat-ai==1.14.0"
+    path = models.model_path("smart-turn-v3", pulled)
+    assert path == pulled / "smart-turn-v3/smart-turn-v3.2-cpu.onnx"
+    assert path.stat().st_size == 8679182
+    assert models.verify(["smart-turn-v3"], root=pulled) == []
+    out = run_cli("verify", "smart-turn-v3", models_dir=pulled)
+    assert out.returncode == 0 and "smart-turn-v3" in out.stdout, out.stderr
 
 
 def test_second_pull_writes_nothing(pulled: Path) -> None:
