@@ -238,12 +238,12 @@ async def run_local(models: Any, n: int, workdir: Path) -> dict[str, Any]:
     :data:`REPLY_DBFS` (scripts/bench takes the first non-zero sample, 30-50 ms earlier
     with Piper's soft onsets; the codec does not keep digital zeros, so the room cannot).
     """
-    from edgeagent.bench import voice
+    from edgeagent.bench import report, voice
     from edgeagent.bench.scripted import make_questions
 
     turns, _ = await voice.run_session(models, make_questions(n), idle_s=0.5, record=workdir / "local.wav",
                                        first_dbfs=REPLY_DBFS)
-    return voice.summary(turns)
+    return report.summary(turns)
 
 
 async def measure(n: int, workdir: Path, root: Path, *, local: bool = True,

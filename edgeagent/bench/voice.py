@@ -1,12 +1,16 @@
-"""Voice-to-voice benchmark (issue 4): spoken questions through the whole session, timed at the speaker.
+"""Voice-to-voice benchmark (issues 4 and 16): spoken questions through the whole session, timed at the speaker.
 
 Questions spoken by espeak-ng (each after the wake word) go into a :class:`ScriptedMic`
 in real time; the agent's replies come out of a :class:`TimedSpeaker`. Per turn the
 end-to-end latency runs from the true end of the question (its last non-silent sample)
 to the first reply sample handed to the speaker; its breakdown comes from the session's
 :class:`~edgeagent.voice.events.TurnMetrics`, moved from the VAD's end of speech to the
-true one. The same models then answer the same questions one step after the other
-(the sequential baseline). ``scripts/bench`` runs :func:`measure` and prints the report.
+true one. After them, questions said with a pause after an unfinished fragment
+(:mod:`edgeagent.bench.pauses`): did the session take each as one turn, or cut it off?
+Optionally the same questions again with a :class:`~edgeagent.bench.hog.CpuHog` on every
+core. The same models then answer the same questions one step after the other (the
+sequential baseline). ``scripts/bench`` runs :func:`measure` and prints the report
+(:mod:`edgeagent.bench.report`).
 """
 
 from __future__ import annotations
@@ -14,15 +18,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeagent.bench import p90
-from edgeagent.bench.scripted import Question, ScriptedMic, Spoken, TimedSpeaker, make_questions
+from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
+from edgeagent.bench.hog import CpuHog
+from edgeagent.bench.report import PausedTurn, Turn, figures, fill_from_metrics, one_turn_verdict, preempted
+from edgeagent.bench.scripted import (
+    WAKE_PAUSE_S,
+    WAKE_PHRASE,
+    Question,
+    ScriptedMic,
+    Spoken,
+    TimedSpeaker,
+    espeak,
+    make_questions,
+    trim,
+)
 from edgeagent.config_voice import AgentConfig
 from edgeagent.errors import EdgeAgentError
 from edgeagent.vad.base import VADEvent, VADEventType
@@ -30,27 +45,10 @@ from edgeagent.voice.listen import speech_end
 from edgeagent.voice.stages import Models, new_context
 
 if TYPE_CHECKING:
+    from edgeagent.bench.pauses import PausedQuestion
     from edgeagent.voice.events import AgentState, TurnMetrics
     from edgeagent.voice.session import AgentSession
 
-# Issue 4 targets on a 2-core x86 machine with the default models: figure -> (limit, higher is better)
-TARGETS: dict[str, tuple[float, bool]] = {
-    "e2e_p50_ms": (700.0, False),
-    "e2e_p90_ms": (1000.0, False),
-    "speedup_vs_sequential": (2.0, True),
-    "idle_cpu_pct": (15.0, False),
-    "peak_rss_mb": (1024.0, False),
-    "answered_fraction": (1.0, True),
-}
-#: Milestones of a turn, in order; each bar segment ends at one (ms after the true end of speech).
-STEPS = {
-    "vad": "VAD end of speech (session: where it put it)",
-    "stt": "transcript",
-    "turn": "end of turn decided",
-    "llm": "LLM first token (baseline: whole reply)",
-    "tts": "TTS first audio (baseline: all audio)",
-    "out": "first sample at the speaker",
-}
 PAUSE_S = 1.0
 """Room noise between a reply and the next question."""
 QUIET_S = 0.3
@@ -61,42 +59,6 @@ REPLY_PLAY_S = 10.0
 """A reply still playing this long after its first sample is cut off (SmolLM2 sometimes rambles)."""
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Turn:
-    question: str
-    heard: str = ""
-    reply: str = ""
-    e2e_ms: float | None = None
-    marks: dict[str, float] = field(default_factory=dict)
-    """Milestone -> ms after the true end of speech."""
-    raw: dict[str, Any] = field(default_factory=dict)
-    """The session's own TurnMetrics (times from the VAD's end of speech)."""
-    cut_off: bool = False
-    """The reply was still playing after :data:`REPLY_PLAY_S` and was stopped."""
-
-    def segments(self) -> dict[str, float]:
-        """Bar segments (ms): each milestone minus the latest one before it; they add up to e2e."""
-        if self.e2e_ms is None:
-            return {}
-        out, prev = {}, 0.0
-        for step in STEPS:
-            mark = self.e2e_ms if step == "out" else self.marks.get(step)
-            if mark is not None:
-                at = min(max(prev, mark), self.e2e_ms)
-                out[step], prev = at - prev, at
-        return out
-
-
-def summary(turns: Sequence[Turn]) -> dict[str, Any]:
-    e2e = [t.e2e_ms for t in turns if t.e2e_ms is not None]
-    return {
-        "p50_ms": statistics.median(e2e) if e2e else None,
-        "p90_ms": p90(e2e) if e2e else None,
-        "answered": len(e2e),
-        "turns": [asdict(t) for t in turns],
-    }
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
@@ -128,7 +90,6 @@ async def _between_turns(mic: ScriptedMic, speaker: TimedSpeaker, ready: Callabl
 # -- the session -------------------------------------------------------------------------------
 
 
-
 def watch(session: AgentSession) -> tuple[list[AgentState], list[TurnMetrics], list[str]]:
     """What a benchmark follows: [the current state], the turns' metrics, the replies' texts."""
     from edgeagent.voice.events import AgentState, TurnMetrics
@@ -143,9 +104,84 @@ def watch(session: AgentSession) -> tuple[list[AgentState], list[TurnMetrics], l
                lambda ev: replies.append(ev.item.content) if ev.item.role == "assistant" else None)
     return state, metrics, replies
 
+
+@dataclass
+class Rig:
+    """A running session with its scripted mic and timed speaker, and what it told so far."""
+
+    session: AgentSession
+    mic: ScriptedMic
+    speaker: TimedSpeaker
+    state: list[AgentState]
+    metrics: list[TurnMetrics]
+    replies: list[str]
+    commits: list[tuple[float, str]] = field(default_factory=list)
+    """(monotonic time, transcript) of each committed user turn (a final ``user_input_transcribed``)."""
+
+    def __post_init__(self) -> None:
+        self.session.on("user_input_transcribed", lambda ev: self.commits.append((time.monotonic(), ev.transcript))
+                        if ev.is_final else None)
+
+    def idle(self) -> bool:
+        return self.state[0].value == "idle"
+
+
+@dataclass
+class Asked:
+    """One question put to the session and what came of it."""
+
+    spoken: Spoken
+    first_sample: float | None
+    cut_off: bool
+    """The reply was still playing after :data:`REPLY_PLAY_S` and was stopped."""
+    metrics: list[TurnMetrics]
+    replies: list[str]
+    commits: list[tuple[float, str]]
+
+
+async def ask(rig: Rig, audio: AudioFrame) -> Asked:
+    """Say ``audio`` (wake word and question) after the previous reply; wait for the answer to end."""
+    await _between_turns(rig.mic, rig.speaker, rig.idle)
+    rig.session.history.messages.clear()  # every question on its own, as in the baseline
+    seen, said, committed = len(rig.metrics), len(rig.replies), len(rig.commits)
+    rig.speaker.arm()
+    spoken = rig.mic.speak(audio)
+    speaker = rig.speaker
+    await wait_until(lambda: speaker.first_sample is not None, spoken.done - time.monotonic() + REPLY_TIMEOUT_S)
+    first = speaker.first_sample
+
+    def over() -> bool:
+        return (len(rig.metrics) > seen and rig.state[0].value != "speaking" and not rig.mic.busy
+                and speaker.quiet_for() > QUIET_S)
+
+    cut_off = not await wait_until(over, REPLY_PLAY_S)
+    if cut_off:
+        rig.session.interrupt()
+        await wait_until(over, 30.0)
+    # A question cut in two may bring a second turn: let it finish before counting.
+    await wait_until(lambda: rig.idle() and not rig.mic.busy and speaker.quiet_for() > QUIET_S, 30.0)
+    return Asked(spoken, first, cut_off, rig.metrics[seen:], rig.replies[said:], rig.commits[committed:])
+
+
+@dataclass
+class Heard:
+    turns: list[Turn]
+    idle_cpu: float | None
+    paused: list[PausedTurn]
+
+
 async def run_session(models: Models, questions: Sequence[Question], *, idle_s: float,
                       record: Path, first_dbfs: float | None = None) -> tuple[list[Turn], float]:
-    """Every question through an AgentSession; returns (turns, idle CPU % of one core).
+    """Every question through an AgentSession; returns (turns, idle CPU % of one core)."""
+    heard = await run_voice(models, questions, idle_s=idle_s, record=record, first_dbfs=first_dbfs)
+    assert heard.idle_cpu is not None
+    return heard.turns, heard.idle_cpu
+
+
+async def run_voice(models: Models, questions: Sequence[Question], paused: Sequence[PausedQuestion] = (), *,
+                    idle_s: float, record: Path, first_dbfs: float | None = None) -> Heard:
+    """Every question, then every paused one, through an AgentSession; first the idle CPU over
+    ``idle_s`` (none when 0).
 
     A reply starts at its first non-zero sample at the speaker, or with ``first_dbfs`` at
     its first 10 ms louder than that (as a path through a codec must time it).
@@ -160,66 +196,61 @@ async def run_session(models: Models, questions: Sequence[Question], *, idle_s: 
     session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
                            audio_turn=models.audio_turn, echo_cancellation=False,
                            activation=ActivationConfig(follow_up_s=0.0))
-    state, metrics, replies = watch(session)
-    turns: list[Turn] = []
+    rig = Rig(session, mic, speaker, *watch(session))
+    heard = Heard([], None, [])
     try:
         await asyncio.wait_for(session.start(Agent(instructions=AgentConfig().instructions),
                                              input=mic, output=speaker), 60)
-        if not await wait_until(lambda: state[0] is AgentState.IDLE, 60):
-            raise EdgeAgentError(f"the session did not become idle (state {state[0].value})")
+        if not await wait_until(lambda: rig.state[0] is AgentState.IDLE, 60):
+            raise EdgeAgentError(f"the session did not become idle (state {rig.state[0].value})")
         await asyncio.sleep(1.0)
-        idle = await idle_cpu_pct(idle_s)
+        if idle_s > 0:
+            heard.idle_cpu = await idle_cpu_pct(idle_s)
         for i, q in enumerate(questions):
-            await _between_turns(mic, speaker, lambda: state[0] is AgentState.IDLE)
-            session.history.messages.clear()  # every question on its own, as in the baseline
-            seen, said = len(metrics), len(replies)
-            speaker.arm()
-            spoken = mic.speak(q.audio)
-            turn = Turn(q.text)
-            if await wait_until(lambda: speaker.first_sample is not None, spoken.done - time.monotonic()
-                                + REPLY_TIMEOUT_S):
-                assert speaker.first_sample is not None
-                turn.e2e_ms = 1000 * (speaker.first_sample - spoken.end)
-
-            def over(seen: int = seen) -> bool:
-                return len(metrics) > seen and state[0] is not AgentState.SPEAKING and speaker.quiet_for() > QUIET_S
-
-            if not await wait_until(over, REPLY_PLAY_S):
-                turn.cut_off = True
-                session.interrupt()
-                await wait_until(over, 30.0)
-            _fill_from_metrics(turn, metrics[seen:])
-            turn.reply = " ".join(replies[said:])
-            turns.append(turn)
-            log.info("session %d/%d: %s", i + 1, len(questions), turn)
+            asked = await ask(rig, q.audio)
+            heard.turns.append(_turn(q.text, asked))
+            log.info("session %d/%d: %s", i + 1, len(questions), heard.turns[-1])
+        if paused:
+            heard.paused = await _ask_paused(rig, paused)
     finally:
         await asyncio.wait_for(session.aclose(), 30)
         await mic.aclose()
         await speaker.aclose()
-    return turns, idle
+    return heard
 
 
-def _fill_from_metrics(turn: Turn, found: Sequence[Any]) -> None:
-    """The breakdown from the session's TurnMetrics, moved to the true end of speech.
+async def _ask_paused(rig: Rig, paused: Sequence[PausedQuestion]) -> list[PausedTurn]:
+    """Each question with a pause, after the wake word; the words after the pause begin (capture
+    time) ``fragment_end_s + pause_s`` into its audio (the fragment and the rest are trimmed)."""
+    wake = AudioFrame.concat([trim(espeak(WAKE_PHRASE)), AudioFrame.silence(WAKE_PAUSE_S, RECOGNITION_RATE)])
+    out = []
+    for i, pq in enumerate(paused):
+        asked = await ask(rig, AudioFrame.concat([wake, pq.audio]))
+        rest_at = asked.spoken.start + wake.duration + pq.fragment_end_s + pq.pause_s
+        out.append(_paused_turn(pq, asked, rest_at))
+        log.info("paused %d/%d: %s", i + 1, len(paused), out[-1])
+    return out
 
-    The session counts from the VAD's end of speech and its ``e2e_latency`` ends at the
-    same first sample we time, so their difference is where the VAD put the end.
-    """
-    timed = [m for m in found if m.e2e_latency is not None]
-    if not found:
-        return
-    m = (timed or list(found))[-1]
-    turn.heard = m.transcript
-    turn.raw = {k: v for k, v in asdict(m).items() if isinstance(v, float | bool | str) or v is None}
-    shift = 0.0
-    if turn.e2e_ms is not None and m.e2e_latency is not None:
-        shift = turn.e2e_ms / 1000 - m.e2e_latency
-        turn.marks["vad"] = 1000 * shift
-    for step, name in (("stt", "transcription_delay"), ("turn", "end_of_utterance_delay"),
-                       ("llm", "llm_ttft_after_speech"), ("tts", "tts_ttfa_after_speech")):
-        value = getattr(m, name)
-        if value is not None:
-            turn.marks[step] = 1000 * (shift + value)
+
+def _turn(question: str, asked: Asked) -> Turn:
+    turn = Turn(question, cut_off=asked.cut_off)
+    if asked.first_sample is not None:
+        turn.e2e_ms = 1000 * (asked.first_sample - asked.spoken.end)
+    fill_from_metrics(turn, asked.metrics)
+    turn.reply = " ".join(asked.replies)
+    return turn
+
+
+def _paused_turn(pq: PausedQuestion, asked: Asked, rest_at: float) -> PausedTurn:
+    """How the session took a question with a pause: :func:`one_turn_verdict` of its commits."""
+    times = [t for t, _ in asked.commits]
+    out = PausedTurn(pq.text, pq.fragment, pq.voice, pq.pause_s, verdict=one_turn_verdict(times, rest_at),
+                     heard=[text for _, text in asked.commits], commit_ms=[1000 * (t - rest_at) for t in times],
+                     reply=" ".join(asked.replies))
+    if asked.first_sample is not None:
+        out.reply_ms = 1000 * (asked.first_sample - asked.spoken.end)
+    out.preempt_hit, out.preempt_misses = preempted(asked.metrics)
+    return out
 
 
 # -- the sequential baseline ---------------------------------------------------------------------
@@ -308,127 +339,44 @@ async def _sequential_reply(models: Models, ctx: Any, ev: VADEvent, turn: Turn, 
         turn.e2e_ms = 1000 * (speaker.first_sample - spoken.end)
 
 
-# -- the report ---------------------------------------------------------------------------------
-
-
-def figures(session: Sequence[Turn] | None, baseline: Sequence[Turn] | None, *, idle_cpu: float | None,
-            rss_mb: float, n: int) -> dict[str, Any]:
-    """Every number of the run, each target with its limit and verdict, and what was missed."""
-    out: dict[str, Any] = {"questions": n, "peak_rss_mb": rss_mb}
-    if idle_cpu is not None:
-        out["idle_cpu_pct"] = idle_cpu
-    if session is not None:
-        out["session"] = summary(session)
-        s = out["session"]
-        out.update(e2e_p50_ms=s["p50_ms"], e2e_p90_ms=s["p90_ms"], answered_fraction=s["answered"] / n)
-    if baseline is not None:
-        out["baseline"] = summary(baseline)
-    if session is not None and baseline is not None:
-        a, b = out["session"]["p50_ms"], out["baseline"]["p50_ms"]
-        out["speedup_vs_sequential"] = b / a if a and b else None
-    targets, missed = {}, []
-    for name, (limit, higher) in TARGETS.items():
-        if name not in out:
-            continue  # not measured in this run (no session or no baseline)
-        value = out[name]
-        ok = value is not None and (value >= limit if higher else value <= limit)
-        targets[name] = {"limit": limit, "value": value, "ok": ok, "higher_is_better": higher}
-        if not ok:
-            missed.append(name)
-    out["targets"], out["missed"] = targets, missed
-    return out
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def table(fig: dict[str, Any]) -> str:
-    """Per question: heard, e2e and milestones (ms after the true end) of both modes; then p50/p90."""
-    modes = [m for m in ("session", "baseline") if m in fig]
-    cols = {"session": ("stt", "turn", "llm", "tts"), "baseline": ("vad", "stt", "llm", "tts")}
-    head = f"{'#':>2} {'question':36} {'heard':36}"
-    for m in modes:
-        head += f" | {m + ' e2e':>12} " + " ".join(f"{c:>5}" for c in cols[m])
-    lines = [head, "-" * len(head)]
-    rows = zip(*(fig[m]["turns"] for m in modes), strict=True)
-    for i, row in enumerate(rows):
-        first = row[0]
-        line = f"{i + 1:>2} {first['question'][:36]:36} {first['heard'][:36]:36}"
-        for m, t in zip(modes, row, strict=True):
-            line += f" | {_ms(t['e2e_ms']):>12} " + " ".join(f"{_ms(t['marks'].get(c)):>5}" for c in cols[m])
-        lines.append(line)
-    for stat in ("p50_ms", "p90_ms"):
-        line = f"{'':2} {stat[:3] + ' (ms after the true end of speech)':73}"
-        for m in modes:
-            line += f" | {_ms(fig[m][stat]):>12} " + " ".join(f"{'':>5}" for _ in cols[m])
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def verdicts(fig: dict[str, Any]) -> str:
-    lines = []
-    for name, t in fig["targets"].items():
-        value = "missing" if t["value"] is None else f"{t['value']:.2f}"
-        sign = ">=" if t["higher_is_better"] else "<="
-        lines.append(f"{name:24} {value:>10}  target {sign} {t['limit']:g}  {'ok' if t['ok'] else 'MISSED'}")
-    return "\n".join(lines)
-
-
-def chart(fig: dict[str, Any], path: Path) -> Path:
-    """Stacked bars per turn of the latency breakdown (one panel per mode), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    modes = [m for m in ("session", "baseline") if m in fig]
-    colors = dict(zip(STEPS, ("#9e9e9e", "#4c72b0", "#8172b2", "#dd8452", "#55a868", "#c44e52"), strict=True))
-    figure, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), sharey=True, squeeze=False)
-    for ax, mode in zip(axes[0], modes, strict=True):
-        turns = [Turn(**t) for t in fig[mode]["turns"]]
-        xs = range(1, len(turns) + 1)
-        bottoms = [0.0] * len(turns)
-        for step, label in STEPS.items():
-            heights = [t.segments().get(step, 0.0) for t in turns]
-            if any(heights):
-                ax.bar(xs, heights, bottom=bottoms, color=colors[step], label=label)
-                bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-        if mode == "session":
-            for limit, style in ((TARGETS["e2e_p50_ms"][0], "--"), (TARGETS["e2e_p90_ms"][0], ":")):
-                ax.axhline(limit, color="black", linestyle=style, linewidth=1)
-        ax.set_title(f"{mode}: p50 {_ms(fig[mode]['p50_ms'])} ms, p90 {_ms(fig[mode]['p90_ms'])} ms")
-        ax.set_xlabel("question")
-        ax.set_xticks(list(xs))
-        ax.legend(fontsize=7, loc="upper left")
-    axes[0][0].set_ylabel("ms after the true end of speech")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
 # -- the run ----------------------------------------------------------------------------------
 
 
 async def measure(questions: int, workdir: Path, *, session: bool = True, baseline: bool = True,
-                  idle_s: float = 10.0) -> dict[str, Any]:
-    """Speak ``questions`` questions to the session and/or the baseline; every figure of :func:`figures`.
+                  idle_s: float = 10.0, pauses: int = 0, hog: bool = False) -> dict[str, Any]:
+    """Speak ``questions`` questions to the session (then ``pauses`` questions with a pause after
+    a fragment; then, with ``hog``, the questions again with a :class:`CpuHog` on every core)
+    and/or the baseline; every figure of :func:`~edgeagent.bench.report.figures`, and what ran.
 
-    What the agent said is recorded in ``workdir`` (session.wav, baseline.wav).
+    What the agent said is recorded in ``workdir`` (session.wav, hog.wav, baseline.wav).
     """
+    from edgeagent.bench.pauses import make_paused
+
     spoken = make_questions(questions)
+    paused = make_paused(pauses) if session and pauses else []
+    ran: list[str] = []
     models = await Models.load()
     try:
-        in_session = idle = in_baseline = rss = None
+        quiet = under_hog = in_baseline = None
+        rss = None
         if session:
-            in_session, idle = await run_session(models, spoken, idle_s=idle_s, record=workdir / "session.wav")
+            quiet = await run_voice(models, spoken, paused, idle_s=idle_s, record=workdir / "session.wav")
             rss = peak_rss_mb()  # the agent's own peak: the baseline's comes after
+            ran.append(f"session: {len(spoken)} questions after the wake word"
+                       + (f", then {len(paused)} with a pause after a fragment" if paused else "")
+                       + f"; idle CPU over {idle_s:g} s before them")
+        if session and hog:
+            with CpuHog() as cpu_hog:
+                under_hog = await run_voice(models, spoken, idle_s=0, record=workdir / "hog.wav")
+            ran.append(f"session under a CPU hog: the same {len(spoken)} questions, {cpu_hog.describe()}")
         if baseline:
             in_baseline = await run_baseline(models, spoken, record=workdir / "baseline.wav")
+            ran.append(f"sequential baseline: the same {len(spoken)} questions (no wake word)")
     finally:
         await models.aclose()
-    fig = figures(in_session, in_baseline, idle_cpu=idle, rss_mb=rss or peak_rss_mb(), n=len(spoken))
+    fig = figures(None if quiet is None else quiet.turns, in_baseline,
+                  idle_cpu=None if quiet is None else quiet.idle_cpu, rss_mb=rss or peak_rss_mb(), n=len(spoken),
+                  paused=None if quiet is None else quiet.paused, hog=None if under_hog is None else under_hog.turns)
     fig["peak_rss_whole_run_mb"] = peak_rss_mb()
+    fig["ran"] = ran
     return fig
