@@ -226,6 +226,28 @@ async def test_end_of_turn_probe_keeps_generation_intact(llm: LlamaLLM, metrics:
     assert metrics[-1].cached_tokens > 0
 
 
+async def test_a_dropped_reply_leaves_no_trace_in_the_next_one() -> None:
+    """A reply begun and dropped (a preemptive reply to a fragment) changes nothing: the next
+    reply to a prompt is the one it would have been, sampled (temperature > 0) or not, and the
+    KV cache then holds that prompt and reply, not the dropped tokens."""
+    sampled = create("llm", "llama", temperature=0.7)
+    assert isinstance(sampled, LlamaLLM)
+    try:
+        question = conversation("Tell me a fun fact about cats.")
+        clean, _, _ = await collect(sampled, question)
+        stream = sampled.chat(conversation("What is the capital of"), max_tokens=200)
+        for _ in range(5):
+            await asyncio.wait_for(stream.__anext__(), TIMEOUT)
+        await asyncio.wait_for(stream.aclose(), 5)
+        again, _, _ = await collect(sampled, question)
+        assert again == clean
+        engine = sampled._gen.engine
+        prompt = engine.tokenize(sampled.template.render(question.messages, (), add_generation_prompt=True))
+        assert engine._tokens[: len(prompt)] == prompt
+    finally:
+        await asyncio.wait_for(sampled.aclose(), 30)
+
+
 async def test_empty_input_and_empty_reply(llm: LlamaLLM, metrics: list[LLMMetrics]) -> None:
     text, calls, _ = await collect(llm, conversation(""), max_tokens=24)
     assert isinstance(text, str) and not calls

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import PulseDevices
 from live import Live, Recorder, loud_blocks, play, words
-from speech import espeak, save, with_silence
+from speech import piper, save, with_silence
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.config_voice import ActivationConfig, TurnConfig
@@ -33,7 +33,7 @@ audio to come while the user is still silent (each well under a second here)."""
 async def test_a_question_with_a_pause_gets_one_answer_and_the_fragments_reply_is_never_heard(
     models: Models, pulse: PulseDevices, tmp_path: Path
 ) -> None:
-    fragment, rest = espeak("What is the capital of"), espeak("France?")
+    fragment, rest = piper("What is the capital of"), piper("France?")
     audio = with_silence(AudioFrame.concat([fragment, AudioFrame.silence(PAUSE_S, RATE), rest]), LEAD_S, 1.0)
     wav = save(audio, tmp_path / "paused_question.wav")
     rest_starts = LEAD_S + fragment.duration + PAUSE_S  # into the recording, give or take its start

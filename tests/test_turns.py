@@ -151,14 +151,15 @@ def test_trailing_punctuation_from_the_stt_is_taken_off() -> None:
 
 def test_endpointing_adapts_between_the_shortest_and_the_longest_wait() -> None:
     opts = TurnConfig(min_delay_s=0.3, max_delay_s=2.0, eot_threshold=0.05)
-    both_done = endpoint_delay(opts, 0.6, 0.9)
-    words_doubt = endpoint_delay(opts, 0.0005, 0.9)
+    assert endpoint_delay(opts, 0.6, 0.9) == 0.3  # words and voice agree: the shortest wait
+    assert endpoint_delay(opts, 0.0005, 0.95) == pytest.approx(2.0)  # a fragment, whatever the voice
+    assert endpoint_delay(opts, 0.001, 0.95) > 1.6
     voice_doubts = endpoint_delay(opts, 0.6, 0.05)
-    some_doubt = endpoint_delay(opts, 0.01, 0.9)
-    assert both_done == 0.3  # they agree: the shortest wait
-    assert words_doubt == pytest.approx(2.0)  # a fragment: the longest
-    assert 0.3 < some_doubt < 2.0 and 0.3 < voice_doubts < 2.0
-    assert voice_doubts <= 0.3 + 0.5 * 1.7 + 1e-9  # the voice alone cannot wait it out
+    assert 0.3 < voice_doubts <= 0.3 + 0.2 * 1.7 + 1e-9  # the voice alone adds a little
+    mild = endpoint_delay(opts, 0.007, None)
+    relieved = endpoint_delay(opts, 0.007, 0.98)  # "Can you tell me a joke": the voice is done
+    assert 0.3 < relieved < mild < 2.0
+    assert endpoint_delay(opts, 0.007, 0.3) >= mild  # an unsure voice relieves nothing
     assert endpoint_delay(opts, 0.0, 0.0) == pytest.approx(2.0)
     assert endpoint_delay(opts, None, None) == 0.3
     assert endpoint_delay(TurnConfig(min_delay_s=0.5, max_delay_s=0.2), 0.0, None) == 0.5

@@ -13,6 +13,7 @@ import codecs
 import ctypes
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,6 @@ class LlamaEngine:
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._vocab = self.llm._model.vocab
         self._tokens: list[int] = []
-        self._draws = 0
 
     # -- text <-> tokens ----------------------------------------------------
 
@@ -164,8 +164,9 @@ class LlamaEngine:
             s.add_top_p(0.95, 1)
             s.add_min_p(0.05, 1)
             s.add_temp(temperature)
-            s.add_dist(self.seed + self._draws)  # a new stream per reply, reproducible from the seed
-            self._draws += 1
+            # The stream of draws depends on the seed and the prompt alone: the same prompt gets the
+            # same reply, whatever was generated (or begun and dropped, see voice/preempt.py) before.
+            s.add_dist((self.seed + zlib.crc32(np.asarray(self._tokens, np.int32).tobytes())) & 0xFFFFFFFF)
         return s
 
     def grammar_sampler(self, temperature: float, grammar: str) -> GrammarSampler:

@@ -115,7 +115,7 @@ class SmartTurn:
     One session; :meth:`probability` runs on the model's own inference thread.
     """
 
-    def __init__(self, model_path: Path | None = None, *, threads: int = 1) -> None:
+    def __init__(self, model_path: Path | None = None, *, threads: int = 1, warmup: bool = True) -> None:
         import onnxruntime as ort
 
         fix = f"run `edgeagent models pull {MODEL_NAME}` or pass a Smart Turn v3 .onnx file"
@@ -146,6 +146,8 @@ class SmartTurn:
         """Wall time of the latest model call (features and inference)."""
         self._thread = InferenceThread("turn-smart")
         self._closed = False
+        if warmup:  # onnxruntime's first run is several times slower: not in the first turn
+            self.probability_sync(AudioFrame.silence(1.0, RECOGNITION_RATE))
 
     def probability_sync(self, audio: AudioFrame) -> float:
         """P(turn complete) for ``audio`` (16 kHz mono); blocks for the inference."""

@@ -29,13 +29,19 @@ from edgeagent.audio.frame import AudioFrame
 from edgeagent.config_voice import TurnConfig
 from edgeagent.llm.chat import ChatContext
 
-AUDIO_WEIGHT = 0.5
+AUDIO_WEIGHT = 0.2
 """How far the voice alone may push the wait towards ``max_delay_s`` (the words: all the way).
-Smart Turn misjudges some voices (synthetic ones most), the words rarely (issue 16 notes)."""
+Smart Turn misjudges synthetic voices both ways (``scripts/bench-turn``: AUC 0.42 on espeak-ng
+fragments against complete questions, the words without punctuation 0.95)."""
+AUDIO_RELIEF = 0.5
+"""A voice that sounds finished takes up to this share off the words' doubt, while that doubt
+is mild (the words are not clearly a fragment): "Can you tell me a joke" scored 0.007."""
+MILD_DOUBT = 0.5
+"""The words' doubt below which the voice may relieve it (a fragment's is 0.85-1)."""
 AUDIO_DONE = 0.5
 """Smart Turn's probability at or above which the voice sounds finished."""
-AUDIO_UNSURE_SPAN = 0.4
-"""Below :data:`AUDIO_DONE`, the doubt grows linearly over this much probability."""
+AUDIO_SPAN = 0.4
+"""Away from :data:`AUDIO_DONE`, the voice's doubt (or confidence) grows linearly over this much."""
 TEXT_DOUBT_DECADES = 2.0
 """Below ``turn.eot_threshold``, the words' doubt is full this many decades further down."""
 
@@ -85,16 +91,24 @@ def text_doubt(p: float, threshold: float) -> float:
 
 def audio_doubt(p: float) -> float:
     """0 when the voice sounds finished (:data:`AUDIO_DONE`), 1 well below it."""
-    return min(1.0, max(0.0, (AUDIO_DONE - p) / AUDIO_UNSURE_SPAN))
+    return min(1.0, max(0.0, (AUDIO_DONE - p) / AUDIO_SPAN))
+
+
+def audio_confidence(p: float) -> float:
+    """0 at :data:`AUDIO_DONE` and below, 1 well above it."""
+    return min(1.0, max(0.0, (p - AUDIO_DONE) / AUDIO_SPAN))
 
 
 def endpoint_delay(options: TurnConfig, text_p: float | None, audio_p: float | None) -> float:
-    """The silence to wait: ``min_delay_s`` when every detector asked finds the turn over,
-    growing with the strongest doubt (the voice's counting :data:`AUDIO_WEIGHT`) up to
-    ``max_delay_s``."""
+    """The silence to wait: ``min_delay_s`` when the detectors asked find the turn over, longer
+    as either doubts, up to ``max_delay_s``. The words lead (a fragment waits the longest,
+    whatever the voice says); the voice adds at most :data:`AUDIO_WEIGHT` of doubt of its own,
+    and takes up to :data:`AUDIO_RELIEF` off a mild doubt of the words when it sounds finished."""
     doubt = 0.0
     if text_p is not None:
-        doubt = max(doubt, text_doubt(text_p, options.eot_threshold))
+        doubt = text_doubt(text_p, options.eot_threshold)
+        if audio_p is not None and doubt < MILD_DOUBT:
+            doubt *= 1.0 - AUDIO_RELIEF * audio_confidence(audio_p)
     if audio_p is not None:
         doubt = max(doubt, AUDIO_WEIGHT * audio_doubt(audio_p))
     lo, hi = options.min_delay_s, max(options.min_delay_s, options.max_delay_s)
