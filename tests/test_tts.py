@@ -59,16 +59,18 @@ def split(text: str, by_char: bool = False, **options: int) -> list[str]:
     ],
 )
 def test_splitter_boundaries(text: str, clauses: list[str]) -> None:
-    assert split(text) == clauses
-    assert split(text, by_char=True) == clauses  # token size does not matter
+    # Punctuation, not the word limit, is under test here: a first clause of up to 5 words.
+    assert split(text, first_words=5) == clauses
+    assert split(text, by_char=True, first_words=5) == clauses  # token size does not matter
 
 
 def test_splitter_first_clause_is_short_and_cut_at_a_natural_break() -> None:
-    assert split(SENTENCE) == ["The weather today is sunny", "with a light breeze from the west."]
+    assert split(SENTENCE) == ["The weather today", "is sunny with a light breeze from the west."]
     assert split("Please remember that the meeting starts at nine tomorrow") == [
         "Please remember",  # cut before "that", not after "meeting"
         "that the meeting starts at nine tomorrow",
     ]
+    assert split(SENTENCE, first_words=5) == ["The weather today is sunny", "with a light breeze from the west."]
 
 
 def test_splitter_caps_clauses_without_spaces() -> None:
@@ -87,7 +89,7 @@ def test_splitter_caps_clauses_without_spaces() -> None:
 def test_splitter_word_limit_grows_per_clause() -> None:
     words = ["w"] * 100
     clauses = split(" ".join(words) + ".")
-    assert [len(c.split()) for c in clauses] == [5, 10, 20, 30, 30, 5]
+    assert [len(c.split()) for c in clauses] == [3, 10, 20, 30, 30, 7]
     assert " ".join(clauses) == " ".join(words) + "."
 
 

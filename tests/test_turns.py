@@ -171,11 +171,19 @@ async def test_the_combined_detector_hears_words_and_voice_at_once() -> None:
     combined = make_detector(opts, FixedEOT(math.log(0.5)), voice)
     assert combined.name == "combined" and combined.needs_audio
     audio = AudioFrame.silence(1.0, 16_000)
-    verdict = await asyncio.wait_for(combined.judge(ChatContext(), "Hello world!", audio), 5)
-    assert (verdict.delay, verdict.audio_probability) == (0.3, 0.9) and voice.heard == [audio]
+    sure = await asyncio.wait_for(combined.judge(ChatContext(), "What time is it?", audio), 5)
+    assert (sure.delay, sure.audio_probability) == (0.3, None) and voice.heard == []  # the words decide
+    unsure_words = make_detector(opts, FixedEOT(math.log(0.01)), voice)
+    verdict = await asyncio.wait_for(unsure_words.judge(ChatContext(), "Hello world!", audio), 5)
+    assert verdict.audio_probability == 0.9 and voice.heard == [audio]
+    assert 0.3 < verdict.delay < endpoint_delay(opts, 0.01, None)  # the voice sounds done: shorter
     doubt = await asyncio.wait_for(
-        make_detector(opts, FixedEOT(math.log(0.5)), FixedVoice(0.1)).judge(ChatContext(), "Hello", audio), 5)
-    assert doubt.delay > 0.3
+        make_detector(opts, FixedEOT(math.log(0.1)), FixedVoice(0.1)).judge(ChatContext(), "Hello", audio), 5)
+    assert doubt.delay > 0.3  # the words are just done, the voice doubts: longer
+    fragment = FixedVoice(0.99)
+    cut = await asyncio.wait_for(
+        make_detector(opts, FixedEOT(-10.0), fragment).judge(ChatContext(), "What is the", audio), 5)
+    assert cut.delay == pytest.approx(2.0) and fragment.heard == []
     with pytest.raises(ValueError, match="Smart Turn"):
         make_detector(opts, FixedEOT(0.0), None)
     with pytest.raises(ValueError, match="end_of_turn_logprob"):

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeagent.audio.frame import Int16Array
 from edgeagent.cloud.http import CloudHTTP
+from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
 
 PCM_RATE = 24_000
@@ -26,7 +27,7 @@ class OpenAITTS(ClauseTTS):
 
     def __init__(self, *, base_url: str, model: str = "tts-1", voice: str = "alloy", api_key: str | None = None,
                  speed: float = 1.0, sample_rate: int = PCM_RATE, first_byte_s: float = 5.0,
-                 total_s: float = 30.0, connect_s: float = 3.0, first_clause_words: int = 5,
+                 total_s: float = 30.0, connect_s: float = 3.0, first_clause_words: int = FIRST_CLAUSE_WORDS,
                  chunk_ms: float = CHUNK_MS) -> None:
         super().__init__(first_clause_words=first_clause_words, chunk_ms=chunk_ms)
         self.model = model

@@ -9,11 +9,15 @@ Text arrives token by token; a clause comes out as soon as its end is certain:
   a few words (any word count for the first clause of a segment: "Sure," is
   the fastest first audio there is);
 - a newline (list items, paragraphs);
-- a word limit, for long clauses without punctuation. The limit starts small
-  for the first clause (first audio comes fast, DESIGN.md §8) and doubles for
-  each later clause up to ``max_words``, so synthesis keeps ahead of playback
-  with ever larger, better-sounding units. The cut prefers to fall before a
-  conjunction or preposition ("…is sunny | with a light breeze").
+- a word limit, for long clauses without punctuation. The limit is small for
+  the first clause (:data:`FIRST_CLAUSE_WORDS`: first audio comes fast, DESIGN.md
+  §8), then ``second_words`` and doubling for each later clause up to
+  ``max_words``, so synthesis keeps ahead of playback with ever larger,
+  better-sounding units. The cut prefers to fall before a conjunction or
+  preposition ("…is sunny | with a light breeze");
+- time, for the first clause only (:meth:`ClauseSplitter.cut`, called by the
+  stream after :data:`FIRST_CUT_S` of LLM text): on a loaded board even a few
+  words can take a second to come, and the first audio must not wait for them.
 
 :meth:`ClauseSplitter.flush` ends a segment and returns the rest.
 """
@@ -83,6 +87,9 @@ def _is_abbreviation(before: str) -> bool:
     return word.lower() in ABBREVIATIONS
 
 
+FIRST_CLAUSE_WORDS = 3
+"""The first clause of a reply ends after this many words at most (its first audio comes while
+the LLM writes the rest; later clauses double, see :class:`ClauseSplitter`)."""
 FIRST_CUT_S = 0.3
 """A reply's first clause is cut after this much LLM time at most (:meth:`ClauseSplitter.cut`),
 whatever its punctuation: on a loaded board 5 words can take a second to come."""
@@ -106,7 +113,9 @@ class ClauseSplitter:
     first clause).
     """
 
-    first_words: int = 5
+    first_words: int = FIRST_CLAUSE_WORDS
+    second_words: int = 10
+    """The word limit of the second clause (then it doubles, up to ``max_words``)."""
     max_words: int = 30
     min_words: int = 4
     first_min_words: int = 1
@@ -120,6 +129,7 @@ class ClauseSplitter:
     def __post_init__(self) -> None:
         if not 1 <= self.first_words <= self.max_words or min(self.min_words, self.first_min_words) < 1:
             raise ValueError("need 1 <= first_words <= max_words, and min_words, first_min_words >= 1")
+        self.second_words = max(self.first_words, min(self.second_words, self.max_words))
         if self.max_chars < 20:
             raise ValueError("max_chars must be at least 20")
 
@@ -180,7 +190,9 @@ class ClauseSplitter:
             self._index += 1
 
     def _limit(self) -> int:
-        return min(self.first_words << min(self._index, 16), self.max_words)
+        if self._index == 0:
+            return self.first_words
+        return min(self.second_words << min(self._index - 1, 16), self.max_words)
 
     def _next_cut(self) -> int | None:
         """Where the first complete clause of the buffer ends, if it has one."""

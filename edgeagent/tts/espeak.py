@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeagent.audio.frame import Int16Array
 from edgeagent.errors import ConfigError
+from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS, TTSError
 
 _INSTALL = "install it with: sudo apt-get install espeak-ng (or run scripts/setup)"
@@ -68,7 +69,7 @@ class EspeakTTS(ClauseTTS):
         pitch: int | None = None,
         volume: int | None = None,
         executable: str | None = None,
-        first_clause_words: int = 5,
+        first_clause_words: int = FIRST_CLAUSE_WORDS,
         chunk_ms: float = CHUNK_MS,
     ) -> None:
         super().__init__(first_clause_words=first_clause_words, chunk_ms=chunk_ms)

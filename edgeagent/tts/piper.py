@@ -25,6 +25,7 @@ from piper.config import PiperConfig
 from edgeagent.audio.frame import Int16Array
 from edgeagent.errors import ConfigError, ModelError
 from edgeagent.stage import InferenceThread
+from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
 
 #: The manifest name of the default voice (models/manifest.toml).
@@ -114,7 +115,7 @@ class PiperTTS(ClauseTTS):
         length_scale: float | None = None,
         volume: float = 1.0,
         threads: int = 1,
-        first_clause_words: int = 5,
+        first_clause_words: int = FIRST_CLAUSE_WORDS,
         chunk_ms: float = CHUNK_MS,
         warmup: bool = True,
     ) -> None:

@@ -25,7 +25,7 @@ from edgeagent.errors import EdgeAgentError
 from edgeagent.metrics import TTSMetrics
 from edgeagent.stage import Flush, StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
-from edgeagent.tts.clauses import FIRST_CUT_S, ClauseSplitter
+from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS, FIRST_CUT_S, ClauseSplitter
 
 #: Default longest chunk handed out, in milliseconds.
 CHUNK_MS = 100.0
@@ -57,7 +57,7 @@ class ClauseTTS(TTS):
 
     provider = ""
 
-    def __init__(self, *, first_clause_words: int = 5, chunk_ms: float = CHUNK_MS) -> None:
+    def __init__(self, *, first_clause_words: int = FIRST_CLAUSE_WORDS, chunk_ms: float = CHUNK_MS) -> None:
         super().__init__()
         if chunk_ms <= 0:
             raise ValueError("chunk_ms must be positive")

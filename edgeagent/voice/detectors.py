@@ -12,14 +12,16 @@ now, and answers with a :class:`Verdict`: the silence the turn needs, within
   (:func:`untrusted_punctuation`).
 - ``audio``: the voice. Smart Turn (:mod:`edgeagent.voice.audio_turn`) on the last
   seconds of the turn's audio.
-- ``combined`` (default): both, at once (the LLM and Smart Turn have their own
-  threads). :func:`endpoint_delay` turns the two into one wait: the shortest when
-  both find the turn over, longer as either doubts.
+- ``combined`` (default): the words first; the voice where the words leave room for
+  doubt (:func:`voice_may_matter`): neither a sure end nor a clear fragment. There
+  :func:`endpoint_delay` turns the two into one wait: shorter when both find the turn
+  over, longer as either doubts. Elsewhere the voice could not change the wait much,
+  and asking it anyway would cost the reply ~40 ms of CPU on a 2-core board (Smart
+  Turn on one core slowed the LLM's prompt and first token from 63 to 133 ms here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ AUDIO_WEIGHT = 0.2
 """How far the voice alone may push the wait towards ``max_delay_s`` (the words: all the way).
 Smart Turn misjudges synthetic voices both ways (``scripts/bench-turn``: AUC 0.42 on espeak-ng
 fragments against complete questions, the words without punctuation 0.95)."""
-AUDIO_RELIEF = 0.5
+AUDIO_RELIEF = 0.75
 """A voice that sounds finished takes up to this share off the words' doubt, while that doubt
 is mild (the words are not clearly a fragment): "Can you tell me a joke" scored 0.007."""
 MILD_DOUBT = 0.5
@@ -44,6 +46,8 @@ AUDIO_SPAN = 0.4
 """Away from :data:`AUDIO_DONE`, the voice's doubt (or confidence) grows linearly over this much."""
 TEXT_DOUBT_DECADES = 2.0
 """Below ``turn.eot_threshold``, the words' doubt is full this many decades further down."""
+TEXT_SURE = 4.0
+"""The words are a sure end at this many times ``turn.eot_threshold``: the voice is not asked."""
 
 _TRAILING = re.compile(r"[\s.?!…,;:]+$")
 
@@ -97,6 +101,15 @@ def audio_doubt(p: float) -> float:
 def audio_confidence(p: float) -> float:
     """0 at :data:`AUDIO_DONE` and below, 1 well above it."""
     return min(1.0, max(0.0, (p - AUDIO_DONE) / AUDIO_SPAN))
+
+
+def voice_may_matter(options: TurnConfig, text_p: float | None) -> bool:
+    """Whether the voice is worth hearing after the words said ``text_p``: not for a sure
+    end (at least :data:`TEXT_SURE` times the threshold), nor for a clear fragment (the
+    words' doubt at :data:`MILD_DOUBT` or more, which the voice may not relieve)."""
+    if text_p is None:
+        return True
+    return text_p < TEXT_SURE * options.eot_threshold and text_doubt(text_p, options.eot_threshold) < MILD_DOUBT
 
 
 def endpoint_delay(options: TurnConfig, text_p: float | None, audio_p: float | None) -> float:
@@ -157,7 +170,8 @@ class Detector:
         self.needs_audio = audio is not None
 
     async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
-        text_p, audio_p = await asyncio.gather(self._words(ctx, text), self._voice(audio))
+        text_p = await self._words(ctx, text)
+        audio_p = await self._voice(audio) if voice_may_matter(self.options, text_p) else None
         return Verdict(endpoint_delay(self.options, text_p, audio_p), text_p, audio_p)
 
     async def _words(self, ctx: ChatContext, text: str) -> float | None:
