@@ -27,6 +27,7 @@ from edgeagent.llm.chat import ChatChunk, ChatMessage
 from edgeagent.llm.llama_engine import LlamaEngine, Utf8Stream
 from edgeagent.llm.prompt import ChatTemplate
 from edgeagent.llm.tools import FunctionTool
+from edgeagent.urgency import FIRST_AUDIO
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ class Generator:
         for _ in range(budget):
             if cancel.is_set():
                 return
+            if sent:  # text is out: a first clause being voiced has the cores first
+                FIRST_AUDIO.wait()
             tok = eng.sample(sampler)
             stats.completion_tokens += 1
             if eng.is_end(tok):

@@ -26,6 +26,7 @@ from edgeagent.metrics import TTSMetrics
 from edgeagent.stage import Flush, StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
 from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS, FIRST_CUT_S, ClauseSplitter
+from edgeagent.urgency import FIRST_AUDIO
 
 #: Default longest chunk handed out, in milliseconds.
 CHUNK_MS = 100.0
@@ -153,6 +154,7 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
         """Synthesize one clause and hand it out in chunks of ``self._chunk``
         samples; the last chunk of the segment's last clause carries is_final."""
         seg = self._seg
+        first = not seg.characters
         seg.characters += len(clause)
         if seg.first_ready is None:
             seg.first_ready = ready
@@ -161,12 +163,14 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
         try:
             while True:
                 t0 = time.perf_counter()
-                try:
-                    piece = await anext(pieces)
+                try:  # until the reply's first audio is out, it has the cores first (urgency.py)
+                    with FIRST_AUDIO.hold() if first else contextlib.nullcontext():
+                        piece = await anext(pieces)
                 except StopAsyncIteration:
                     break
                 finally:
                     seg.processing_s += time.perf_counter() - t0
+                first = False
                 carry = np.concatenate([carry, piece]) if len(carry) else piece
                 # Keep a remainder (and, in the last clause, a full chunk) back:
                 # the final chunk must be the last one handed out.
