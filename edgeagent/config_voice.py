@@ -50,11 +50,12 @@ class TurnConfig:
 
     detection: str = "combined"
     """How long the silence after speech must last before the turn ends (adaptive
-    endpointing between min_delay_s and max_delay_s): combined: the words (the local LLM's
-    end-of-turn probability, the STT's trailing punctuation not trusted) and the voice
-    (Smart Turn, an audio end-of-turn model) together, the shortest wait when both find
-    the turn over, longer as either doubts; semantic: the words alone; audio: the voice
-    alone; vad: always min_delay_s; stt: as soon as the transcript is final."""
+    endpointing between min_delay_s and max_delay_s). combined: the words (the local LLM's
+    end-of-turn probability, the STT's trailing punctuation not trusted), and where they
+    leave room for doubt the voice too (Smart Turn, an audio end-of-turn model): the
+    shortest wait when both find the turn over, longer as either doubts; semantic: the
+    words alone; audio: the voice alone; vad: always min_delay_s; stt: as soon as the
+    transcript is final."""
     min_delay_s: float = 0.3
     """Silence after speech (s) before a turn that looks finished ends."""
     max_delay_s: float = 2.0

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.pauses import PAUSED, VOICES, make_paused
 from edgeagent.bench.scripted import QUESTIONS, espeak, trim
+from edgeagent.config_voice import TurnConfig
+from edgeagent.voice.detectors import endpoint_delay, voice_may_matter
 
 DECIDE_S = 0.3
 """Silence after the speech when the detector is asked (the turn config's min_delay_s)."""
@@ -120,7 +122,22 @@ def _geo(a: float, b: float, wa: float = 0.5) -> float:
     return math.pow(a, wa) * math.pow(b, 1.0 - wa)
 
 
+def _wait_score(text_p: float, audio_p: float | None) -> float:
+    """The session's own verdict as a score: 1 for the shortest wait (``min_delay_s``), 0 for
+    the longest (``max_delay_s``), with the default ``[turn]`` options."""
+    opts = TurnConfig()
+    wait = endpoint_delay(opts, text_p, audio_p)
+    return 1.0 - (wait - opts.min_delay_s) / (opts.max_delay_s - opts.min_delay_s)
+
+
+def _combined(i: Item) -> float:
+    """``turn.detection = combined`` as the session runs it: the voice only where it may matter."""
+    return _wait_score(i.p_stripped, i.p_audio if voice_may_matter(TurnConfig(), i.p_stripped) else None)
+
+
 DETECTORS: dict[str, Detector] = {
+    "session: combined (wait)": _combined,
+    "session: semantic (wait)": lambda i: _wait_score(i.p_stripped, None),
     "text (as written)": lambda i: i.p_text,
     "text (stripped)": lambda i: i.p_stripped,
     "audio (Smart Turn)": lambda i: i.p_audio,

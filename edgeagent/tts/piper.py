@@ -104,8 +104,9 @@ class PiperTTS(ClauseTTS):
     packaged en_US-joe-medium), ``speaker`` (id or name, multi-speaker voices),
     ``length_scale`` (> 1 slower, < 1 faster; default the voice's),
     ``volume`` (gain, 1.0 = peak-normalized), ``threads`` (onnxruntime
-    intra-op threads; 2: a first clause in ~45 ms here, ~75 with 1), ``first_clause_words``, ``chunk_ms``, ``warmup`` (one
-    short synthesis at load so the first reply is not slow).
+    intra-op threads; 2: a first clause in ~45 ms here, ~75 with 1),
+    ``first_clause_words``, ``chunk_ms``, ``warmup`` (one short synthesis at load so
+    the first reply is not slow).
     """
 
     provider = "piper"
