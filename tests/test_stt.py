@@ -29,7 +29,7 @@ from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.stt.buffer import UtteranceBuffer
 from edgeagent.stt.vosk import VoskSTT
 from edgeagent.stt.whisper import WhisperSTT
-from edgeagent.stt.whisper_decoder import Transcript
+from edgeagent.stt.whisper_decoder import Transcript, squeeze_pauses
 
 TIMEOUT = 120.0  # a decode is ~0.35 s on an idle 2-core x86; the CI box may be far busier
 
@@ -166,6 +166,32 @@ def test_espeak_round_trip_has_low_word_error(whisper: WhisperSTT) -> None:
     errors = round_trip_wers(whisper, "espeak")
     print(f"espeak mean WER {statistics.fmean(errors):.3f}")
     assert statistics.fmean(errors) <= ESPEAK_MAX_MEAN_WER
+
+
+@pytest.mark.parametrize(("fragment", "rest", "needed"), [
+    ("Can you tell me how many", "legs a spider has?", {"many", "spider"}),
+    ("What language is spoken in", "Brazil?", {"spoken", "brazil"}),
+    ("How long does it take to", "boil an egg?", {"take", "egg"}),  # unsqueezed: "How long does it take to?"
+])
+def test_a_question_with_a_long_pause_is_heard_to_its_end(whisper: WhisperSTT, fragment: str, rest: str,
+                                                            needed: set[str]) -> None:
+    # Whisper ends its transcript at a long pause ("Can you tell me how many? Let the spider has.");
+    # the decoder squeezes pauses to 0.3 s first.
+    audio = AudioFrame.concat([piper(fragment), AudioFrame.silence(1.0, RECOGNITION_RATE), piper(rest)])
+    event = asyncio.run(asyncio.wait_for(whisper.recognize(with_silence(audio, 0.3, 0.3)), TIMEOUT))
+    assert needed <= set(normalize(event.text)), event.text
+
+
+def test_pauses_are_squeezed_and_nothing_else_changes() -> None:
+    rate = RECOGNITION_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(rate // 2) / rate)).astype(np.float32)
+    gap = np.zeros(rate, np.float32)
+    out = squeeze_pauses(np.concatenate([tone, gap, tone, gap[:1000]]), 0.3)
+    assert out.size == 2 * tone.size + round(0.3 * rate) + 1000  # the 1 s pause is 0.3 s; a 62 ms one stays
+    assert np.array_equal(out[: tone.size], tone) and np.array_equal(out[-tone.size - 1000:-1000], tone)
+    short = np.concatenate([tone, gap[: rate // 5], tone])
+    assert np.array_equal(squeeze_pauses(short, 0.3), short)
+    assert squeeze_pauses(np.zeros(0, np.float32), 0.3).size == 0
 
 
 # -- Whisper: streaming -------------------------------------------------------------------
