@@ -231,13 +231,16 @@ class ClauseSplitter:
         return space if space > 0 else end
 
     def _word_limit_cut(self, text: str) -> int | None:
-        """A cut for a clause over the word limit, preferring a natural break."""
+        """A cut for a clause over the word limit, preferring a natural break. The first
+        clause is cut as soon as its last word is complete; a later one waits for the word
+        after the limit too, to see whether a break falls before it."""
         limit = self._limit()
+        look = 0 if self._index == 0 else 1
         found = (m for m in _WORD.finditer(text) if _WORDISH.search(m.group()))
-        words = list(itertools.islice(found, limit + 1))
-        if len(words) <= limit:
+        words = list(itertools.islice(found, limit + look))
+        if len(words) < limit + look:
             return None
-        for j in range(limit, 1, -1):  # cut before words[j], keeping >= 2 words
+        for j in range(limit - 1 + look, 1, -1):  # cut before words[j], keeping >= 2 words
             if words[j].group().lower().strip("\"'“‘(") in BREAK_BEFORE:
                 return words[j].start()
         return words[limit - 1].end()
