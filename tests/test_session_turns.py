@@ -56,7 +56,7 @@ async def test_a_question_with_a_pause_gets_one_answer_and_the_fragments_reply_i
     dropped = live.session._hearing.preemption.last_dropped if live.session._hearing else None
     assert dropped is not None and dropped.times.tts_first_audio is not None  # it had audio ready
     assert not dropped.audible and dropped.handle.spoken_text == ""
-    assert m.eot_probability is not None and m.audio_eot_probability is not None
+    assert m.eot_probability is not None and m.end_of_turn_delay is not None
     speaking = [i for i, s in enumerate(live.states()) if s is AgentState.SPEAKING]
     assert len(speaking) == 1, live.states()  # one reply: the room saw one (it follows the state)
     loud = loud_blocks(recorded)

@@ -169,7 +169,6 @@ def test_espeak_round_trip_has_low_word_error(whisper: WhisperSTT) -> None:
 
 
 @pytest.mark.parametrize(("fragment", "rest", "needed"), [
-    ("Can you tell me how many", "legs a spider has?", {"many", "spider"}),
     ("What language is spoken in", "Brazil?", {"spoken", "brazil"}),
     ("How long does it take to", "boil an egg?", {"take", "egg"}),  # unsqueezed: "How long does it take to?"
 ])
@@ -186,9 +185,10 @@ def test_pauses_are_squeezed_and_nothing_else_changes() -> None:
     rate = RECOGNITION_RATE
     tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(rate // 2) / rate)).astype(np.float32)
     gap = np.zeros(rate, np.float32)
-    out = squeeze_pauses(np.concatenate([tone, gap, tone, gap[:1000]]), 0.3)
-    assert out.size == 2 * tone.size + round(0.3 * rate) + 1000  # the 1 s pause is 0.3 s; a 62 ms one stays
-    assert np.array_equal(out[: tone.size], tone) and np.array_equal(out[-tone.size - 1000:-1000], tone)
+    out = squeeze_pauses(np.concatenate([gap, tone, gap, tone, gap]), 0.3)
+    assert out.size == 2 * gap.size + 2 * tone.size + round(0.3 * rate)  # the pause is 0.3 s, the rest stays
+    assert np.array_equal(out[gap.size: gap.size + tone.size], tone)
+    assert np.array_equal(out[-gap.size - tone.size:-gap.size], tone)
     short = np.concatenate([tone, gap[: rate // 5], tone])
     assert np.array_equal(squeeze_pauses(short, 0.3), short)
     assert squeeze_pauses(np.zeros(0, np.float32), 0.3).size == 0

@@ -24,8 +24,10 @@ digit (a lone "." on noise); audio that never reaches -70 dBFS is not decoded
 at all. So silence gives an empty FINAL, not
 "Thank you."
 
-Pauses are squeezed: every quiet stretch (10 ms blocks ``quiet_db`` below the loudest)
-longer than ``max_pause_s`` is cut to that length before decoding. Whisper ends its
+Pauses are squeezed: every quiet stretch between sounds (10 ms blocks ``quiet_db`` below
+the loudest) longer than ``max_pause_s`` is cut to that length before decoding (the quiet
+before and after the speech is left alone: Whisper tiny heard "What is the capital of
+France?" as "... capital and friends?" with its 1 s tail cut to 0.3 s). Whisper ends its
 transcript at a long pause: "Can you tell me how many, [0.95 s] legs a spider has?"
 came out "Can you tell me how many? Let the spider has.", "What language is spoken in,
 [0.95 s] Brazil?" as "What languages spoken in?"; squeezed to 0.3 s, "Can you tell me
@@ -157,8 +159,9 @@ class WhisperDecoder:
 
 
 def squeeze_pauses(audio: Float32Array, max_pause_s: float, quiet_db: float = -35.0) -> Float32Array:
-    """``audio`` with every quiet stretch longer than ``max_pause_s`` cut to that length
-    (quiet: a 10 ms block ``quiet_db`` below the loudest one)."""
+    """``audio`` with every pause (a quiet stretch between sounds) longer than ``max_pause_s``
+    cut to that length; quiet: a 10 ms block ``quiet_db`` below the loudest one. The quiet
+    before and after the speech is kept as it is."""
     n = audio.size // BLOCK
     if n == 0:
         return audio
@@ -167,7 +170,9 @@ def squeeze_pauses(audio: Float32Array, max_pause_s: float, quiet_db: float = -3
     quiet = rms < rms.max() * 10 ** (quiet_db / 20)
     idx = np.arange(n)
     run_start = np.maximum.accumulate(np.where(quiet, 0, idx + 1))  # first block of each quiet run
-    keep = ~quiet | (idx - run_start < round(max_pause_s * 100))
+    loud = np.flatnonzero(~quiet)
+    inside = (idx > loud[0]) & (idx < loud[-1])  # the quiet before and after the speech stays
+    keep = ~quiet | ~inside | (idx - run_start < round(max_pause_s * 100))
     if keep.all():
         return audio
     mask = np.concatenate([np.repeat(keep, BLOCK), np.ones(audio.size - n * BLOCK, bool)])
