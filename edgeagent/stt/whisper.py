@@ -129,6 +129,7 @@ class WhisperSTT(STT):
             logprob_threshold=logprob_threshold,
             encoder_window=encoder_window,
             encoder_margin=encoder_margin,
+            quiet_db=reuse_quiet_db,
         )
         self._thread = InferenceThread("stt-whisper")
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from edgeagent.audio.frame import RECOGNITION_RATE, Float32Array
 from edgeagent.errors import ModelError
+from edgeagent.stt.buffer import BLOCK
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ DEFAULT_MODEL = "whisper-tiny-en"
 """Manifest name of the default model (a CTranslate2 directory)."""
 
 MAX_COMPRESSION_RATIO = 2.4
-BLOCK = RECOGNITION_RATE // 100
 MEL_FRAMES_PER_S = 100
 FULL_WINDOW_FRAMES = 3000
 SILENT_PEAK = 10 ** (-70 / 20)

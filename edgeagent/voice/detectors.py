@@ -128,30 +128,17 @@ def endpoint_delay(options: TurnConfig, text_p: float | None, audio_p: float | N
     return lo + (hi - lo) * doubt
 
 
-class VADDetector:
-    """The short delay, whatever was said."""
+class FixedDelay:
+    """The same wait whatever was said: ``vad`` the short one, ``stt`` none (the final
+    transcript ends the turn)."""
 
-    name = "vad"
     needs_audio = False
 
-    def __init__(self, options: TurnConfig) -> None:
-        self.options = options
+    def __init__(self, name: str, delay: float) -> None:
+        self.name, self.delay = name, delay
 
     async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
-        return Verdict(self.options.min_delay_s)
-
-
-class STTDetector:
-    """The final transcript ends the turn."""
-
-    name = "stt"
-    needs_audio = False
-
-    def __init__(self, options: TurnConfig) -> None:
-        self.options = options
-
-    async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
-        return Verdict(0.0)
+        return Verdict(self.delay)
 
 
 class Detector:
@@ -206,6 +193,4 @@ def make_detector(options: TurnConfig, llm: object, audio_model: AudioTurnModel 
         return Detector(options, None, audio_model)
     if kind == "combined":
         return Detector(options, llm, audio_model)  # type: ignore[arg-type]
-    if kind == "stt":
-        return STTDetector(options)
-    return VADDetector(options)
+    return FixedDelay(kind, 0.0 if kind == "stt" else options.min_delay_s)

@@ -31,6 +31,7 @@ from edgeagent.voice.detectors import TurnDetector
 from edgeagent.voice.events import ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.preempt import Preemption
+from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
 from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
 from edgeagent.wake.base import WakeEvent
@@ -66,7 +67,6 @@ class Hearing:
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
         self._vad_in_speech = False
         self.preemption = Preemption(session)
-        self._turn_misses = self._turn_started = 0  # the preemption's counts when the turn opened
 
     @property
     def listening(self) -> bool:
@@ -242,8 +242,7 @@ class Hearing:
             if step.action is Action.OPEN:
                 listener.open_utterance(step.start)
                 self.turn = TurnRecord()
-                self.preemption.drop()
-                self._turn_misses, self._turn_started = self.preemption.misses, self.preemption.started
+                self.preemption.new_turn()
             elif step.action is Action.FLUSH:
                 listener.flush()
             elif step.action is Action.REOPEN:
@@ -273,13 +272,11 @@ class Hearing:
         if reply is not None and reply.audible and not reply.paused:
             # Speech over the reply too short to pause it (a word, a cough): not an interruption.
             log.info("user: %s (too short to interrupt the reply: ignored)", step.text)
-            if ahead is not None:
-                ahead.drop()
+            _drop(ahead)
             return
         if reply is not None and reply.paused and _only_fillers(step.text):
             self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
-            if ahead is not None:
-                ahead.drop()
+            _drop(ahead)
             return
         self._s.emit(UserInputTranscribedEvent(step.text, is_final=True))
         log.info("user: %s", step.text)
@@ -299,9 +296,14 @@ class Hearing:
 
     def _count_preemption(self, turn: TurnRecord, hit: bool) -> None:
         """The turn's preemption figures: hit or not (None when none began), misses."""
-        began = self.preemption.started > self._turn_started
-        turn.preempt_hit = hit if began else None
-        turn.preempt_misses = self.preemption.misses - self._turn_misses
+        turn.preempt_hit = hit if self.preemption.began else None
+        turn.preempt_misses = self.preemption.misses
+
+
+def _drop(ahead: Reply | None) -> None:
+    """A reply begun ahead that the committed turn does not want after all."""
+    if ahead is not None:
+        ahead.drop()
 
 
 FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "eh", "er", "erm", "huh", "hm", "hmm", "hmmm", "mm",

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class Preemption:
-    """At most one reply begun ahead of its turn; ``misses`` counts the dropped ones."""
+    """At most one reply begun ahead of its turn; ``began`` and ``misses`` count, for the turn
+    being heard (:meth:`new_turn`), the replies begun and the ones dropped."""
 
     def __init__(self, session: AgentSession) -> None:
         self._s = session
@@ -34,13 +35,18 @@ class Preemption:
         self._text = ""
         self._ctx: ChatContext | None = None
         self.misses = 0
-        self.started = 0
+        self.began = 0
         self.last_dropped: Reply | None = None
         """The reply dropped last (for tests and logs: what it had generated when dropped)."""
 
     @property
     def pending(self) -> bool:
         return self._reply is not None
+
+    def new_turn(self) -> None:
+        """A user turn opens: drop what is pending and count afresh."""
+        self.drop()
+        self.misses = self.began = 0
 
     def start(self, text: str) -> bool:
         """Begin the reply to ``text`` (dropping any other); False when it cannot begin now."""
@@ -53,7 +59,7 @@ class Preemption:
         if reply is None:
             return False
         self._reply, self._text, self._ctx = reply, text, ctx
-        self.started += 1
+        self.began += 1
         log.debug("preemptive reply begun for %r", text)
         return True
 

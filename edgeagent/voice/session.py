@@ -293,8 +293,7 @@ class AgentSession:
         preemptively, see :meth:`_preempt`)."""
         assert self._out is not None, "start() the session first"
         if reply is None:
-            reply = Reply(handle, self.conversation, self.llm, self.tts, self._out, text=text, ctx=ctx,
-                          user_text=user_text, max_tokens=self.max_reply_tokens)
+            reply = self._new_reply(handle, text=text, ctx=ctx, user_text=user_text)
         self._queue.put_nowait((handle, reply))
         self._update_state()
         return handle
@@ -306,11 +305,15 @@ class AgentSession:
         if (self._out is None or self._reply is not None or not self._queue.empty()
                 or not self.turn_options.preemptive_generation):
             return None
-        handle = SpeechHandle(source="user_turn")
-        reply = Reply(handle, self.conversation, self.llm, self.tts, self._out, ctx=ctx, user_text=user_text,
-                      max_tokens=self.max_reply_tokens)
+        reply = self._new_reply(SpeechHandle(source="user_turn"), ctx=ctx, user_text=user_text)
         reply.begin()
         return reply
+
+    def _new_reply(self, handle: SpeechHandle, *, text: str | None = None, ctx: ChatContext | None = None,
+                   user_text: str | None = None) -> Reply:
+        assert self._out is not None, "start() the session first"
+        return Reply(handle, self.conversation, self.llm, self.tts, self._out, text=text, ctx=ctx,
+                     user_text=user_text, max_tokens=self.max_reply_tokens)
 
     async def _speak_loop(self) -> None:
         while True:

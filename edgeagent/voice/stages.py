@@ -195,12 +195,8 @@ def _audio_turn(cfg: Config) -> SmartTurn | None:
         return None
     from edgeagent.voice.audio_turn import MODEL_NAME, SmartTurn
 
-    path = None
-    if cfg.models.dir:
-        from edgeagent.models import model_path
-
-        path = model_path(MODEL_NAME, root=Path(cfg.models.dir).expanduser())
-    return SmartTurn(path)
+    root = Path(cfg.models.dir).expanduser() if cfg.models.dir else None
+    return SmartTurn(_LazyModel(MODEL_NAME, root).resolve() if root else None)
 
 
 def wake_for(models: Models, activation: ActivationConfig) -> WakeWord | None:
