@@ -155,3 +155,33 @@ async def test_a_degenerate_reply_starts_speaking_within_a_second_and_is_cut(pip
     assert "987,987,987,987" not in reply.handle.text
     await asyncio.wait_for(out.aclose(), 5)
     assert 0.2 < loud_seconds(out.path) < 4.0
+
+
+async def test_a_starting_reply_holds_the_voice_model_back_until_its_first_audio(
+        piper: TTS, tmp_path: Path) -> None:
+    from edgeagent.urgency import REPLY_START
+
+    out = WavFileOutput(tmp_path / "speaker.wav", realtime=True)
+    await asyncio.wait_for(out.start(), 5)
+    host = Host()
+    llm = ScriptedLLM(["It is ", "sunny today."], every_s=0.1)
+    reply = Reply(SpeechHandle(), host, llm, piper, out, ctx=host.llm_context(), user_text="Weather?")
+    assert not REPLY_START.held
+    reply.begin()
+    await asyncio.sleep(0.05)
+    assert REPLY_START.held and reply.times.tts_first_audio is None  # the LLM has not written yet
+    deadline = time.monotonic() + 20
+    while reply.times.tts_first_audio is None:
+        assert time.monotonic() < deadline, "the reply never produced audio"
+        await asyncio.sleep(0.01)
+    assert not REPLY_START.held  # its first audio is ready: the hold is over, the reply is not
+    dropped = Reply(SpeechHandle(), host, ScriptedLLM(["Never ", "heard."], every_s=0.5), piper, out,
+                    ctx=host.llm_context(), user_text="Weather?")
+    dropped.begin()
+    await asyncio.sleep(0.05)
+    assert REPLY_START.held
+    dropped.drop()  # dropped before any audio: the hold goes with it
+    await asyncio.sleep(0.05)
+    assert not REPLY_START.held
+    reply.drop()
+    await asyncio.wait_for(out.aclose(), 5)

@@ -21,6 +21,7 @@ from speech import espeak, piper, with_silence
 
 from edgeagent import registry
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
+from edgeagent.bench.scripted import trim
 from edgeagent.bench.stt import normalize, wer
 from edgeagent.errors import ModelError
 from edgeagent.metrics import STTMetrics
@@ -283,6 +284,36 @@ async def test_final_reuses_a_decode_that_covers_the_utterance(
     assert [e.type for e in events] == [SpeechEventType.INTERIM, SpeechEventType.FINAL]
     assert events[1].text == events[0].text and wer("Open the garage door.", events[1].text) <= 0.25
     assert len(calls) == 1, "the FINAL decoded again although the partial decode covered all the speech"
+
+
+async def test_a_short_quiet_after_speech_starts_the_decode_the_final_reuses(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
+) -> None:
+    """Partials off: only the end guess decodes before the flush (60 ms of quiet after speech),
+    it emits no INTERIM, and the FINAL is that decode."""
+    whisper = unpaced_whisper
+    speech = trim(espeak("Open the garage door."))  # its quiet stretches are at most 40 ms
+    whisper.partials_enabled = False
+    stream = whisper.stream()
+    try:
+        for chunk in speech.chunks(RECOGNITION_RATE // 50):
+            stream.push(chunk)
+        stream.push(AudioFrame.silence(0.04, RECOGNITION_RATE))
+        await asyncio.sleep(0.3)  # the stream has taken it all in
+        assert decode_calls == []  # no decode while it speaks, nor after 40 ms of quiet
+        stream.push(AudioFrame.silence(0.04, RECOGNITION_RATE))
+        deadline = time.monotonic() + TIMEOUT
+        while not decode_calls:
+            assert time.monotonic() < deadline, "no decode started after 80 ms of quiet"
+            await asyncio.sleep(0.01)
+        events, _ = await run_stream(stream, AudioFrame.silence(0.2, RECOGNITION_RATE))
+    finally:
+        whisper.partials_enabled = True
+        await stream.aclose()
+    assert [e.type for e in events] == [SpeechEventType.FINAL]
+    assert wer("Open the garage door.", events[0].text) <= 0.25, events[0].text
+    assert len(decode_calls) == 1, "the FINAL decoded again although the guess covered all the speech"
+    assert decode_calls[0] == speech.num_samples + round(0.08 * RECOGNITION_RATE)
 
 
 async def test_final_decodes_again_when_speech_followed_the_last_decode(

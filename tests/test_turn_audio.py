@@ -89,3 +89,25 @@ def test_paused_questions() -> None:
         assert not np.any(q.audio.samples[end:end + round(q.pause_s * SR)])
     second_round = make_paused(len(PAUSED) + 1)[-1]
     assert (second_round.fragment, second_round.voice) == (PAUSED[0][0], "en-gb")
+
+
+async def test_the_voice_waits_while_a_reply_is_starting(smart_turn: SmartTurn) -> None:
+    """The model yields the cores to a starting reply (REPLY_START), and only for a bounded time."""
+    from edgeagent.urgency import REPLY_START, REPLY_START_WAIT_S
+
+    complete = spoken("What is the capital of France?")
+    release = REPLY_START.acquire()
+    try:
+        judged = asyncio.ensure_future(smart_turn.probability(complete))
+        await asyncio.sleep(REPLY_START_WAIT_S / 4)
+        assert not judged.done()
+        release()
+        release()  # a second release does nothing
+        assert 0.0 <= await asyncio.wait_for(judged, 30) <= 1.0
+        release = REPLY_START.acquire()  # a hold that is never let go costs one bounded wait
+        start = asyncio.get_running_loop().time()
+        await asyncio.wait_for(smart_turn.probability(complete), 30)
+        assert asyncio.get_running_loop().time() - start >= REPLY_START_WAIT_S
+    finally:
+        release()
+    assert not REPLY_START.held

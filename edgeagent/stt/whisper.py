@@ -46,6 +46,12 @@ PAUSE_SAMPLES = RECOGNITION_RATE // 50
 """A due partial decode waits for this much quiet (20 ms), so that it rarely
 keeps the thread busy when speech ends (then the FINAL would wait for it)."""
 
+END_GUESS_SAMPLES = 6 * RECOGNITION_RATE // 100
+"""This much quiet (60 ms) after new sound may be the end of the utterance: decode it now."""
+
+END_GUESS_SOUND = RECOGNITION_RATE // 4
+"""... if at least this much audio (0.25 s) came since the last decode."""
+
 
 @dataclass
 class _Decode:
@@ -218,21 +224,34 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
 
     def _maybe_partial(self, utt: _Utterance) -> None:
         stt = self._stt
-        if not stt.partials_enabled:
-            return
         last = utt.decode
         if last is not None and not last.task.done():
             return  # busy: skip, never queue
         done = last.samples if last is not None else 0
-        interval = max(stt.partial_interval, stt.last_decode_s / stt.max_duty if stt.max_duty > 0 else 0.0)
         buf = utt.buffer
+        if buf.quiet_after(done, stt.reuse_quiet_db):
+            return  # nothing but quiet since the last decode
         new = buf.num_samples - done
-        if new < interval * RECOGNITION_RATE or buf.quiet_after(done, stt.reuse_quiet_db):
-            return  # too little new audio, or nothing but quiet since the last decode
+        if new >= self._guess_gap() and buf.quiet_after(buf.num_samples - END_GUESS_SAMPLES, stt.reuse_quiet_db):
+            self._start_decode(utt, partial=True)  # perhaps the end: the FINAL will reuse it
+            return
+        if not stt.partials_enabled:
+            return
+        interval = max(stt.partial_interval, stt.last_decode_s / stt.max_duty if stt.max_duty > 0 else 0.0)
+        if new < interval * RECOGNITION_RATE:
+            return  # too little new audio
         in_pause = buf.quiet_after(buf.num_samples - PAUSE_SAMPLES, stt.reuse_quiet_db)
         if not in_pause and new < 2 * interval * RECOGNITION_RATE:
             return  # due, but wait (up to one more interval) for a pause
         self._start_decode(utt, partial=True)
+
+    def _guess_gap(self) -> float:
+        """Least new audio (samples) between end guesses: :data:`END_GUESS_SOUND`, more on a
+        board slow enough that guesses would keep the thread busy beyond ``max_duty``."""
+        stt = self._stt
+        if stt.max_duty <= 0:
+            return END_GUESS_SOUND
+        return max(END_GUESS_SOUND, stt.last_decode_s * (1 / stt.max_duty - 1) * RECOGNITION_RATE)
 
     def _start_decode(self, utt: _Utterance, *, partial: bool) -> _Decode:
         n = utt.buffer.num_samples
@@ -252,7 +271,8 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
             log.warning("partial whisper decode failed", exc_info=True)
             return None
         utt.processing_s += result.seconds
-        if partial and not utt.finalizing and result.text and result.text != utt.last_interim:
+        if (partial and self._stt.partials_enabled and not utt.finalizing and result.text
+                and result.text != utt.last_interim):
             utt.last_interim = result.text
             utt.partials += 1
             seconds = n / RECOGNITION_RATE

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.errors import ModelError
 from edgeagent.stage import InferenceThread, StageClosedError
+from edgeagent.urgency import REPLY_START, REPLY_START_WAIT_S
 
 MODEL_NAME = "smart-turn-v3"
 """The manifest name of the model."""
@@ -150,7 +151,9 @@ class SmartTurn:
             self.probability_sync(AudioFrame.silence(1.0, RECOGNITION_RATE))
 
     def probability_sync(self, audio: AudioFrame) -> float:
-        """P(turn complete) for ``audio`` (16 kHz mono); blocks for the inference."""
+        """P(turn complete) for ``audio`` (16 kHz mono); blocks for the inference, which waits
+        (boundedly) while a reply is starting (:data:`~edgeagent.urgency.REPLY_START`)."""
+        REPLY_START.wait(REPLY_START_WAIT_S)
         start = time.perf_counter()
         (out,) = self._session.run([self._output], {INPUT_NAME: features(audio)})
         self.last_inference_s = time.perf_counter() - start

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from edgeagent.llm.chat import ChatContext, ToolCall
 from edgeagent.llm.tools import FunctionTool
 from edgeagent.stage import StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
+from edgeagent.urgency import REPLY_START
 from edgeagent.voice.speech import SpeechHandle
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Reply:
         self._released = asyncio.Event()
         self._released.set()
         self._task: asyncio.Task[None] | None = None
+        self._started: Callable[[], None] = _nothing  # releases REPLY_START (see _work)
 
     def set_context(self, ctx: ChatContext) -> None:
         """The context of the first LLM round (e.g. as on_user_turn_completed left it)."""
@@ -160,6 +162,7 @@ class Reply:
         await self._task
 
     async def _work(self) -> None:
+        self._started = REPLY_START.acquire()  # until the first audio is synthesised
         tts = self._tts.stream()
         timed = self._out if isinstance(self._out, BufferedOutput) else None
         speaker = asyncio.ensure_future(self._speak(tts))
@@ -175,6 +178,7 @@ class Reply:
             await speaker
             finished = True
         finally:
+            self._started()
             speaker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await speaker
@@ -240,6 +244,7 @@ class Reply:
             if audio.frame.num_samples:
                 if self.times.tts_first_audio is None:
                     self.times.tts_first_audio = time.monotonic()
+                    self._started()
                 await self._released.wait()
                 await self._playing.wait()
                 await self._write(audio.frame)
@@ -283,6 +288,10 @@ def degenerate(text: str) -> bool:
     return len(tail) >= NO_SPACE_CHARS and not any(ch.isspace() for ch in tail[-NO_SPACE_CHARS:])
 
 
+
+
+def _nothing() -> None:
+    pass
 
 
 def _spoken(so_far: str, audio: SynthesizedAudio) -> str:
