@@ -24,8 +24,6 @@ from edgeagent.config_control import ControlConfig, check_control
 from edgeagent.config_device import GpioConfig, LoggingConfig, check_gpio, check_logging
 from edgeagent.config_room import LiveKitConfig, check_livekit
 from edgeagent.config_voice import (
-    ACTIVATION_MODES,
-    TURN_DETECTORS,
     ActivationConfig,
     AgentConfig,
     InterruptionConfig,
@@ -37,6 +35,7 @@ from edgeagent.config_voice import (
 )
 from edgeagent.config_web import WebConfig, check_web
 from edgeagent.errors import ConfigError
+from edgeagent.settings import HOT, problems, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,7 +62,7 @@ class AudioConfig:
     ignored while the agent speaks, so there is no barge-in."""
     noise_suppression: bool = False
     """WebRTC noise suppression on the microphone (with echo cancellation on)."""
-    output_volume: float = 1.0
+    output_volume: float = setting(1.0, lo=0.0, hi=2.0, remote=HOT)
     """Gain (0.0-2.0) applied to what the agent plays; 1.0 leaves it as it is."""
 
 
@@ -253,31 +252,15 @@ def load(
 
 
 def validate(cfg: Config) -> None:
-    """Checks across fields that types alone do not catch; raises :class:`ConfigError`."""
-    if cfg.activation.mode not in ACTIVATION_MODES:
-        raise ConfigError(
-            f"activation.mode: expected one of {', '.join(ACTIVATION_MODES)}, got {cfg.activation.mode!r}")
-    if cfg.turn.detection not in TURN_DETECTORS:
-        raise ConfigError(f"turn.detection: expected one of {', '.join(TURN_DETECTORS)}, got {cfg.turn.detection!r}")
+    """Every field within the limits it declares (:mod:`edgeagent.settings`), then the checks
+    across fields that one field's limits cannot express; raises :class:`ConfigError`."""
     if not 0 <= cfg.turn.min_delay_s <= cfg.turn.max_delay_s:
         raise ConfigError("turn: expected 0 <= min_delay_s <= max_delay_s")
-    if not 0 < cfg.turn.eot_threshold < 1:
-        raise ConfigError(f"turn.eot_threshold: expected a probability between 0 and 1, got {cfg.turn.eot_threshold}")
-    if not 0 < cfg.activation.wake_threshold < 1:
-        raise ConfigError(f"activation.wake_threshold: expected 0-1, got {cfg.activation.wake_threshold}")
     if cfg.activation.mode == "wake" and not cfg.activation.wake_words:
         raise ConfigError("activation.wake_words: wake mode needs at least one wake word")
-    for name in ("listen_s", "follow_up_s"):
-        if getattr(cfg.activation, name) < 0:
-            raise ConfigError(f"activation.{name} must not be negative")
-    if cfg.interruption.min_duration_s < 0 or cfg.interruption.false_timeout_s <= 0:
-        raise ConfigError("interruption: min_duration_s must be >= 0 and false_timeout_s > 0")
-    if cfg.llm.max_tokens < 1:
-        raise ConfigError("llm.max_tokens must be at least 1")
-    if not 0.25 <= cfg.tts.speed <= 4.0:
-        raise ConfigError(f"tts.speed: expected 0.25-4.0, got {cfg.tts.speed}")
-    if not 0.0 <= cfg.audio.output_volume <= 2.0:
-        raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {cfg.audio.output_volume}")
+    found = problems(cfg)
+    if found:
+        raise ConfigError(found[0])
     problem = (check_livekit(cfg.livekit) or check_control(cfg.control) or check_gpio(cfg.gpio)
                or check_logging(cfg.logging) or check_cloud(cfg.cloud) or check_web(cfg.web))
     if problem:

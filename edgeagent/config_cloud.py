@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeagent.fallback.policy import POLICIES, check_policy
+from edgeagent.settings import HOT, setting
 
 REALTIME_TURNS = ("server_vad", "local")
 
@@ -19,24 +20,24 @@ REALTIME_TURNS = ("server_vad", "local")
 class CloudConfig:
     """Cloud providers (OpenAI-compatible APIs) and the fallback between them and the local models."""
 
-    policy: str = "local-first"
+    policy: str = setting("local-first", choices=POLICIES, remote=HOT)
     """local-first, cloud-first, or cloud-when-online (cloud first while a connectivity check
     to the cloud's host passes, local only while it fails)."""
     base_url: str = "https://api.openai.com/v1"
     """OpenAI-compatible API root for every cloud stage that sets no base URL of its own."""
-    api_key: str | None = None
+    api_key: str | None = setting(None, min_len=1, max_len=4096, remote=HOT, secret=True)
     """Bearer token; None = the OPENAI_API_KEY environment variable (or none)."""
     llm_model: str | None = None
     """Cloud chat model (e.g. gpt-4o-mini); None = no cloud LLM."""
     llm_base_url: str | None = None
     """The LLM's own API root; None = base_url."""
-    llm_first_token_s: float = 1.0
+    llm_first_token_s: float = setting(1.0, lo=0.1, hi=60.0, remote=HOT)
     """The cloud LLM's first token must come within this (s), or the next provider answers."""
     stt_model: str | None = None
     """Cloud transcription model (e.g. whisper-1); None = no cloud STT."""
     stt_base_url: str | None = None
     """The STT's own API root; None = base_url."""
-    stt_first_result_s: float = 2.0
+    stt_first_result_s: float = setting(2.0, lo=0.1, hi=60.0, remote=HOT)
     """The cloud transcript must come within this (s) after the end of speech."""
     tts_model: str | None = None
     """Cloud speech model (e.g. tts-1); None = no cloud TTS."""
@@ -44,15 +45,15 @@ class CloudConfig:
     """The TTS's own API root; None = base_url."""
     tts_voice: str = "alloy"
     """Cloud voice name."""
-    tts_first_audio_s: float = 1.0
+    tts_first_audio_s: float = setting(1.0, lo=0.1, hi=60.0, remote=HOT)
     """The cloud voice's first audio of a reply must come within this (s) of its first clause."""
-    local_deadline_s: float = 10.0
+    local_deadline_s: float = setting(10.0, lo=0.5, hi=120.0, remote=HOT)
     """Deadline of the local providers in a chain (they are last to fail; keep it generous)."""
     timeout_s: float = 30.0
     """Whole-request limit of one cloud request (s)."""
     connect_s: float = 3.0
     """TCP/TLS connect limit (s)."""
-    probe_interval_s: float = 5.0
+    probe_interval_s: float = setting(5.0, lo=0.5, hi=600.0, remote=HOT)
     """A failed provider is probed this often (s) and used again once it answers."""
     connectivity_interval_s: float = 10.0
     """cloud-when-online: how often (s) the connectivity check runs."""

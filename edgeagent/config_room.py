@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from edgeagent.settings import HOT, JOIN, setting
+
 LISTEN_MODES = ("linked", "identities", "all")
 ROOM_MODES = ("room", "room+local")
 
@@ -24,27 +26,27 @@ class LiveKitConfig:
 
     url: str | None = None
     """Server URL (ws://, wss://, http:// or https://); None = join no room."""
-    token: str | None = None
+    token: str | None = setting(None, min_len=1, max_len=4096, remote=JOIN, secret=True)
     """A ready access token (JWT). Either this, or api_key + api_secret + room."""
-    api_key: str | None = None
+    api_key: str | None = setting(None, min_len=1, max_len=4096, remote=JOIN, secret=True)
     """API key: with api_secret the device mints its own short-lived tokens."""
-    api_secret: str | None = None
+    api_secret: str | None = setting(None, min_len=1, max_len=4096, remote=JOIN, secret=True)
     """API secret that goes with api_key (keep this file private)."""
     room: str | None = None
     """Room to join (needed with api_key/api_secret; a token names its own room)."""
     identity: str | None = None
     """Participant identity; None = edgeagent-<hostname>."""
-    listen: str = "linked"
+    listen: str = setting("linked", choices=LISTEN_MODES, remote=HOT)
     """Whom the agent listens to: linked (the first remote participant that joins, config
     controllers aside, re-linked to the next when they leave), identities (those listed below), or all (mixed)."""
-    identities: tuple[str, ...] = ()
+    identities: tuple[str, ...] = setting((), min_len=1, max_len=256, max_items=64, unique=True, remote=HOT)
     """The participant identities the agent listens to (with listen = "identities")."""
     mode: str = "room"
     """room: the room is the agent's only ears and voice; room+local: the local mic and
     speaker work too (and keep working while the room is unreachable)."""
     publish_local_mic: bool = False
     """room+local: also publish the local mic as a second track (the sound around the board)."""
-    e2ee_key: str | None = None
+    e2ee_key: str | None = setting(None, min_len=1, max_len=4096, remote=JOIN, secret=True)
     """Shared end-to-end encryption key; None = no E2EE. Every participant needs the same key."""
     token_ttl_s: int = 600
     """Lifetime (s) of the tokens the device mints; they are renewed before they expire."""

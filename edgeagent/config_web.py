@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeagent.settings import setting
+
 CONFIG_ACCESS = ("none", "get", "set")
 TLS_MODES = ("auto", "on", "off")
 
@@ -27,7 +29,7 @@ class WebConfig:
     tls: str = "auto"
     """HTTPS with a self-signed certificate made on the first run (browsers give a page the mic
     only over HTTPS, or on 127.0.0.1): auto (on unless host is a loopback address), on or off."""
-    password: str | None = None
+    password: str | None = setting(None, secret=True)
     """The pairing secret a browser must give. None: a pairing code is made on the first run,
     kept in the state directory (web-pairing-code) and printed in the log."""
     max_clients: int = 1
@@ -37,7 +39,7 @@ class WebConfig:
     only, which is all a LAN needs."""
     turn_username: str | None = None
     """Username for the turn: servers of ice_servers."""
-    turn_credential: str | None = None
+    turn_credential: str | None = setting(None, secret=True)
     """Credential for the turn: servers of ice_servers."""
     config_access: str = "set"
     """What a paired browser may do with the config: none, get (read it) or set (read and

@@ -189,6 +189,14 @@ async def test_output_volume_half_halves_the_rendered_level(models: Models, stor
     assert np.abs(said[split:]).max() <= 0.55 * 32767
 
 
+async def test_barge_in_options_change_at_once(models: Models, store: ConfigStore, tmp_path: Path) -> None:
+    async with running(models, store, tmp_path) as r:
+        await bounded(store.set({"interruption": {"enabled": False, "min_duration_s": 0.4}}, 0, r.applier),
+                      "the change", 10)
+        assert (r.session.interruption.enabled, r.session.interruption.min_duration_s) == (False, 0.4)
+        assert r.session.interruption.false_timeout_s == 2.0  # untouched
+
+
 async def test_a_failing_hot_change_raises_and_changes_nothing(models: Models, store: ConfigStore,
                                                               tmp_path: Path) -> None:
     async with running(models, store, tmp_path) as r:

@@ -164,7 +164,7 @@ def test_a_patch_must_be_an_object(patch: Any) -> None:
         ({"control": {"allow_secrets": True}}, [("control.allow_secrets", "read_only")]),
         ({"control": {"allowed_identities": ["mallory"]}}, [("control.allowed_identities", "read_only")]),
         ({"stt": {"model": "/tmp/x"}}, [("stt.model", "read_only")]),
-        ({"interruption": {"enabled": False}}, [("interruption.enabled", "read_only")]),
+        ({"interruption": {"min_duration_s": 20.0}}, [("interruption.min_duration_s", "out_of_range")]),
         ({"log_level": "debug"}, [("log_level", "read_only")]),
         ({"audio": {"frame_ms": "oops"}}, [("audio.frame_ms", "read_only")]),  # read-only before its type
         ({"livekit": {"token": "eyJhbGciOi"}}, [("livekit.token", "secret_not_allowed")]),
@@ -293,6 +293,28 @@ def test_the_allow_list() -> None:
     for hot in ("agent.instructions", "agent.name", "tts.speed", "activation.wake_threshold", "audio.output_volume",
                 "turn.min_delay_s", "livekit.listen", "llm.temperature"):
         assert hot not in NEEDS_RELOAD, hot
+
+
+def test_each_setting_is_declared_once_and_every_settable_one_has_an_apply_path() -> None:
+    """The allow-list, the hot and reload sets, the secrets and the limits all come from the
+    field declarations (edgeagent.settings); a hot setting that no LiveApplier method puts
+    into effect is caught (here, and at import of edgeagent.control.live)."""
+    from edgeagent.control import live
+
+    assert keys.SETTABLE == keys.HOT | keys.NEEDS_RELOAD and not keys.HOT & keys.NEEDS_RELOAD
+    assert live.unapplied(keys.HOT) == set()
+    assert live.unapplied({"turn.min_delay_s", "interruption.enabled", "audio.frame_ms"}) == {"audio.frame_ms"}
+    for path in keys.NEEDS_RELOAD - keys.CREDENTIALS:  # a reload swaps a stage
+        assert path.split(".")[0] in live.STAGE_KINDS, path
+    assert {"web.password", "web.turn_credential"} == keys.HIDDEN and not keys.HIDDEN & keys.SETTABLE
+    # The limits a controller meets are the ones the file and --set meet, in the same words.
+    with pytest.raises(ConfigError, match=re.escape("tts.speed: expected >= 0.25 and <= 4, got 0.1")):
+        config.load(None, env={}, overrides=["tts.speed=0.1"])
+    with pytest.raises(ControlError) as err:
+        apply_patch(config.Config(), {"tts": {"speed": 0.1}}, allow_secrets=False)
+    assert err.value.problems == [Problem("tts.speed", "out_of_range", "expected >= 0.25 and <= 4, got 0.1")]
+    with pytest.raises(ConfigError, match=re.escape("stt.provider: expected one of openai, vosk, whisper")):
+        config.load(None, env={}, overrides=["stt.provider=kaldi"])
 
 
 def test_redact_hides_set_secrets_only() -> None:

@@ -273,13 +273,17 @@ def test_stage_options_follow_the_config(tmp_path: Path) -> None:
     assert specs["wake"][1]["words"] == ("hey_jarvis",)  # loaded anyway; wake_for() hands the session None
     assert specs["stt"] == ("vosk", {"model": "/m/vosk"})
     assert specs["llm"] == ("llama", {"temperature": 0.2, "max_tokens": 50, "model_path": "/m/q.gguf"})
-    assert specs["tts"] == ("piper", {"length_scale": 0.5})
+    assert specs["tts"] == ("piper", {"speed": 2.0})
 
 
 @pytest.mark.parametrize(("speed", "wpm"), [(1.0, 160), (1.5, 240), (0.25, 80), (4.0, 450)])
 def test_espeak_speed_is_words_per_minute(speed: float, wpm: int) -> None:
+    from edgeagent.registry import create
+
     cfg = load(None, env={}, overrides=["tts.provider=espeak", f"tts.speed={speed}", "tts.model=en-gb"])
-    assert tts_options(cfg) == {"wpm": wpm, "voice": "en-gb"}
+    voice = create("tts", "espeak", **tts_options(cfg))
+    argv = voice._argv
+    assert (argv[argv.index("-v") + 1], argv[argv.index("-s") + 1]) == ("en-gb", str(wpm))
 
 
 def test_models_dir_is_where_the_stages_load_from(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +371,61 @@ def test_espeak_errors() -> None:
 def test_registry_builds_the_voices() -> None:
     voice = create("tts", "espeak", wpm=180)
     assert isinstance(voice, EspeakTTS) and voice.sample_rate == 22050
+
+
+# -- adding a voice: its module and one registry line --------------------------------------
+
+
+class ToneTTS(ClauseTTS):
+    """A whole provider as a user would add one: a beep per word, ``speed`` words per 0.2 s.
+    It needs nothing outside its own class and one line in edgeagent.registry.PROVIDERS."""
+
+    provider = "tone"
+
+    def __init__(self, *, speed: float = 1.0, model: str | None = None) -> None:
+        super().__init__()
+        self.speed = speed
+        self.model = model or "440"
+
+    @property
+    def sample_rate(self) -> int:
+        return 16_000
+
+    def speed_change(self, speed: float) -> Callable[[], None]:
+        return lambda: setattr(self, "speed", speed)
+
+    async def _clause_audio(self, text: str) -> AsyncGenerator[np.ndarray, None]:
+        n = round(0.2 / self.speed * self.sample_rate)
+        beep = (8000 * np.sin(2 * np.pi * float(self.model) * np.arange(n) / self.sample_rate)).astype(np.int16)
+        for _ in text.split():
+            yield beep
+
+
+async def test_a_new_voice_needs_its_module_and_one_registry_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeagent import registry
+    from edgeagent.config import load
+    from edgeagent.voice.stages import stage_specs
+
+    monkeypatch.setitem(registry.PROVIDERS["tts"], "tone", ("test_tts:ToneTTS", ""))
+    cfg = load(None, env={}, overrides=["tts.provider=tone", "tts.speed=2", "tts.model=880"])
+    (kind, name, options), = [spec for spec in stage_specs(cfg) if spec[0] == "tts"]
+    voice = create(kind, name, **options)
+    assert type(voice).__name__ == "ToneTTS" and (voice.speed, voice.model) == (2.0, "880")
+    audio = await asyncio.wait_for(voice.synthesize("one two three"), 10)
+    assert audio.duration == pytest.approx(3 * 0.1, abs=0.01)
+    voice.speed_change(1.0)()  # what a remote tts.speed does while it runs
+    assert (await asyncio.wait_for(voice.synthesize("one"), 10)).duration == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ConfigError, match=re.escape("tts.provider: expected one of espeak, openai, piper, tone")):
+        load(None, env={}, overrides=["tts.provider=beep"])
+
+
+def test_every_voice_takes_speed_and_model(piper_tts: PiperTTS) -> None:
+    espeak = EspeakTTS(model="en-gb", speed=1.5)
+    assert espeak._argv[espeak._argv.index("-v") + 1] == "en-gb"
+    assert espeak._argv[espeak._argv.index("-s") + 1] == "240"
+    espeak.speed_change(4.0)()  # clamped to what espeak-ng takes
+    assert espeak._argv[espeak._argv.index("-s") + 1] == "450"
+    fast = PiperTTS(model=piper_tts.model_path, speed=2.0, warmup=False)
+    assert fast._syn.length_scale == 0.5
+    fast.speed_change(1.0)()
+    assert fast._syn.length_scale is None

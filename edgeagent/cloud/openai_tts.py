@@ -7,7 +7,7 @@ each clause is one request with ``response_format: "pcm"`` (raw 16-bit mono,
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import numpy as np
 
@@ -44,6 +44,9 @@ class OpenAITTS(ClauseTTS):
     @property
     def sample_rate(self) -> int:
         return self._rate
+
+    def speed_change(self, speed: float) -> Callable[[], None]:
+        return lambda: setattr(self, "speed", speed)
 
     async def _clause_audio(self, text: str) -> AsyncGenerator[Int16Array, None]:
         body = {"model": self.model, "input": text, "voice": self.voice, "response_format": "pcm",

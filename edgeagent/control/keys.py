@@ -1,14 +1,14 @@
 """What a remote controller may change: the allow-list, the ranges, the secrets, the schema.
 
-Every setting of :class:`edgeagent.config.Config` has a dotted path
-("tts.speed"). Only the paths in :data:`SETTABLE` may be changed remotely; every
-other one (sound devices, the models directory, the room URL, ``[control]``
-itself) is read-only remotely. :data:`SECRETS` are settable only when
-``control.allow_secrets`` is on and are never sent back.
-
-Ranges here are the remote limits. They are at least as strict as
-:func:`edgeagent.config.validate` (which checks the file too) and add bounds it
-lacks, so that a remote value is always one a person could sensibly mean.
+Every setting of :class:`edgeagent.config.Config` has a dotted path ("tts.speed"). All of
+this module's tables derive from what each config field declares once
+(:func:`edgeagent.settings.setting`): its limits (:data:`RULES`, the same
+:func:`edgeagent.config.validate` checks the file with), whether it is settable remotely
+(:data:`SETTABLE`) and how (:data:`HOT`, :data:`NEEDS_RELOAD`, :data:`CREDENTIALS`), and
+whether it is secret (:data:`SECRETS`: settable only when ``control.allow_secrets`` is on,
+never sent back; :data:`HIDDEN`: secrets that are not settable remotely either). Every other
+setting (sound devices, the models directory, the room URL, ``[control]`` itself) is
+read-only remotely.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from typing import Any
 
 from edgeagent import config
 from edgeagent.config_doc import field_docs
-from edgeagent.config_room import LISTEN_MODES
-from edgeagent.config_voice import ACTIVATION_MODES, TURN_DETECTORS
-from edgeagent.fallback.policy import POLICIES
-from edgeagent.registry import PROVIDERS
+from edgeagent.settings import HOT as _HOT
+from edgeagent.settings import JOIN, RELOAD, Rule, Setting, setting_of
+
+__all__ = [
+    "CREDENTIALS", "HIDDEN", "HOT", "LEAVES", "NEEDS_RELOAD", "REDACTED", "RULES", "SECRETS", "SECTIONS",
+    "SETTABLE", "Leaf", "Rule", "redact", "schema", "shown", "to_json",
+]
 
 REDACTED = "***"
 """What a set secret reads as. Sent back in a patch, it means "keep the secret as it is"."""
@@ -33,97 +36,14 @@ REDACTED = "***"
 
 @dataclass(frozen=True)
 class Leaf:
-    """One setting: its dotted path, JSON type, default and documentation."""
+    """One setting: its dotted path, JSON type, default, documentation and declaration."""
 
     path: str
     kind: str  # "boolean", "integer", "number", "string" or "array" (of strings)
     nullable: bool
     default: Any
     doc: str
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The remote limits of one settable setting."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False  # lo itself is not allowed
-    hi_open: bool = False
-    choices: tuple[str, ...] = ()
-    min_len: int = 0  # strings, and each item of a list
-    max_len: int = 4096
-    max_items: int = 64
-    unique: bool = False  # list items must differ
-
-
-_NAME = Rule(min_len=1, max_len=256)
-_PATH = Rule(min_len=1, max_len=4096)
-_SECRET = Rule(min_len=1, max_len=4096)
-
-
-def _providers(kind: str) -> Rule:
-    return Rule(choices=tuple(sorted(PROVIDERS[kind])))
-
-
-RULES: Mapping[str, Rule] = {
-    "agent.name": Rule(min_len=1, max_len=64),
-    "agent.instructions": Rule(max_len=8000),
-    "activation.mode": Rule(choices=ACTIVATION_MODES),
-    "activation.wake_words": Rule(min_len=1, max_len=256, max_items=8, unique=True),
-    "activation.wake_threshold": Rule(lo=0.0, hi=1.0, lo_open=True, hi_open=True),
-    "activation.listen_s": Rule(lo=0.0, hi=120.0),
-    "activation.follow_up_s": Rule(lo=0.0, hi=120.0),
-    "activation.stop_words": Rule(min_len=1, max_len=64, max_items=32),
-    "turn.detection": Rule(choices=TURN_DETECTORS),
-    "turn.min_delay_s": Rule(lo=0.0, hi=10.0),
-    "turn.max_delay_s": Rule(lo=0.0, hi=30.0),
-    "turn.eot_threshold": Rule(lo=0.0, hi=1.0, lo_open=True, hi_open=True),
-    "turn.max_speech_s": Rule(lo=0.0, hi=300.0, lo_open=True),
-    "turn.preemptive_generation": Rule(),
-    "vad.provider": _providers("vad"),
-    "stt.provider": _providers("stt"),
-    "llm.provider": _providers("llm"),
-    "llm.model": _PATH,
-    "llm.temperature": Rule(lo=0.0, hi=2.0),
-    "llm.max_tokens": Rule(lo=1, hi=4096),
-    "tts.provider": _providers("tts"),
-    "tts.model": _PATH,
-    "tts.speed": Rule(lo=0.25, hi=4.0),
-    "audio.output_volume": Rule(lo=0.0, hi=2.0),
-    "livekit.listen": Rule(choices=LISTEN_MODES),
-    "livekit.identities": Rule(min_len=1, max_len=256, max_items=64, unique=True),
-    "cloud.policy": Rule(choices=POLICIES),
-    "cloud.llm_first_token_s": Rule(lo=0.1, hi=60.0),
-    "cloud.stt_first_result_s": Rule(lo=0.1, hi=60.0),
-    "cloud.tts_first_audio_s": Rule(lo=0.1, hi=60.0),
-    "cloud.local_deadline_s": Rule(lo=0.5, hi=120.0),
-    "cloud.probe_interval_s": Rule(lo=0.5, hi=600.0),
-    # Secrets: settable only with control.allow_secrets (see SECRETS).
-    "cloud.api_key": _SECRET,
-    "livekit.api_key": _SECRET,
-    "livekit.api_secret": _SECRET,
-    "livekit.token": _SECRET,
-    "livekit.e2ee_key": _SECRET,
-}
-
-SETTABLE: frozenset[str] = frozenset(RULES)
-"""The dotted paths a remote controller may change (secrets only with control.allow_secrets)."""
-
-NEEDS_RELOAD: frozenset[str] = frozenset({
-    # A model load: seconds and hundreds of MB; done at the next idle moment.
-    "vad.provider", "stt.provider", "llm.provider", "tts.provider",
-    "llm.model",
-    "tts.model",  # the voice: a Piper voice is another ONNX model to load
-    # Credentials: a new connection to the room.
-    "livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key",
-})
-"""Settable paths that cannot take effect at once. Every other settable path is hot: the
-agent's name and instructions, speed, thresholds, volume, activation (wake words are small
-models the apply hook loads at once), turn detection, LLM temperature and max_tokens, and
-whom the agent listens to."""
-
-_SECRET_SUFFIXES = ("api_key", "secret", "token")
+    setting: Setting
 
 
 def _leaves() -> dict[str, Leaf]:
@@ -143,7 +63,8 @@ def _leaves() -> dict[str, Leaf]:
             kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(base, "array")
             if kind == "array" and typing.get_origin(base) is not tuple:  # pragma: no cover - new field type
                 raise TypeError(f"{prefix}{f.name}: remote config does not know the type {tp!r}")
-            out[prefix + f.name] = Leaf(prefix + f.name, kind, nullable, value, docs.get(f.name, ""))
+            path = prefix + f.name
+            out[path] = Leaf(path, kind, nullable, value, docs.get(f.name, ""), setting_of(f))
 
     walk(config.Config, config.Config(), "")
     return out
@@ -152,25 +73,38 @@ def _leaves() -> dict[str, Leaf]:
 LEAVES: Mapping[str, Leaf] = _leaves()
 """Every setting of the config by dotted path, settable or not."""
 
+
+def _where(remote: str | None = None, *, settable: bool = True, secret: bool | None = None) -> frozenset[str]:
+    return frozenset(
+        p for p, leaf in LEAVES.items()
+        if (leaf.setting.remote is not None) == settable
+        and (remote is None or leaf.setting.remote == remote)
+        and (secret is None or leaf.setting.secret == secret)
+    )
+
+
+SETTABLE: frozenset[str] = _where()
+"""The dotted paths a remote controller may change (secrets only with control.allow_secrets)."""
+RULES: Mapping[str, Rule] = {p: LEAVES[p].setting.rule for p in LEAVES if p in SETTABLE}
+"""The limits of each settable path (as declared on its field)."""
+HOT: frozenset[str] = _where(_HOT)
+"""Settable paths put into effect at once (:class:`edgeagent.control.live.LiveApplier`)."""
+CREDENTIALS: frozenset[str] = _where(JOIN)
+"""Room credentials: handed to the room link at once, used at its next (re)join."""
+NEEDS_RELOAD: frozenset[str] = _where(RELOAD) | CREDENTIALS
+"""Settable paths that cannot take effect at once: a stage to load (seconds and hundreds of MB;
+done at the next idle moment) or a new connection to the room."""
+SECRETS: frozenset[str] = _where(secret=True)
+"""Settings never sent back, and settable only with control.allow_secrets."""
+HIDDEN: frozenset[str] = _where(settable=False, secret=True)
+"""Secrets that are not settable remotely either: never sent back."""
+
 SECTIONS: Mapping[str, type] = {
     f.name: typing.get_type_hints(config.Config)[f.name]
     for f in dataclasses.fields(config.Config)
     if dataclasses.is_dataclass(f.default_factory)
 }
 """The tables of the config ("tts" → TTSConfig)."""
-
-SECRETS: frozenset[str] = frozenset(
-    p for p in LEAVES if p.rsplit(".", 1)[-1].endswith(_SECRET_SUFFIXES)
-) | {"livekit.e2ee_key"}
-"""Settings never sent back, and settable only with control.allow_secrets."""
-
-HIDDEN: frozenset[str] = frozenset({"web.password", "web.turn_credential"})
-"""Secrets that are not settable remotely either: never sent back."""
-
-for _name, _extra in (("SETTABLE", SETTABLE - set(LEAVES)), ("NEEDS_RELOAD", NEEDS_RELOAD - SETTABLE),
-                     ("SECRETS (each needs a rule)", SECRETS - SETTABLE)):
-    if _extra:  # pragma: no cover - caught by the tests when a field is renamed
-        raise RuntimeError(f"edgeagent.control.keys: {_name} names unknown settings {sorted(_extra)}")
 
 
 def to_json(value: Any) -> Any:
@@ -204,8 +138,8 @@ def _leaf_schema(leaf: Leaf, rule: Rule, allow_secrets: bool) -> dict[str, Any]:
         "description": leaf.doc,
     }
     text: dict[str, Any] = {}
-    if rule.choices:
-        text["enum"] = list(rule.choices)
+    if rule.allowed():
+        text["enum"] = list(rule.allowed())
     elif leaf.kind in ("string", "array"):
         text["minLength"], text["maxLength"] = rule.min_len, rule.max_len
     if leaf.kind == "array":

@@ -13,6 +13,7 @@ Hot changes take effect at once, without dropping the room or the conversation:
   (a word not installed raises) and the running wake stream switches to them;
   ``wake_threshold`` changes the running stream's triggers too;
 - ``turn.*``: :meth:`AgentSession.set_turn` (options and detector, for the turn being heard too);
+- ``interruption.*``: the session's barge-in options, read at every VAD event;
 - ``llm.temperature``/``max_tokens``: the LLM's options; ``tts.speed``: Piper's length scale
   or espeak-ng's words per minute, from the next clause on;
 - ``audio.output_volume``: the output's ``volume``, from the next rendered block on;
@@ -38,17 +39,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
 from edgeagent.config import Config
-from edgeagent.config_room import LISTEN_MODES
 from edgeagent.config_voice import ActivationConfig
-from edgeagent.control.keys import NEEDS_RELOAD
+from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
 from edgeagent.control.patch import Change
 from edgeagent.errors import ConfigError, ModelError
 from edgeagent.voice.detectors import make_detector
@@ -67,22 +66,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS = frozenset({"livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key"})
 STAGE_KINDS = ("vad", "stt", "llm", "tts")
 """The stages a reload swaps, in the order it swaps them."""
-HOT = frozenset({
-    "agent.name", "agent.instructions",
-    "activation.mode", "activation.wake_words", "activation.wake_threshold", "activation.listen_s",
-    "activation.follow_up_s", "activation.stop_words",
-    "turn.detection", "turn.min_delay_s", "turn.max_delay_s", "turn.eot_threshold", "turn.max_speech_s",
-    "turn.preemptive_generation",
-    "llm.temperature", "llm.max_tokens", "tts.speed", "audio.output_volume",
-    "livekit.listen", "livekit.identities",
-    "cloud.policy", "cloud.api_key", "cloud.llm_first_token_s", "cloud.stt_first_result_s",
-    "cloud.tts_first_audio_s", "cloud.local_deadline_s", "cloud.probe_interval_s",
-})
-"""The settable paths put into effect at once (every other one needs a reload)."""
 QUIET_POLL_S = 0.1
+
+HOT_APPLY: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("agent.",), "_agent"),
+    (("activation.",), "_activation"),
+    (("turn.",), "_turn"),
+    (("interruption.",), "_interruption"),
+    (("llm.temperature", "llm.max_tokens"), "_llm_options"),
+    (("tts.speed",), "_speed"),
+    (("audio.output_volume",), "_volume"),
+    (("livekit.listen", "livekit.identities"), "_listen"),
+    (("cloud.",), "_cloud"),
+)
+"""Which :class:`LiveApplier` method puts which hot settings into effect (a key ending in "."
+covers its whole table); each returns the steps, after checking what can fail. The values
+are already within their declared limits (:func:`edgeagent.config.validate`)."""
+
+
+def _covers(key: str, path: str) -> bool:
+    return path.startswith(key) if key.endswith(".") else path == key
+
+
+def unapplied(paths: Iterable[str]) -> set[str]:
+    """Those of ``paths`` that no :data:`HOT_APPLY` entry puts into effect."""
+    return {p for p in paths if not any(_covers(key, p) for keys, _ in HOT_APPLY for key in keys)}
+
+
+if _missing := unapplied(HOT):  # pragma: no cover - caught by the tests when a hot setting is added
+    raise RuntimeError(f"edgeagent.control.live: no live apply for the hot settings {sorted(_missing)}")
 
 Step = Callable[[], "Awaitable[None] | None"]
 
@@ -156,17 +170,27 @@ class LiveApplier:
 
     async def _prepare_hot(self, cfg: Config, paths: set[str]) -> list[Step]:
         """Check every hot change and return the steps that put them into effect."""
-        s = self.session
+        steps: list[Step] = []
+        for keys, name in HOT_APPLY:
+            if any(_covers(key, p) for key in keys for p in paths):
+                steps += await getattr(self, name)(cfg, paths)
+        return steps
+
+    async def _agent(self, cfg: Config, paths: set[str]) -> list[Step]:
         steps: list[Step] = []
         if "agent.instructions" in paths:
             text = cfg.agent.instructions
             if not text.strip():
                 raise ConfigError("agent.instructions: the agent needs instructions")
-            agent = s.current_agent
+            agent = self.session.current_agent
             steps.append(lambda: setattr(agent, "instructions", text))
         if "agent.name" in paths:
             steps.append(lambda: setattr(self, "name", cfg.agent.name))
-        act = cfg.activation
+        return steps
+
+    async def _activation(self, cfg: Config, paths: set[str]) -> list[Step]:
+        s, act = self.session, cfg.activation
+        steps: list[Step] = []
         if "activation.wake_words" in paths:
             wake = self._oww()
             words = act.wake_words or ActivationConfig().wake_words  # none: the default list, as at load
@@ -174,38 +198,39 @@ class LiveApplier:
             steps.append(lambda: wake.use_words(loaded, act.wake_threshold))
         elif "activation.wake_threshold" in paths:
             wake = self._oww()
-            if not 0.0 < act.wake_threshold <= 1.0:
-                raise ConfigError(f"activation.wake_threshold: expected 0-1, got {act.wake_threshold}")
             steps.append(lambda: wake.set_threshold(act.wake_threshold))
-        if any(p.startswith("activation.") for p in paths):
-            wake_stage = s.wake or self.models.wake
-            steps.append(lambda: s.set_activation(act, wake_stage))
-        if any(p.startswith("turn.") for p in paths):
-            make_detector(cfg.turn, s.llm, s.audio_turn)  # a detector the stages cannot serve raises
-            steps.append(lambda: s.set_turn(cfg.turn))
-        if paths & {"llm.temperature", "llm.max_tokens"}:
-            llm = s.llm
-            options = dataclasses.replace(llm.options, temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens)
-            steps.append(lambda: setattr(llm, "options", options))
-        if "tts.speed" in paths:
-            steps.append(_speed_step(s.tts, cfg.tts.speed))
-        if "audio.output_volume" in paths:
-            out, volume = self.output, cfg.audio.output_volume
-            if not hasattr(type(out), "volume"):
-                raise ConfigError(f"audio.output_volume: {type(out).__name__} has no volume control")
-            if not 0.0 <= volume <= 2.0:
-                raise ConfigError(f"audio.output_volume: expected 0.0-2.0, got {volume}")
-            steps.append(lambda: setattr(out, "volume", volume))
-        if paths & {"livekit.listen", "livekit.identities"}:
-            steps.append(self._listen_step(cfg.livekit.listen, cfg.livekit.identities))
-        if any(p.startswith("cloud.") for p in paths):
-            from edgeagent.config_cloud import check_cloud
-            from edgeagent.fallback.build import apply_cloud
-
-            if problem := check_cloud(cfg.cloud):
-                raise ConfigError(problem)
-            steps.append(lambda: apply_cloud(s, cfg.cloud))
+        wake_stage = s.wake or self.models.wake
+        steps.append(lambda: s.set_activation(act, wake_stage))
         return steps
+
+    async def _turn(self, cfg: Config, paths: set[str]) -> list[Step]:
+        s = self.session
+        make_detector(cfg.turn, s.llm, s.audio_turn)  # a detector the stages cannot serve raises
+        return [lambda: s.set_turn(cfg.turn)]
+
+    async def _interruption(self, cfg: Config, paths: set[str]) -> list[Step]:
+        s = self.session
+        return [lambda: setattr(s, "interruption", cfg.interruption)]
+
+    async def _llm_options(self, cfg: Config, paths: set[str]) -> list[Step]:
+        llm = self.session.llm
+        options = dataclasses.replace(llm.options, temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens)
+        return [lambda: setattr(llm, "options", options)]
+
+    async def _speed(self, cfg: Config, paths: set[str]) -> list[Step]:
+        return [self.session.tts.speed_change(cfg.tts.speed)]
+
+    async def _volume(self, cfg: Config, paths: set[str]) -> list[Step]:
+        out, volume = self.output, cfg.audio.output_volume
+        if not hasattr(type(out), "volume"):
+            raise ConfigError(f"audio.output_volume: {type(out).__name__} has no volume control")
+        return [lambda: setattr(out, "volume", volume)]
+
+    async def _cloud(self, cfg: Config, paths: set[str]) -> list[Step]:
+        from edgeagent.fallback.build import apply_cloud
+
+        s = self.session
+        return [lambda: apply_cloud(s, cfg.cloud)]
 
     def _oww(self) -> OpenWakeWord:
         from edgeagent.wake.oww import OpenWakeWord
@@ -216,11 +241,8 @@ class LiveApplier:
                               "threshold while it runs")
         return wake
 
-    def _listen_step(self, listen: str, identities: tuple[str, ...]) -> Step:
-        if listen not in LISTEN_MODES:
-            raise ConfigError(f"livekit.listen: expected one of {', '.join(LISTEN_MODES)}, got {listen!r}")
-        if listen == "identities" and not identities:
-            raise ConfigError("livekit.identities: listen = 'identities' needs at least one identity")
+    async def _listen(self, cfg: Config, paths: set[str]) -> list[Step]:
+        listen, identities = cfg.livekit.listen, cfg.livekit.identities
 
         def step() -> None:
             if self.room_input is None:
@@ -230,7 +252,7 @@ class LiveApplier:
             for conv in self.conventions:
                 conv.listen, conv.identities = listen, identities
 
-        return step
+        return [step]
 
     # -- reloads -------------------------------------------------------------------------
 
@@ -347,32 +369,6 @@ class _Superseded(Exception):
     pass
 
 
-def _speed_step(tts: Any, speed: float) -> Step:
-    """The step that makes ``tts`` speak at ``speed`` from its next clause on."""
-    from edgeagent.voice.stages import ESPEAK_WPM, ESPEAK_WPM_RANGE
-
-    chain = getattr(tts, "chain", None)
-    if chain is not None:  # a fallback chain ([cloud]): every voice in it
-        steps = [functools.partial(setattr, m.stage, "speed", speed) if m.cloud else _speed_step(m.stage, speed)
-                 for m in chain.members]
-
-        def all_voices() -> None:
-            for step in steps:
-                step()
-
-        return all_voices
-    syn = getattr(tts, "_syn", None)  # Piper: its SynthesisConfig
-    if syn is not None and hasattr(syn, "length_scale"):
-        new = dataclasses.replace(syn, length_scale=None if speed == 1.0 else 1.0 / speed)
-        return lambda: setattr(tts, "_syn", new)
-    argv = getattr(tts, "_argv", None)  # espeak-ng: its command line, "-s WPM"
-    if isinstance(argv, list) and "-s" in argv:
-        lo, hi = ESPEAK_WPM_RANGE
-        wpm = min(hi, max(lo, round(ESPEAK_WPM * speed)))
-        i = argv.index("-s") + 1
-        new_argv = [*argv[:i], str(wpm), *argv[i + 1:]]
-        return lambda: setattr(tts, "_argv", new_argv)
-    raise ConfigError(f"tts.speed: the {type(tts).__name__} stage cannot change its speed while it runs")
 
 
 def _check_loadable(cfg: Config, kind: str) -> None:

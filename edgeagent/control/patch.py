@@ -12,7 +12,6 @@ Every problem found is reported at once in a :class:`ControlError`.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from edgeagent.control.keys import (
     shown,
 )
 from edgeagent.errors import ConfigError
+from edgeagent.settings import list_problem, number_problem, text_problem
 
 __all__ = [
     "NEEDS_RELOAD", "PROTOCOL_VERSION", "SECRETS", "SETTABLE",
@@ -145,28 +145,13 @@ def _json_name(value: Any) -> str:
 
 
 def _check_text(path: str, text: str, rule: Rule) -> Problem | None:
-    if rule.choices:
-        if text not in rule.choices:
-            return Problem(path, "out_of_range", f"expected one of {', '.join(rule.choices)}, got {text!r}")
-        return None
-    if "\x00" in text:
-        return Problem(path, "bad_value", "a NUL character is not allowed")
-    if len(text) < rule.min_len:
-        return Problem(path, "bad_value", "must not be empty")
-    if len(text) > rule.max_len:
-        return Problem(path, "bad_value", f"at most {rule.max_len} characters, got {len(text)}")
-    return None
+    found = text_problem(text, rule)
+    return Problem(path, *found) if found else None
 
 
 def _check_number(path: str, value: float, rule: Rule) -> Problem | None:
-    lo_ok = rule.lo is None or (value > rule.lo if rule.lo_open else value >= rule.lo)
-    hi_ok = rule.hi is None or (value < rule.hi if rule.hi_open else value <= rule.hi)
-    if math.isfinite(value) and lo_ok and hi_ok:
-        return None
-    lo = "" if rule.lo is None else f"{'>' if rule.lo_open else '>='} {rule.lo:g}"
-    hi = "" if rule.hi is None else f"{'<' if rule.hi_open else '<='} {rule.hi:g}"
-    expected = " and ".join(s for s in (lo, hi) if s) or "a finite number"
-    return Problem(path, "out_of_range", f"expected {expected}, got {value!r}")
+    found = number_problem(value, rule)
+    return Problem(path, *found) if found else None
 
 
 def check_value(leaf: Leaf, value: Any, rule: Rule) -> tuple[Any, Problem | None]:
@@ -197,10 +182,8 @@ def check_value(leaf: Leaf, value: Any, rule: Rule) -> tuple[Any, Problem | None
         problem = _check_text(f"{path}[{i}]", item, rule)
         if problem:
             return value, problem
-    if len(value) > rule.max_items:
-        return value, Problem(path, "bad_value", f"at most {rule.max_items} items, got {len(value)}")
-    if rule.unique and len(set(value)) != len(value):
-        return value, Problem(path, "bad_value", "an item is listed twice")
+    if found := list_problem(value, rule):
+        return value, Problem(path, *found)
     return tuple(value), None
 
 

@@ -203,8 +203,7 @@ class Lifecycle:
 
     async def _apply(self, cfg: Config, changes: list[Change]) -> None:
         """Put a reloaded config into effect (see the module docs for what waits for a restart)."""
-        from edgeagent.control.keys import NEEDS_RELOAD
-        from edgeagent.control.live import HOT
+        from edgeagent.control.keys import HOT, NEEDS_RELOAD
 
         live = [c for c in changes if c.path in HOT or c.path in NEEDS_RELOAD]
         if live and self.applier is not None:

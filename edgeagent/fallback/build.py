@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from edgeagent import registry
 from edgeagent.config_cloud import CloudConfig
 from edgeagent.fallback.chain import Chain, Member
 from edgeagent.fallback.policy import Connectivity
@@ -19,34 +20,31 @@ if TYPE_CHECKING:
     from edgeagent.config import Config
     from edgeagent.voice.stages import Models
 
+CLOUD_PROVIDER = "openai"
+"""The registry name of the cloud providers (OpenAI-compatible APIs) for each kind."""
+
 
 def api_key(c: CloudConfig) -> str | None:
     return c.api_key or os.environ.get("OPENAI_API_KEY") or None
 
 
 def cloud_stages(cfg: Config) -> dict[str, Any]:
-    """The configured cloud providers by kind (no network use yet: connections open on first request)."""
+    """The configured cloud providers by kind (no network use yet: connections open on first
+    request), created through the registry as ``openai`` providers."""
     c = cfg.cloud
-    key = api_key(c)
-    common: dict[str, Any] = {"api_key": key, "total_s": c.timeout_s, "connect_s": c.connect_s}
-    out: dict[str, Any] = {}
+    common: dict[str, Any] = {"api_key": api_key(c), "total_s": c.timeout_s, "connect_s": c.connect_s}
+    options: dict[str, dict[str, Any]] = {}
     if c.llm_model:
-        from edgeagent.cloud.openai_llm import OpenAILLM
-
-        out["llm"] = OpenAILLM(base_url=c.llm_base_url or c.base_url, model=c.llm_model,
-                               temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens,
-                               first_byte_s=max(c.llm_first_token_s, c.timeout_s), **common)
+        options["llm"] = {"base_url": c.llm_base_url or c.base_url, "model": c.llm_model,
+                          "temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens,
+                          "first_byte_s": max(c.llm_first_token_s, c.timeout_s)}
     if c.stt_model:
-        from edgeagent.cloud.openai_stt import OpenAISTT
-
-        out["stt"] = OpenAISTT(base_url=c.stt_base_url or c.base_url, model=c.stt_model,
-                               first_byte_s=max(c.stt_first_result_s, c.timeout_s), **common)
+        options["stt"] = {"base_url": c.stt_base_url or c.base_url, "model": c.stt_model,
+                          "first_byte_s": max(c.stt_first_result_s, c.timeout_s)}
     if c.tts_model:
-        from edgeagent.cloud.openai_tts import OpenAITTS
-
-        out["tts"] = OpenAITTS(base_url=c.tts_base_url or c.base_url, model=c.tts_model, voice=c.tts_voice,
-                               speed=cfg.tts.speed, first_byte_s=max(c.tts_first_audio_s, c.timeout_s), **common)
-    return out
+        options["tts"] = {"base_url": c.tts_base_url or c.base_url, "model": c.tts_model, "voice": c.tts_voice,
+                          "speed": cfg.tts.speed, "first_byte_s": max(c.tts_first_audio_s, c.timeout_s)}
+    return {kind: registry.create(kind, CLOUD_PROVIDER, **opts, **common) for kind, opts in options.items()}
 
 
 def make_chain(kind: str, local: Any, cloud: Any, c: CloudConfig, connectivity: Connectivity | None) -> Chain:

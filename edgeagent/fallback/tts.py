@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edgeagent.fallback.chain import Chain, Member, close_member, forward
@@ -36,6 +37,15 @@ class FallbackTTS(TTS):
     @property
     def sample_rate(self) -> int:
         return int(self.chain.candidates()[0].stage.sample_rate)
+
+    def speed_change(self, speed: float) -> Callable[[], None]:
+        steps = [m.stage.speed_change(speed) for m in self.chain.members]  # every voice in it
+
+        def all_voices() -> None:
+            for step in steps:
+                step()
+
+        return all_voices
 
     def stream(self) -> FallbackTTSStream:
         return FallbackTTSStream(self.chain)

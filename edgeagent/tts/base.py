@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeagent.audio.frame import AudioFrame
+from edgeagent.errors import ConfigError
 from edgeagent.stage import Stage, StageStream
 
 
@@ -22,7 +24,15 @@ class SynthesizedAudio:
 
 
 class TTS(Stage):
+    """A voice. Every provider takes ``speed`` (1.0: the voice's own rate) and ``model`` (its
+    voice, None: the default) as constructor options, as ``[tts]`` names them."""
+
     kind = "tts"
+
+    def speed_change(self, speed: float) -> Callable[[], None]:
+        """The step that makes this voice speak at ``speed`` from its next clause on, for a
+        change while it runs; raises ConfigError first when the voice cannot do that."""
+        raise ConfigError(f"tts.speed: the {type(self).__name__} voice cannot change its speed while it runs")
 
     @property
     @abc.abstractmethod

@@ -9,10 +9,11 @@ output is read as it arrives; aclose() kills the process. The native rate
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import struct
 import subprocess
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import numpy as np
 
@@ -20,6 +21,12 @@ from edgeagent.audio.frame import Int16Array
 from edgeagent.errors import ConfigError
 from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS, TTSError
+
+WPM = 160
+"""espeak-ng's own rate (words per minute): speed 1.0."""
+WPM_RANGE = (80, 450)
+"""The rates espeak-ng takes."""
+log = logging.getLogger(__name__)
 
 _INSTALL = "install it with: sudo apt-get install espeak-ng (or run scripts/setup)"
 _READ = 8192
@@ -65,7 +72,9 @@ class EspeakTTS(ClauseTTS):
         self,
         *,
         voice: str = "en-us",
-        wpm: int = 160,
+        model: str | None = None,
+        speed: float | None = None,
+        wpm: int = WPM,
         pitch: int | None = None,
         volume: int | None = None,
         executable: str | None = None,
@@ -73,11 +82,14 @@ class EspeakTTS(ClauseTTS):
         chunk_ms: float = CHUNK_MS,
     ) -> None:
         super().__init__(first_clause_words=first_clause_words, chunk_ms=chunk_ms)
+        voice = model or voice  # [tts] model names the voice
+        if speed is not None:
+            wpm = speed_wpm(speed)
         exe = shutil.which(executable or "espeak-ng")
         if exe is None:
             raise TTSError(f"espeak-ng is not installed ({executable or 'espeak-ng'} not found); {_INSTALL}")
-        if not 80 <= wpm <= 450:
-            raise ConfigError(f"espeak wpm must be within 80..450, got {wpm}")
+        if not WPM_RANGE[0] <= wpm <= WPM_RANGE[1]:
+            raise ConfigError(f"espeak wpm must be within {WPM_RANGE[0]}..{WPM_RANGE[1]}, got {wpm}")
         if pitch is not None and not 0 <= pitch <= 99:
             raise ConfigError(f"espeak pitch must be within 0..99, got {pitch}")
         if volume is not None and not 0 <= volume <= 200:
@@ -104,6 +116,11 @@ class EspeakTTS(ClauseTTS):
     @property
     def sample_rate(self) -> int:
         return self._rate
+
+    def speed_change(self, speed: float) -> Callable[[], None]:
+        i = self._argv.index("-s") + 1
+        argv = [*self._argv[:i], str(speed_wpm(speed)), *self._argv[i + 1:]]
+        return lambda: setattr(self, "_argv", argv)
 
     async def _clause_audio(self, text: str) -> AsyncGenerator[Int16Array, None]:
         proc = await asyncio.create_subprocess_exec(
@@ -134,3 +151,13 @@ class EspeakTTS(ClauseTTS):
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+def speed_wpm(speed: float) -> int:
+    """``tts.speed`` as espeak-ng's words per minute: 160 × speed, within :data:`WPM_RANGE`."""
+    lo, hi = WPM_RANGE
+    wpm = round(WPM * speed)
+    if not lo <= wpm <= hi:
+        log.warning("tts.speed %.2f is %d wpm, beyond espeak-ng's %d-%d: using %d",
+                    speed, wpm, lo, hi, min(hi, max(lo, wpm)))
+    return min(hi, max(lo, wpm))

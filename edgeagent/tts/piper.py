@@ -13,8 +13,9 @@ nodes), so the worker thread is free at once for the next reply.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -102,6 +103,7 @@ class PiperTTS(ClauseTTS):
 
     Options: ``model`` (a .onnx file or a directory holding one; default the
     packaged en_US-joe-medium), ``speaker`` (id or name, multi-speaker voices),
+    ``speed`` (1.0: the voice's own; sets ``length_scale`` to 1 / speed),
     ``length_scale`` (> 1 slower, < 1 faster; default the voice's),
     ``volume`` (gain, 1.0 = peak-normalized), ``threads`` (onnxruntime
     intra-op threads; 2: a first clause in ~45 ms here, ~75 with 1),
@@ -116,6 +118,7 @@ class PiperTTS(ClauseTTS):
         *,
         model: str | Path | None = None,
         speaker: int | str | None = None,
+        speed: float = 1.0,
         length_scale: float | None = None,
         volume: float = 1.0,
         threads: int = 2,
@@ -126,6 +129,8 @@ class PiperTTS(ClauseTTS):
         super().__init__(first_clause_words=first_clause_words, chunk_ms=chunk_ms)
         if threads < 1:
             raise ConfigError(f"piper threads must be >= 1, got {threads}")
+        if length_scale is None and speed != 1.0:
+            length_scale = _length_scale(speed)
         if length_scale is not None and not 0.1 <= length_scale <= 10:
             raise ConfigError(f"piper length_scale must be within 0.1..10, got {length_scale}")
         if not 0 <= volume <= 10:
@@ -160,6 +165,10 @@ class PiperTTS(ClauseTTS):
     def sample_rate(self) -> int:
         return int(self._voice.config.sample_rate)
 
+    def speed_change(self, speed: float) -> Callable[[], None]:
+        new = dataclasses.replace(self._syn, length_scale=None if speed == 1.0 else _length_scale(speed))
+        return lambda: setattr(self, "_syn", new)
+
     async def _clause_audio(self, text: str) -> AsyncGenerator[Int16Array, None]:
         pieces = iter(self._voice.synthesize(text, self._syn))  # lazy: all work on the thread
         session = cast(_TerminableSession, self._voice.session)
@@ -173,3 +182,9 @@ class PiperTTS(ClauseTTS):
 
     async def aclose(self) -> None:
         self._thread.shutdown()
+
+
+def _length_scale(speed: float) -> float:
+    if speed <= 0:
+        raise ConfigError(f"piper speed must be above 0, got {speed}")
+    return 1.0 / speed

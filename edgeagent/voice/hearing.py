@@ -55,7 +55,6 @@ class Hearing:
         self._s = session
         self._listener = listener
         self.activation = session.activation
-        self.interruption = session.interruption
         self.tracker = TurnTracker(session.turn_options)
         self._detector = session.detector
         self.armed_until = math.inf if self.activation.mode == "always" else -math.inf
@@ -165,10 +164,10 @@ class Hearing:
 
     def _check_barge_in(self, now: float) -> None:
         reply = self._s.current_reply
-        if reply is None or not self.interruption.enabled or not reply.handle.allow_interruptions:
+        if reply is None or not self._s.interruption.enabled or not reply.handle.allow_interruptions:
             return
         if (not reply.paused and self.tracker.phase is Phase.SPEAKING
-                and self.tracker.speech_duration >= self.interruption.min_duration_s):
+                and self.tracker.speech_duration >= self._s.interruption.min_duration_s):
             assert self._listener is not None
             lag = time.monotonic() - self._listener.capture_time(self.tracker.speech_start)
             log.info("user speech over the reply: paused %.0f ms after it began (at %.3f)",
@@ -177,7 +176,7 @@ class Hearing:
             self._barge_paused_at = now
             self._s._set_playing(False)
         elif (reply.paused and self._barge_paused_at is not None and not self.tracker.active
-              and now - self._barge_paused_at >= self.interruption.false_timeout_s):
+              and now - self._barge_paused_at >= self._s.interruption.false_timeout_s):
             self._resume("no words within the false interruption timeout")
 
     def _resume(self, why: str) -> None:

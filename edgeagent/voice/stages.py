@@ -43,8 +43,6 @@ INSTRUCTIONS = AgentConfig().instructions
 """The default system prompt (``[agent].instructions``)."""
 
 #: espeak-ng's words per minute at ``tts.speed = 1.0``, and the range it accepts.
-ESPEAK_WPM = 160
-ESPEAK_WPM_RANGE = (80, 450)
 
 #: (kind, provider) → (the option that names the model, the manifest name of its default).
 #: Used only when ``models.dir`` is set, so that the stages load from where preflight looked.
@@ -86,26 +84,12 @@ def stage_specs(cfg: Config) -> list[Spec]:
 
 
 def tts_options(cfg: Config) -> dict[str, Any]:
-    """``[tts]`` as the provider's options: ``speed`` becomes Piper's ``length_scale``
-    (1 / speed; 1.0 keeps the voice's own) or espeak-ng's words per minute (160 × speed,
-    clamped to what espeak-ng takes); ``model`` is a Piper voice, or espeak-ng's voice name."""
-    speed = cfg.tts.speed
-    if cfg.tts.provider == "piper":
-        opts: dict[str, Any] = {} if speed == 1.0 else {"length_scale": 1.0 / speed}
-        if cfg.tts.model:
-            opts["model"] = cfg.tts.model
-        return opts
-    if cfg.tts.provider == "espeak":
-        lo, hi = ESPEAK_WPM_RANGE
-        wpm = round(ESPEAK_WPM * speed)
-        if not lo <= wpm <= hi:
-            log.warning("tts.speed %.2f is %d wpm, beyond espeak-ng's %d-%d: using %d",
-                        speed, wpm, lo, hi, min(hi, max(lo, wpm)))
-        opts = {"wpm": min(hi, max(lo, wpm))}
-        if cfg.tts.model:
-            opts["voice"] = cfg.tts.model
-        return opts
-    return {"model": cfg.tts.model} if cfg.tts.model else {}  # unknown: the registry names the choices
+    """``[tts]`` as the provider's options: every voice takes ``speed`` and ``model`` and
+    decides what they mean for it (:class:`~edgeagent.tts.base.TTS`)."""
+    opts: dict[str, Any] = {} if cfg.tts.speed == 1.0 else {"speed": cfg.tts.speed}
+    if cfg.tts.model:
+        opts["model"] = cfg.tts.model
+    return opts
 
 
 @dataclass(frozen=True)
