@@ -41,18 +41,16 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeagent import registry
 from edgeagent.config import Config
 from edgeagent.config_voice import ActivationConfig
 from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
 from edgeagent.control.patch import Change
-from edgeagent.errors import ConfigError, ModelError
+from edgeagent.errors import ConfigError
 from edgeagent.voice.detectors import make_detector
 from edgeagent.voice.events import AgentState, ErrorEvent
-from edgeagent.voice.stages import _DEFAULT_MODELS, _create, stage_specs
+from edgeagent.voice.stages import _create, check_loadable, stage_specs
 
 if TYPE_CHECKING:
     from edgeagent.audio.io import AudioOutput
@@ -261,7 +259,7 @@ class LiveApplier:
         new credentials to the link (None when they did not change)."""
         kinds = {p.split(".", 1)[0] for p in paths & NEEDS_RELOAD} - {"livekit"}
         for kind in kinds:
-            _check_loadable(cfg, kind)
+            check_loadable(cfg, kind)
         if not paths & CREDENTIALS:
             return kinds, None
         link = self.link
@@ -367,34 +365,6 @@ class LiveApplier:
 
 class _Superseded(Exception):
     pass
-
-
-
-
-def _check_loadable(cfg: Config, kind: str) -> None:
-    """Raise unless a ``kind`` stage can be loaded from ``cfg``: the provider is installed and
-    its model file is there. (The load itself may still fail on a broken file.)"""
-    section = getattr(cfg, kind)
-    registry.provider_class(kind, section.provider)  # unknown or not installed: ConfigError
-    model = getattr(section, "model", None)
-    if kind == "llm" and model:
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ModelError(f"llm.model: {path} does not exist")
-        with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ModelError(f"llm.model: {path} is not a GGUF model file")
-        return
-    if kind == "tts" and section.provider == "piper" and model:
-        from edgeagent.tts.piper import resolve_model
-
-        resolve_model(model)  # not a voice file (or a directory holding one): ModelError
-        return
-    default = _DEFAULT_MODELS.get((kind, section.provider))
-    if default is not None and not model:
-        from edgeagent.models import model_path
-
-        model_path(default[1], root=Path(cfg.models.dir).expanduser() if cfg.models.dir else None)
 
 
 def open_store(cfg: Config) -> ConfigStore | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
 from edgeagent.config_voice import ActivationConfig, AgentConfig
+from edgeagent.errors import ModelError
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext
 from edgeagent.stt.base import STT
@@ -90,6 +91,32 @@ def tts_options(cfg: Config) -> dict[str, Any]:
     if cfg.tts.model:
         opts["model"] = cfg.tts.model
     return opts
+
+
+def check_loadable(cfg: Config, kind: str) -> None:
+    """Raise unless a ``kind`` stage can be loaded from ``cfg``: the provider is installed and
+    its model file is there. (The load itself may still fail on a broken file.)"""
+    section = getattr(cfg, kind)
+    registry.provider_class(kind, section.provider)  # unknown or not installed: ConfigError
+    model = getattr(section, "model", None)
+    if kind == "llm" and model:
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelError(f"llm.model: {path} does not exist")
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelError(f"llm.model: {path} is not a GGUF model file")
+        return
+    if kind == "tts" and section.provider == "piper" and model:
+        from edgeagent.tts.piper import resolve_model
+
+        resolve_model(model)  # not a voice file (or a directory holding one): ModelError
+        return
+    default = _DEFAULT_MODELS.get((kind, section.provider))
+    if default is not None and not model:
+        from edgeagent.models import model_path
+
+        model_path(default[1], root=Path(cfg.models.dir).expanduser() if cfg.models.dir else None)
 
 
 @dataclass(frozen=True)
