@@ -348,6 +348,10 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
         limit = None if wav_in is None else (wav_in.duration if wav_in.realtime else 0.0) + WAV_GRACE_S
         done = asyncio.ensure_future(session.wait_until_done())
         stopper = asyncio.ensure_future(stop.wait())
+        if wav_in is not None and not wav_in.realtime:  # --fast: the grace counts once the file is fed
+            fed = asyncio.ensure_future(wav_in.fed.wait())
+            await asyncio.wait({done, stopper, fed}, return_when=asyncio.FIRST_COMPLETED)
+            fed.cancel()
         finished, _ = await asyncio.wait({done, stopper}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if done not in finished:

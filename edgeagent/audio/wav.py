@@ -165,6 +165,8 @@ class WavFileInput(AudioInput):
         self.frame_count = (math.ceil(count) if pad else math.floor(count)) + self.tail_frames
         self._next = 0
         self._closed = False
+        self.fed = asyncio.Event()
+        """Set once every frame (the tail's too) has been taken."""
 
     @property
     def duration(self) -> float:
@@ -209,6 +211,7 @@ class WavFileInput(AudioInput):
             self._next += 1
             self.counters.frames += 1
             yield AudioFrame(f.samples, f.sample_rate, due)
+        self.fed.set()
 
     async def aclose(self) -> None:
         self._closed = True
