@@ -10,6 +10,7 @@ is checked against the field's type; an unknown key or a bad value raises
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -126,10 +127,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is tuple:
         item_tp = typing.get_args(tp)[0]
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = parse_list(value, path)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
-        return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+        items = tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+        if item_tp is str and any(not item.strip() for item in items):
+            raise ConfigError(f"{path}: an item is empty in {list(items)!r}")
+        return items
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -161,6 +165,39 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return str(value)  # device indexes may be written as numbers
         raise ConfigError(f"{path}: expected a string, got {value!r}")
     raise ConfigError(f"{path}: unsupported field type {tp!r}")  # pragma: no cover
+
+
+_LIST_FORMS = 'a TOML or JSON array (["a", "b"]) or items separated by commas (a, b)'
+
+
+def parse_list(text: str, path: str) -> list[Any]:
+    """A list written as text (env, ``--set``): a TOML or JSON array, or items separated by commas.
+
+    ``'["a", "b"]'``, ``'a, b'`` and ``'a'`` are lists; ``''`` and ``'[]'`` are empty. Text that
+    looks like an array but is not one (``'["a"'``, ``'[a]'``) or an item in quotes or brackets
+    (``'"a"'``) is refused: it is never what the user meant as the item itself.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ConfigError(f"{path}: {text!r} is not a valid list; write {_LIST_FORMS}") from None
+        if not isinstance(value, list):  # pragma: no cover - text starting with "[" is an array or nothing
+            raise ConfigError(f"{path}: expected a list, got {text!r}")
+        return value
+    if not text:
+        return []
+    items = [item.strip() for item in text.split(",")]
+    for item in items:
+        if not item:
+            raise ConfigError(f"{path}: an item is empty in {text!r}; write {_LIST_FORMS}")
+        if item[0] in "\"'[]" or item[-1] in "\"'[]":
+            raise ConfigError(f"{path}: item {item!r} has quotes or brackets; write {_LIST_FORMS}")
+    return items
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:

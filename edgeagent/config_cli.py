@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from edgeagent.paths import config_file
+
+REMOTE_OUTPUT = """output:
+  stdout carries JSON only: the device's answer (watch: one change per line), or, when the
+  device refused the call, its structured error ({"code": ..., "message": ..., "problems": [...]}).
+  stderr carries the one-line messages meant for a person. So `edgeagent config get ... | jq`
+  always reads JSON, and the exit status says which it was.
+
+exit status:
+  0  done
+  1  refused or failed (the device said no, the room or the device could not be reached,
+     or stdout was closed before everything was written to it)
+  2  a usage error (no --url, no way to get a token)"""
 
 
 def register(sub: Any) -> None:
@@ -24,7 +37,8 @@ def register(sub: Any) -> None:
                             ("set", "change a device's config over its LiveKit room: KEY=VALUE..."),
                             ("schema", "print what a device lets you change, with docs and limits"),
                             ("watch", "print every config change made in the room until Ctrl-C")):
-        cp = csub.add_parser(name, help=help_text)
+        cp = csub.add_parser(name, help=help_text, description=help_text, epilog=REMOTE_OUTPUT,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "set":
             cp.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
                             help="a dotted key and a JSON value (or plain text): tts.speed=1.2")
@@ -57,44 +71,57 @@ def _remote(args: argparse.Namespace) -> int:
     identity = args.identity or default_controller_identity()
     key, secret = args.api_key or lk.api_key, args.api_secret or lk.api_secret
     if not url:
-        print("edgeagent config: give --url (or livekit.url in the config)")
+        print("edgeagent config: give --url (or livekit.url in the config)", file=sys.stderr)
         return 2
     if not args.token and not (room and key and secret):
-        print("edgeagent config: give --token, or --room with an API key and secret (or livekit.* in the config)")
+        print("edgeagent config: give --token, or --room with an API key and secret (or livekit.* in the config)",
+              file=sys.stderr)
         return 2
     token = args.token or controller_token(str(key), str(secret), str(room), identity)
     device = args.device or lk.identity
     try:
         return asyncio.run(_run_remote(args, url, token, device))
     except ControllerError as exc:
-        print(f"edgeagent config {args.action}: {exc}")
+        print(f"edgeagent config {args.action}: {exc}", file=sys.stderr)
         if exc.error:
-            print(json.dumps(exc.error, indent=2))
+            _emit(exc.error)
         return 1
     except EdgeAgentError as exc:
-        print(f"edgeagent config {args.action}: {exc}")
+        print(f"edgeagent config {args.action}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
 
 
 async def _run_remote(args: argparse.Namespace, url: str, token: str, device: str | None) -> int:
+    """One controller session; whatever happens, the room is left and then the SDK closed
+    (:func:`edgeagent.room.sdk.close_sdk`), in that order, before the process ends."""
     from edgeagent.room.controller import Controller, parse_assignments
+    from edgeagent.room.sdk import close_sdk
 
     patch = parse_assignments(args.assignments) if args.action == "set" else None
-    async with Controller(url, token, device) as ctl:
-        if args.action == "get":
-            print(json.dumps(await ctl.get(), indent=2))
-        elif args.action == "schema":
-            print(json.dumps(await ctl.schema(), indent=2))
-        elif args.action == "set":
-            assert patch is not None
-            print(json.dumps(await ctl.set(patch, args.base_revision), indent=2))
-        else:
-            print(f"watching {ctl.device}'s config changes (Ctrl-C stops)", flush=True)
-            while True:
-                print(json.dumps(await ctl.notices.get()), flush=True)
+    try:
+        async with Controller(url, token, device) as ctl:
+            if args.action == "get":
+                _emit(await ctl.get())
+            elif args.action == "schema":
+                _emit(await ctl.schema())
+            elif args.action == "set":
+                assert patch is not None
+                _emit(await ctl.set(patch, args.base_revision))
+            else:
+                print(f"watching {ctl.device}'s config changes (Ctrl-C stops)", file=sys.stderr, flush=True)
+                while True:
+                    _emit(await ctl.notices.get(), indent=None)
+    finally:
+        await close_sdk()
     return 0
+
+
+def _emit(value: Any, indent: int | None = 2) -> None:
+    """One JSON document on stdout, flushed now: a closed stdout fails here, inside the
+    command (BrokenPipeError, which :func:`edgeagent.cli.main` turns into exit 1)."""
+    print(json.dumps(value, indent=indent), flush=True)
 
 
 def _example(args: argparse.Namespace) -> int:

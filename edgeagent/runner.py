@@ -168,20 +168,12 @@ def fallback_line(why: str, reply: Path) -> str:
 def open_wav(path: Path, frame_ms: float, *, realtime: bool, tail_s: float = WAV_TAIL_S) -> WavFileInput:
     """``path`` as a microphone, followed by ``tail_s`` of silence (same pacing and timestamps).
 
-    Reads and checks the whole file now: raises :class:`AudioError` naming the problem.
+    Checks the file now (raises :class:`AudioError` naming the problem) and reads it as it is
+    played, so a long file costs no more memory than a short one.
     """
-    import numpy as np
-
-    from edgeagent.audio.frame import AudioFrame
     from edgeagent.audio.wav import WavFileInput
 
-    class PaddedWavInput(WavFileInput):
-        def __init__(self) -> None:
-            super().__init__(path, frame_ms=frame_ms, realtime=realtime)
-            silence = AudioFrame.from_int16(np.zeros(self.frame_samples, np.int16), self.sample_rate)
-            self._frames += [silence] * round(tail_s * self.sample_rate / self.frame_samples)
-
-    return PaddedWavInput()
+    return WavFileInput(path, frame_ms=frame_ms, realtime=realtime, tail_s=tail_s)
 
 
 # -- the session ---------------------------------------------------------------------
@@ -356,6 +348,10 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
         limit = None if wav_in is None else (wav_in.duration if wav_in.realtime else 0.0) + WAV_GRACE_S
         done = asyncio.ensure_future(session.wait_until_done())
         stopper = asyncio.ensure_future(stop.wait())
+        if wav_in is not None and not wav_in.realtime:  # --fast: the grace counts once the file is fed
+            fed = asyncio.ensure_future(wav_in.fed.wait())
+            await asyncio.wait({done, stopper, fed}, return_when=asyncio.FIRST_COMPLETED)
+            fed.cancel()
         finished, _ = await asyncio.wait({done, stopper}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if done not in finished:

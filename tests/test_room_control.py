@@ -231,7 +231,10 @@ async def test_cli_controller(livekit_server: LiveKitServer, tmp_path: Path) -> 
         assert json.loads(got.stdout)["config"]["tts"]["speed"] == 1.3
         before = dev.on_disk()
         bad = await asyncio.to_thread(run_cli, "set", *common, "--identity", "someone", "tts.speed=1.5")
-        assert bad.returncode == 1 and "forbidden" in bad.stdout, bad.stdout + bad.stderr
+        # stdout: the device's structured error as JSON; stderr: one line for a person.
+        assert bad.returncode == 1 and json.loads(bad.stdout)["code"] == "forbidden", bad.stdout + bad.stderr
+        assert bad.stderr.count("\n") == 1 and "(rpc 403)" in bad.stderr, bad.stderr
         typo = await asyncio.to_thread(run_cli, "set", *common, "--identity", ADMIN, "tts.sped=1.5")
-        assert typo.returncode == 1 and "unknown_key" in typo.stdout and "tts.sped" in typo.stdout, typo.stdout
+        assert typo.returncode == 1 and json.loads(typo.stdout)["code"] == "unknown_key", typo.stdout
+        assert json.loads(typo.stdout)["problems"][0]["path"] == "tts.sped", typo.stdout
         assert dev.on_disk() == before

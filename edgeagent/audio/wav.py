@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from edgeagent.audio.resample import (
 from edgeagent.errors import AudioError
 
 PathLike = str | os.PathLike[str]
+log = logging.getLogger(__name__)
 
 
 def _describe_unreadable(path: Path, exc: Exception) -> str:
@@ -48,13 +51,8 @@ def _describe_unreadable(path: Path, exc: Exception) -> str:
     return f"cannot read audio from {path}: {what}" + (f" ({detail.strip()})" if detail else "")
 
 
-def read_wav(path: PathLike, rate: int | None = None, *, quality: Quality = DEFAULT_QUALITY) -> AudioFrame:
-    """The file as one mono int16 frame, at its own rate or resampled to ``rate``.
-
-    Reads what libsndfile reads (WAV 8/16/24/32-bit integer and float, FLAC, OGG...);
-    channels are averaged. Raises :class:`AudioError` naming the file and the problem.
-    """
-    p = Path(path)
+def _open(p: Path) -> sf.SoundFile:
+    """``p`` opened for reading; raises :class:`AudioError` naming the file and the problem."""
     if not p.exists():
         raise AudioError(f"cannot read audio from {p}: no such file")
     if p.is_dir():
@@ -62,18 +60,40 @@ def read_wav(path: PathLike, rate: int | None = None, *, quality: Quality = DEFA
     if p.stat().st_size == 0:
         raise AudioError(f"cannot read audio from {p}: the file is empty")
     try:
-        with sf.SoundFile(str(p)) as fh:
-            file_rate = int(fh.samplerate)
-            data = fh.read(dtype="float64", always_2d=True)
+        fh = sf.SoundFile(str(p))
     except sf.LibsndfileError as exc:
         raise AudioError(_describe_unreadable(p, exc)) from exc
     except (OSError, RuntimeError) as exc:
         raise AudioError(f"cannot read audio from {p}: {exc}") from exc
+    if fh.frames <= 0:
+        fh.close()
+        raise AudioError(f"cannot read audio from {p}: it holds no samples")
+    return fh
+
+
+def _to_mono_int16(p: Path, data: np.ndarray, rate: int) -> AudioFrame:
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
     try:
-        frame = AudioFrame.from_int16(float_to_int16(mono), file_rate)
+        return AudioFrame.from_int16(float_to_int16(mono), rate)
     except AudioError as exc:
         raise AudioError(f"cannot use audio from {p}: {exc}") from exc
+
+
+def read_wav(path: PathLike, rate: int | None = None, *, quality: Quality = DEFAULT_QUALITY) -> AudioFrame:
+    """The file as one mono int16 frame, at its own rate or resampled to ``rate``.
+
+    Reads what libsndfile reads (WAV 8/16/24/32-bit integer and float, FLAC, OGG...);
+    channels are averaged. Raises :class:`AudioError` naming the file and the problem.
+    The whole file is in memory: for long files use :class:`WavFileInput`, which streams.
+    """
+    p = Path(path)
+    with _open(p) as fh:
+        file_rate = int(fh.samplerate)
+        try:
+            data = fh.read(dtype="float64", always_2d=True)
+        except (sf.LibsndfileError, OSError, RuntimeError) as exc:
+            raise AudioError(f"cannot read audio from {p}: {exc}") from exc
+    frame = _to_mono_int16(p, data, file_rate)
     return frame if rate is None else resample(frame, rate, quality=quality)
 
 
@@ -99,6 +119,11 @@ def write_wav(path: PathLike, frame: AudioFrame) -> None:
         raise AudioError(f"cannot write {p}: {exc}") from exc
 
 
+READ_BLOCK_S = 1.0
+"""How much of a file :class:`WavFileInput` reads at a time (its memory is a few blocks,
+whatever the length of the file)."""
+
+
 class WavFileInput(AudioInput):
     """A WAV file as a microphone: frames of ``frame_ms`` at ``rate``.
 
@@ -106,7 +131,12 @@ class WavFileInput(AudioInput):
     the monotonic clock (an absolute schedule, so no drift accumulates); with
     ``realtime=False`` frames come as fast as the consumer takes them. Timestamps
     are ``start + offset`` either way. The last partial frame is padded with
-    silence unless ``pad=False``. The file is read (and checked) at construction.
+    silence unless ``pad=False``; ``tail_s`` of silence follows the file.
+
+    The file is checked at construction (:class:`AudioError` naming the problem) and
+    read as it is played, :data:`READ_BLOCK_S` at a time: a two-hour file costs no more
+    memory than a short one. A file that turns out damaged further in ends the input
+    there, with a warning.
     """
 
     def __init__(
@@ -117,31 +147,58 @@ class WavFileInput(AudioInput):
         *,
         realtime: bool = True,
         pad: bool = True,
+        tail_s: float = 0.0,
+        quality: Quality = DEFAULT_QUALITY,
     ) -> None:
         if frame_ms <= 0:
             raise ValueError("frame_ms must be positive")
         self.path = Path(path)
         self.sample_rate = int(rate)
         self.frame_samples = max(1, round(rate * frame_ms / 1000))
-        self.realtime = realtime
+        self.realtime, self.pad, self.quality = realtime, pad, quality
         self.counters = IOCounters()
-        self.audio = read_wav(self.path, rate)
-        asm = FrameAssembler(self.sample_rate, self.frame_samples)
-        self._frames = asm.push(self.audio) + asm.flush(pad=pad)
+        with _open(self.path) as fh:
+            self.file_rate, self.file_samples = int(fh.samplerate), int(fh.frames)
+        self.tail_frames = round(tail_s * self.sample_rate / self.frame_samples)
+        file_out = self.file_samples * self.sample_rate / self.file_rate
+        count = file_out / self.frame_samples
+        self.frame_count = (math.ceil(count) if pad else math.floor(count)) + self.tail_frames
         self._next = 0
         self._closed = False
+        self.fed = asyncio.Event()
+        """Set once every frame (the tail's too) has been taken."""
 
     @property
     def duration(self) -> float:
-        return len(self._frames) * self.frame_samples / self.sample_rate
+        return self.frame_count * self.frame_samples / self.sample_rate
 
     def __aiter__(self) -> AsyncIterator[AudioFrame]:
         return self._iterate()
 
+    def _frames(self) -> Iterator[AudioFrame]:
+        """The file's frames then the tail's, read block by block."""
+        asm = FrameAssembler(self.sample_rate, self.frame_samples)
+        conv = Resampler(self.file_rate, self.sample_rate, quality=self.quality)
+        block = max(1, round(READ_BLOCK_S * self.file_rate))
+        try:
+            with _open(self.path) as fh:
+                for data in fh.blocks(blocksize=block, dtype="float64", always_2d=True):
+                    yield from asm.push(conv.push(_to_mono_int16(self.path, data, self.file_rate)))
+        except (AudioError, sf.LibsndfileError, OSError, RuntimeError) as exc:
+            log.warning("%s: reading stopped early: %s", self.path, exc)
+        yield from asm.push(conv.flush())
+        yield from asm.flush(pad=self.pad)
+        silence = AudioFrame.from_int16(np.zeros(self.frame_samples, np.int16), self.sample_rate)
+        for _ in range(self.tail_frames):
+            yield silence
+
     async def _iterate(self) -> AsyncIterator[AudioFrame]:
         frame_s = self.frame_samples / self.sample_rate
         start = time.monotonic() - self._next * frame_s
-        while not self._closed and self._next < len(self._frames):
+        frames = self._frames()
+        for _ in range(self._next):  # a second iteration goes on where the first stopped
+            next(frames, None)
+        for f in frames:
             i = self._next
             due = start + i * frame_s
             if self.realtime:
@@ -153,8 +210,8 @@ class WavFileInput(AudioInput):
                 return
             self._next += 1
             self.counters.frames += 1
-            f = self._frames[i]
             yield AudioFrame(f.samples, f.sample_rate, due)
+        self.fed.set()
 
     async def aclose(self) -> None:
         self._closed = True

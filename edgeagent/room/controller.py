@@ -101,7 +101,11 @@ class Controller:
         except (Exception, asyncio.TimeoutError) as exc:
             raise ControllerError(f"cannot join the room at {self.url}: {exc or 'timeout'}") from exc
         if self.device is None:
-            self.device = await self._find_device()
+            try:
+                self.device = await self._find_device()
+            except BaseException:
+                await self.__aexit__()
+                raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

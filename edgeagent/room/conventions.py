@@ -28,9 +28,10 @@
   like livekit-agents, by text through the agent's ``lk.transcription`` stream
   of that reply: that is what LiveKit front ends (agent-starter, the playground)
   show as the agent's message, next to the user's own ``lk.chat`` messages;
-  sending it on ``lk.chat`` too would show it twice. A newer message interrupts
-  the reply to an older one and replaces one still waiting, so a flood of
-  messages costs at most one reply and one waiting text. Messages over
+  sending it on ``lk.chat`` too would show it twice. A newer message (in the
+  order sent) interrupts the reply to an older one and replaces one still
+  waiting, so a flood of messages costs at most one reply and one waiting text
+  (:mod:`edgeagent.room.chat`). Messages over
   ``max_chat_bytes``, not UTF-8 (or with U+FFFD from a lossy decode), or empty
   are refused with one log line each, as are messages from participants the agent
   does not listen to (``listen`` as ``livekit.listen``: ``linked``, only
@@ -50,6 +51,7 @@ from typing import Any
 from livekit import rtc
 
 from edgeagent.config_room import LISTEN_MODES
+from edgeagent.room.chat import TOPIC_CHAT, ChatInbox
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, UserInputTranscribedEvent
 from edgeagent.voice.session import AgentSession
 from edgeagent.voice.speech import SpeechHandle
@@ -58,22 +60,15 @@ log = logging.getLogger(__name__)
 
 ATTR_AGENT_STATE = "lk.agent.state"
 TOPIC_TRANSCRIPTION = "lk.transcription"
-TOPIC_CHAT = "lk.chat"
 ATTR_TRACK_ID = "lk.transcribed_track_id"
 ATTR_SEGMENT_ID = "lk.segment_id"
 ATTR_FINAL = "lk.transcription_final"
 
 POLL_S = 0.05  # how often a reply's spoken text is checked for news while the agent thinks or speaks
 SEND_TIMEOUT_S = 10.0  # bound on every call into the SDK (a stalled room must not stall the agent)
-CHAT_READ_TIMEOUT_S = 10.0  # a chat stream must be complete within this
-MAX_CHAT_READERS = 4  # chat streams read at once; more are refused
 MAX_QUEUED = 16  # queued state updates and user transcripts (the oldest go first)
 
 SidSource = Callable[[], str | None]
-
-
-class ChatRefused(ValueError):
-    """An ``lk.chat`` message that is not answered (too big, not UTF-8, empty)."""
 
 
 class RoomConventions:
@@ -92,13 +87,11 @@ class RoomConventions:
         identities: Sequence[str] = (),
         max_chat_bytes: int = 4096,
     ) -> None:
-        if max_chat_bytes <= 0:
-            raise ValueError(f"max_chat_bytes must be positive, not {max_chat_bytes}")
         if listen not in (None, *LISTEN_MODES) or (listen == "identities" and not identities):
             raise ValueError(f"listen: one of {', '.join(LISTEN_MODES)} (identities with identities), "
                              f"not {listen!r} with {list(identities)}")
         self.listen, self.identities = listen, tuple(identities)
-        self.room, self.session, self.max_chat_bytes = room, session, max_chat_bytes
+        self.room, self.session = room, session
         self._agent_track_sid = agent_track_sid
         self._user_track_sid = user_track_sid
         self._user_identity = user_identity
@@ -109,11 +102,8 @@ class RoomConventions:
         self._wake_states = asyncio.Event()
         self._wake_user = asyncio.Event()
         self._wake_replies = asyncio.Event()
-        self._wake_chat = asyncio.Event()
         self._user_segment: str | None = None
-        self._chat_pending: str | None = None
-        self._chat_handle: SpeechHandle | None = None
-        self._chat_readers = 0
+        self._chat = ChatInbox(session, max_chat_bytes=max_chat_bytes, refusal=self._chat_refusal, spawn=self._spawn)
         # Follow the state events from the start, attached or not, so that attach() after a
         # reconnect sends the state the session is in now.
         self._state = session.state
@@ -127,8 +117,8 @@ class RoomConventions:
             self.detach()
         if room is not None:
             self.room = room
-        self.room.register_text_stream_handler(TOPIC_CHAT, self._on_chat_text)
-        self.room.register_byte_stream_handler(TOPIC_CHAT, self._on_chat_bytes)
+        self.room.register_text_stream_handler(TOPIC_CHAT, self._chat.on_text)
+        self.room.register_byte_stream_handler(TOPIC_CHAT, self._chat.on_bytes)
         self.room.on("reconnected", self._on_reconnected)
         self.session.on("user_input_transcribed", self._on_user_transcript)
         self._attached = True
@@ -136,7 +126,7 @@ class RoomConventions:
         self._states.append(self._state)
         self._wake_states.set()
         self._wake_replies.set()
-        for loop in (self._state_loop, self._user_loop, self._reply_loop, self._chat_loop):
+        for loop in (self._state_loop, self._user_loop, self._reply_loop, self._chat.loop):
             self._spawn(loop())
 
     def detach(self) -> None:
@@ -310,12 +300,6 @@ class RoomConventions:
 
     # -- lk.chat -------------------------------------------------------------------------
 
-    def _on_chat_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
-        self._take_chat(reader, identity, self._read_text(reader))
-
-    def _on_chat_bytes(self, reader: rtc.ByteStreamReader, identity: str) -> None:
-        self._take_chat(reader, identity, self._read_bytes(reader))
-
     def _chat_refusal(self, identity: str) -> str | None:
         """Why ``identity`` may not type to the agent; None when it may."""
         if self.listen == "identities":
@@ -324,88 +308,6 @@ class RoomConventions:
         if user is None:
             return "nobody is linked yet" if self.listen == "linked" else None
         return None if identity == user else f"the agent listens to {user} (listen = linked)"
-
-    def _take_chat(self, reader: rtc.TextStreamReader | rtc.ByteStreamReader, identity: str,
-                   read: Coroutine[Any, Any, str]) -> None:
-        why = self._chat_refusal(identity)
-        if why is not None:
-            read.close()
-            reader.close()
-            log.warning("lk.chat from %s refused: %s; not answered", identity, why)
-            return
-        if self._chat_readers >= MAX_CHAT_READERS:
-            read.close()
-            reader.close()
-            log.warning("lk.chat from %s refused: %d messages are already being read", identity, self._chat_readers)
-            return
-        self._chat_readers += 1
-        self._spawn(self._receive_chat(reader, identity, read))
-
-    async def _receive_chat(self, reader: rtc.TextStreamReader | rtc.ByteStreamReader, identity: str,
-                            read: Coroutine[Any, Any, str]) -> None:
-        try:
-            size = reader.info.size
-            if size and size > self.max_chat_bytes:
-                read.close()
-                raise ChatRefused(f"{size} bytes, over the limit of {self.max_chat_bytes}")
-            text = (await asyncio.wait_for(read, CHAT_READ_TIMEOUT_S)).strip()
-            if not text:
-                raise ChatRefused("empty")
-            if "\ufffd" in text:
-                raise ChatRefused("not valid UTF-8")
-        except ChatRefused as exc:
-            log.warning("lk.chat from %s refused: %s", identity, exc)
-            return
-        except asyncio.TimeoutError:
-            log.warning("lk.chat from %s refused: not complete within %.0f s", identity, CHAT_READ_TIMEOUT_S)
-            return
-        except Exception as exc:
-            log.warning("lk.chat from %s refused: the stream failed: %s", identity, exc)
-            return
-        finally:
-            reader.close()
-            self._chat_readers -= 1
-        log.info("lk.chat from %s: %s", identity, text)
-        if self._chat_pending is not None:
-            log.info("lk.chat: a newer message replaces %r", self._chat_pending[:40])
-        self._chat_pending = text
-        if self._chat_handle is not None and not self._chat_handle.done():
-            self._chat_handle.interrupt()
-        self._wake_chat.set()
-
-    async def _read_text(self, reader: rtc.TextStreamReader) -> str:
-        parts: list[str] = []
-        size = 0
-        async for chunk in reader:
-            size += len(chunk.encode("utf-8", "surrogatepass"))
-            if size > self.max_chat_bytes:
-                raise ChatRefused(f"over the limit of {self.max_chat_bytes} bytes")
-            parts.append(chunk)
-        return "".join(parts)
-
-    async def _read_bytes(self, reader: rtc.ByteStreamReader) -> str:
-        data = bytearray()
-        async for chunk in reader:
-            data += chunk
-            if len(data) > self.max_chat_bytes:
-                raise ChatRefused(f"over the limit of {self.max_chat_bytes} bytes")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ChatRefused(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-
-    async def _chat_loop(self) -> None:
-        """One chat reply at a time: the newest text, after the reply to the one before."""
-        while True:
-            await self._wake_chat.wait()
-            self._wake_chat.clear()
-            text, self._chat_pending = self._chat_pending, None
-            if text is None:
-                continue
-            self.session.interrupt()  # like livekit-agents: typed text cuts the agent short
-            handle = self.session.generate_reply(user_input=text)
-            self._chat_handle = handle
-            await handle.wait_for_playout()
 
 
 def _segment_id() -> str:
