@@ -197,6 +197,18 @@ async def _speak_over(pulse: PulseDevices, wav: Path) -> float:
     return t0
 
 
+async def test_a_queued_reply_interrupted_before_its_turn_is_never_heard(models: Models) -> None:
+    live = Live(models)
+    async with live.running():
+        first = live.session.say("One.")
+        second = live.session.say("Two, which nobody hears.")
+        second.interrupt()
+        await asyncio.wait_for(first.wait_for_playout(), 30)
+        await asyncio.wait_for(second.wait_for_playout(), 5)
+        assert second.interrupted and second.spoken_text == "" and second.text == ""
+        assert first.spoken_text == "One."
+
+
 async def test_barge_in_stops_the_reply_fast_and_a_cough_does_not(
     models: Models, pulse: PulseDevices, wavs: Wavs
 ) -> None:

@@ -318,7 +318,9 @@ class AgentSession:
     async def _speak_loop(self) -> None:
         while True:
             handle, reply = await self._queue.get()
-            if handle.done():
+            if handle.done() or handle.interrupted:  # interrupted while it waited: never heard
+                reply.drop()
+                handle._mark_done()
                 continue
             self._reply = reply
             self._update_state()
