@@ -405,5 +405,5 @@ def test_bad_control_config_names_the_field(overrides: list[str], field: str) ->
 def test_an_empty_allowed_identity_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[control]\nallowed_identities = ["alice", " "]\n')
-    with pytest.raises(ConfigError, match=r"control\.allowed_identities: an identity must not be empty"):
+    with pytest.raises(ConfigError, match=r"control\.allowed_identities: an item is empty"):
         config.load(f, env={})
