@@ -23,7 +23,7 @@ from typing import Any
 from livekit import rtc
 
 from edgeagent.voice.session import AgentSession
-from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.typed import TypedReplies
 
 log = logging.getLogger("edgeagent.room.conventions")
 
@@ -52,9 +52,7 @@ class ChatInbox:
             raise ValueError(f"max_chat_bytes must be positive, not {max_chat_bytes}")
         self.session, self.max_chat_bytes = session, max_chat_bytes
         self._refusal, self._spawn = refusal, spawn
-        self._wake = asyncio.Event()
-        self._pending: str | None = None
-        self._handle: SpeechHandle | None = None
+        self._replies = TypedReplies(session, log, TOPIC_CHAT)
         self._readers = 0
         self._opened = 0  # messages opened so far: each one's place in the sending order
         self._newest = 0  # the place of the newest message taken (pending or answered)
@@ -115,27 +113,11 @@ class ChatInbox:
             log.info("lk.chat: %r was sent before the message already taken; not answered", text[:40])
             return
         self._newest = place
-        if self._pending is not None:
-            log.info("lk.chat: a newer message replaces %r", self._pending[:40])
-        self._pending = text
-        if self._handle is not None and not self._handle.done():
-            # Stop the reply to the older message now, also while it is still queued (where
-            # interrupting its handle alone would not keep it from playing).
-            self.session.interrupt()
-        self._wake.set()
+        self._replies.offer(text)
 
     async def loop(self) -> None:
         """One chat reply at a time: the newest text, after the reply to the one before."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            text, self._pending = self._pending, None
-            if text is None:
-                continue
-            self.session.interrupt()  # like livekit-agents: typed text cuts the agent short
-            handle = self.session.generate_reply(user_input=text)
-            self._handle = handle
-            await handle.wait_for_playout()
+        await self._replies.run()
 
     async def _read_text(self, reader: rtc.TextStreamReader) -> str:
         parts: list[str] = []

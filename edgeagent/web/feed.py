@@ -30,6 +30,7 @@ from typing import Any
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, TurnMetrics, UserInputTranscribedEvent
 from edgeagent.voice.session import AgentSession
 from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.typed import TypedReplies
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class SessionFeed:
         self.session, self.send, self.max_chat_bytes = session, send, max_chat_bytes
         self._user_segment: str | None = None
         self._wake = asyncio.Event()
-        self._chat_pending: str | None = None
-        self._chat_handle: SpeechHandle | None = None
-        self._wake_chat = asyncio.Event()
+        self._chat = TypedReplies(session, log, "web chat")
         self._tasks: list[asyncio.Task[None]] = []
         session.on("agent_state_changed", self._on_state)
         session.on("user_input_transcribed", self._on_user)
@@ -76,7 +75,7 @@ class SessionFeed:
         return self.session.state
 
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._reply_loop()), asyncio.ensure_future(self._chat_loop())]
+        self._tasks = [asyncio.ensure_future(self._reply_loop()), asyncio.ensure_future(self._chat.run())]
 
     async def aclose(self) -> None:
         self.session.off("agent_state_changed", self._on_state)
@@ -147,21 +146,4 @@ class SessionFeed:
         text = text.strip()
         if not text:
             raise ChatRefused("empty")
-        if self._chat_pending is not None:
-            log.info("web chat: a newer message replaces %r", self._chat_pending[:40])
-        self._chat_pending = text
-        if self._chat_handle is not None and not self._chat_handle.done():
-            self._chat_handle.interrupt()
-        self._wake_chat.set()
-
-    async def _chat_loop(self) -> None:
-        while True:
-            await self._wake_chat.wait()
-            self._wake_chat.clear()
-            text, self._chat_pending = self._chat_pending, None
-            if text is None:
-                continue
-            self.session.interrupt()  # typed text cuts the agent short
-            handle = self.session.generate_reply(user_input=text)
-            self._chat_handle = handle
-            await handle.wait_for_playout()
+        self._chat.offer(text)
