@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent.aio import wait_for
 from edgeagent.errors import AudioError, EdgeAgentError
 from edgeagent.paths import cache_dir, config_file
 
@@ -132,7 +133,7 @@ async def check_devices(audio: config_mod.AudioConfig) -> list[str]:
 
 async def _open(device: DeviceInput | DeviceOutput) -> None:
     try:
-        await asyncio.wait_for(device.start(), DEVICE_OPEN_TIMEOUT_S)
+        await wait_for(device.start(), DEVICE_OPEN_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise EdgeAgentError(
             f"the device did not open within {DEVICE_OPEN_TIMEOUT_S:.0f} s; check `edgeagent devices`"
@@ -364,8 +365,8 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
             return 1
         done.result()
     finally:
-        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(session.aclose(), CLOSE_TIMEOUT_S)
     if printer.fatal is not None:
         return 1
     if wav_in is not None and printer.user_turns == 0:

@@ -50,6 +50,7 @@ from typing import Any
 
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.config_room import LISTEN_MODES
 from edgeagent.room.chat import TOPIC_CHAT, ChatInbox
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, UserInputTranscribedEvent
@@ -167,7 +168,7 @@ class RoomConventions:
             aw.close()
             return False
         try:
-            await asyncio.wait_for(aw, SEND_TIMEOUT_S)
+            await wait_for(aw, SEND_TIMEOUT_S)
             return True
         except asyncio.TimeoutError:
             log.warning("room: %s timed out after %.0f s", what, SEND_TIMEOUT_S)
@@ -288,7 +289,7 @@ class RoomConventions:
         if not self.room.isconnected():
             return None
         try:
-            return await asyncio.wait_for(
+            return await wait_for(
                 self.room.local_participant.stream_text(
                     topic=TOPIC_TRANSCRIPTION, attributes=attributes, sender_identity=sender),
                 SEND_TIMEOUT_S)

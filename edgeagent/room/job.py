@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent.aio import wait_for
 from edgeagent.paths import config_file
 
 if TYPE_CHECKING:
@@ -68,8 +69,8 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
 
     inp, out = room_and_local(link, room_in, cfg.audio, cfg.livekit)
     try:
-        await asyncio.wait_for(out.start(), DEVICE_OPEN_TIMEOUT_S)
-        await asyncio.wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
+        await wait_for(out.start(), DEVICE_OPEN_TIMEOUT_S)
+        await wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
     except (EdgeAgentError, asyncio.TimeoutError) as exc:
         print(f"edgeagent: the local mic or speaker did not open ({exc or 'timeout'}); joining the room only",
               flush=True)
@@ -159,11 +160,11 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     finally:
         # The link first: a shutdown that comes while it is rejoining (the room closed) must
         # not wait for that attempt, nor let the other parts wait on a room that is going.
-        await asyncio.wait_for(link.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(link.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
         for conv in conventions:
-            await asyncio.wait_for(conv.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+            await wait_for(conv.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(session.aclose(), CLOSE_TIMEOUT_S)
         await inp.aclose()
         await out.aclose()
 

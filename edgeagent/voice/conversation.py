@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeagent.aio import wait_for
 from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
 from edgeagent.llm.tools import FunctionTool, RunContext, ToolError
 from edgeagent.voice.agent import Agent, StopResponse
@@ -148,7 +149,7 @@ class Conversation:
                 ctx = RunContext(session=self._session, agent=self.agent, userdata=self._session.userdata,
                                  speech=handle)
                 log.info("tool call %s(%s)", call.name, call.arguments)
-                result = await asyncio.wait_for(tool.call(call.arguments, ctx), TOOL_TIMEOUT_S)
+                result = await wait_for(tool.call(call.arguments, ctx), TOOL_TIMEOUT_S)
             except (ToolError, asyncio.TimeoutError) as exc:
                 result = f"error: {exc or 'the tool took too long'}"
                 log.warning("tool %s: %s", call.name, result)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent.aio import wait_for
 from edgeagent.paths import config_file, state_dir
 
 if TYPE_CHECKING:
@@ -104,11 +105,11 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
         await stop.wait()
         return 0
     finally:
-        await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(peers.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(feed.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(server.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(peers.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(feed.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(session.aclose(), CLOSE_TIMEOUT_S)
         await inp.aclose()
         await out.aclose()
 
