@@ -436,5 +436,7 @@ def main(args: argparse.Namespace) -> int:
         input_wav, output_wav = SAMPLE_QUESTION, reply_path()
         print(fallback_line(why, output_wav), flush=True)
         fallback = False
-    return asyncio.run(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast, fallback=fallback,
-                             reload=lambda: load_config(args)))
+    from edgeagent.room.sdk import then_close_sdk
+
+    return asyncio.run(then_close_sdk(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast,
+                                            fallback=fallback, reload=lambda: load_config(args))))

@@ -197,7 +197,9 @@ def main(args: argparse.Namespace) -> int:
     if not cfg.livekit.enabled:
         print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)")
         return 1
-    return asyncio.run(_serve(cfg))
+    from edgeagent.room.sdk import then_close_sdk
+
+    return asyncio.run(then_close_sdk(_serve(cfg)))
 
 
 async def _serve(cfg: config_mod.Config) -> int:
