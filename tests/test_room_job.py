@@ -61,6 +61,12 @@ def _exited(proc: subprocess.Popen[str], timeout_s: float) -> str:
         raise AssertionError(f"still running {timeout_s} s after SIGTERM:\n{out}") from None
 
 
+def _stopped(proc: subprocess.Popen[str]) -> str:
+    """The agent's output, for a failure message: it is stopped first."""
+    proc.send_signal(signal.SIGTERM)
+    return _exited(proc, 30)
+
+
 async def test_join_answers_chat_by_voice_and_text(livekit_server: LiveKitServer) -> None:
     room_name = f"join-{uuid.uuid4().hex[:6]}"
     room = rtc.Room()
@@ -113,7 +119,7 @@ async def test_join_answers_chat_by_voice_and_text(livekit_server: LiveKitServer
             # attribute updates and the text stream take different ways, and either may come first
             while not any(a.get("lk.transcription_final") == "true" and a.get("lk.transcribed_track_id")
                           for a, _ in texts) or "speaking" not in states or states[-1] != "listening":
-                assert time.monotonic() < deadline, f"no answer: {states} {texts}"
+                assert time.monotonic() < deadline, f"no answer: {states} {texts}\n{_stopped(proc)}"
                 await asyncio.sleep(0.2)
         finally:
             for task in list(readers):
