@@ -15,7 +15,8 @@ from edgeagent.paths import models_dir
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "models", help="list, fetch and check model files",
-        description="Manage the model files listed in models/manifest.toml. The models directory"
+        description="Manage the model files listed in the manifest shipped with edgeagent (EDGEAGENT_MANIFEST"
+        " overrides it). The models directory"
         " is EDGEAGENT_MODELS, else $STATE_DIRECTORY/models (service), else"
         " ~/.local/share/edgeagent/models; --dir overrides it.")
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")

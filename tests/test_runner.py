@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import PulseDevices
+from nosound import no_sound_card, no_sound_env
 from speech import espeak, piper, save, with_silence
 
 from edgeagent import registry
@@ -149,17 +150,8 @@ def test_unwritable_output_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.out == f"edgeagent: cannot write {tmp_path / 'no' / 'r.wav'}: no such directory {tmp_path / 'no'}\n"
 
 
-def no_sound_card() -> tuple[str, ...]:
-    """A command prefix under which ALSA sees no sound card (see the module docs)."""
-    if not Path("/dev/snd").exists():
-        return ()
-    return ("unshare", "--map-root-user", "--mount", "sh", "-c", 'mount -t tmpfs none /dev/snd && exec "$0" "$@"')
-
-
 def test_no_sound_device_answers_the_sample_question(tmp_path: Path, whisper: STT) -> None:
-    client_conf = tmp_path / "client.conf"
-    client_conf.write_text("autospawn = no\n")
-    env = clean_env(PULSE_SERVER=f"unix:{tmp_path}/no-such-pulse-socket", PULSE_CLIENTCONFIG=str(client_conf))
+    env = clean_env(**no_sound_env(tmp_path))
     devices = subprocess.run([*no_sound_card(), sys.executable, "-m", "edgeagent", "devices", "--json"],
                              capture_output=True, text=True, timeout=60, env=env)
     assert devices.returncode == 0 and '"input": []' in devices.stdout and '"output": []' in devices.stdout, (
