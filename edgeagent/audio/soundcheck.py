@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.device import DeviceInput, DeviceOutput
 from edgeagent.audio.devices import DeviceSpec
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
@@ -83,8 +84,8 @@ async def record(inp: DeviceInput, seconds: float, meter: Callable[[float], None
     it = inp.__aiter__()
     while got < seconds:
         try:
-            frame = await asyncio.wait_for(it.__anext__(), max(0.1, deadline - time.monotonic()))
-        except (asyncio.TimeoutError, StopAsyncIteration):
+            frame = await wait_for(it.__anext__(), max(0.1, deadline - time.monotonic()))
+        except (TimeoutError, asyncio.TimeoutError, StopAsyncIteration):
             raise EdgeAgentError(f"the microphone delivered {got:.1f} s of audio in {seconds + OPEN_TIMEOUT_S:.0f} s"
                                  ) from None
         frames.append(frame)
@@ -103,8 +104,8 @@ async def play(out: DeviceOutput, audio: AudioFrame) -> float:
     step = round(audio.sample_rate * 0.1)
     for start in range(0, len(audio.samples), step):
         chunk = AudioFrame(audio.samples[start:start + step], audio.sample_rate)
-        await asyncio.wait_for(out.write(chunk), OPEN_TIMEOUT_S)
-    await asyncio.wait_for(out.drain(), audio.duration + OPEN_TIMEOUT_S)
+        await wait_for(out.write(chunk), OPEN_TIMEOUT_S)
+    await wait_for(out.drain(), audio.duration + OPEN_TIMEOUT_S)
     return time.monotonic() - t0
 
 
@@ -115,7 +116,7 @@ async def sound_check(input_device: DeviceSpec, output_device: DeviceSpec, *, se
     inp = DeviceInput(input_device, rate=RECOGNITION_RATE)
     audio: AudioFrame | None = None
     try:
-        await asyncio.wait_for(inp.start(), OPEN_TIMEOUT_S)
+        await wait_for(inp.start(), OPEN_TIMEOUT_S)
         info = inp.info
         report.input = End(info.name if info else None, info.index if info else None, info.hostapi if info else None,
                            inp.stream_rate, inp.channels)
@@ -125,23 +126,23 @@ async def sound_check(input_device: DeviceSpec, output_device: DeviceSpec, *, se
         if report.peak_dbfs < SILENT_PEAK_DBFS:
             report.problems.append(f"microphone: the recording is silent (peak {report.peak_dbfs} dBFS): is it "
                                    "muted, or the wrong device?")
-    except (EdgeAgentError, asyncio.TimeoutError) as exc:
+    except (EdgeAgentError, TimeoutError, asyncio.TimeoutError) as exc:
         report.problems.append(f"microphone: {exc or f'did not open within {OPEN_TIMEOUT_S:.0f} s'}")
     finally:
         await inp.aclose()
     out = DeviceOutput(output_device, buffer_ms=output_buffer_ms)
     try:
-        await asyncio.wait_for(out.start(), OPEN_TIMEOUT_S)
+        await wait_for(out.start(), OPEN_TIMEOUT_S)
         info = out.info
         report.output = End(info.name if info else None, info.index if info else None,
                             info.hostapi if info else None, out.sink_rate, out.channels)
         # With no recording (the mic failed) the speaker still plays a second of a 440 Hz tone.
         sound = audio if audio is not None else tone(1.0)
         report.output.seconds = round(await play(out, sound), 3)
-    except (EdgeAgentError, asyncio.TimeoutError) as exc:
+    except (EdgeAgentError, TimeoutError, asyncio.TimeoutError) as exc:
         report.problems.append(f"speaker: {exc or f'did not open within {OPEN_TIMEOUT_S:.0f} s'}")
     finally:
-        await asyncio.wait_for(out.aclose(), OPEN_TIMEOUT_S)
+        await wait_for(out.aclose(), OPEN_TIMEOUT_S)
     return report
 
 
