@@ -8,9 +8,10 @@
 The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
 ([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
 "user: ..." and "agent: ..." for every turn and one "metrics: ..." line per turn
-(times in ms). SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config
-file again. Under systemd it tells the service manager when it is ready and what it is
-doing, pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
+(times in ms) on stdout; the log and errors go to stderr, without those lines again.
+SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config file again.
+Under systemd it tells the service manager when it is ready and what it is doing,
+pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
 buttons (:mod:`edgeagent.device`).
 
 A WAV input is played at real-time pace, as a microphone would deliver it, and is
@@ -75,7 +76,8 @@ def register(sub: Any) -> None:
         "run", help="run the voice agent (local mic and speaker, or WAV files)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: $EDGEAGENT_CONFIG, else "
+                   "~/.config/edgeagent/config.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--check", action="store_true", help="only check config, models and devices, then exit")
     p.add_argument("--input", type=Path, metavar="WAV", help="listen to this audio file instead of the microphone")
