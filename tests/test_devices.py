@@ -53,7 +53,7 @@ def test_records_plays_back_and_reports(pulse: PulseDevices, tmp_path: Path) -> 
     recorder = background("parec", f"--device={pulse.speaker_monitor}", "--file-format=wav", "--rate=16000",
                           "--channels=1", str(heard))
     try:
-        out = edgeagent_devices("--input", "pulse", "--output", "pulse", "--json", tmp=tmp_path)
+        out = edgeagent_devices("--input", "pulse", "--output", "pulse", "--seconds", "1.5", "--json", tmp=tmp_path)
     finally:
         stop(player)
         stop(recorder)
@@ -63,20 +63,20 @@ def test_records_plays_back_and_reports(pulse: PulseDevices, tmp_path: Path) -> 
     for end in ("input", "output"):
         assert report[end]["device"] == "pulse" and report[end]["hostapi"], report
         assert report[end]["rate"] > 0 and report[end]["channels"] >= 1, report
-    assert report["input"]["seconds"] == pytest.approx(3.0, abs=0.05), report
-    assert 2.5 < report["output"]["seconds"] < 6, report
+    assert report["input"]["seconds"] == pytest.approx(1.5, abs=0.05), report
+    assert 1.2 < report["output"]["seconds"] < 4.5, report
     assert -16 < report["peak_dbfs"] < -6 and -19 < report["rms_dbfs"] < -9, report  # the tone: -10.5 dBFS peak
     meter = [ln for ln in out.stderr.splitlines() if ln.startswith("level [")]
-    assert len(meter) >= 20 and "#" in meter[-1], out.stderr  # every 0.1 s, not on a terminal: one per line
+    assert len(meter) >= 10 and "#" in meter[-1], out.stderr  # every 0.1 s, not on a terminal: one per line
     played = sf.read(heard, dtype="float32")[0]
     loud = np.abs(played) > 0.1
-    assert loud.sum() / RATE > 2.0, f"the speaker played {loud.sum() / RATE:.2f} s of the tone"
+    assert loud.sum() / RATE > 1.0, f"the speaker played {loud.sum() / RATE:.2f} s of the tone"
 
 
 @pytest.mark.pulse
 def test_a_microphone_that_does_not_open_is_reported_and_the_speaker_still_tried(
         pulse: PulseDevices, tmp_path: Path) -> None:
-    out = edgeagent_devices("--input", "no-such-mic", "--output", "pulse", tmp=tmp_path)
+    out = edgeagent_devices("--input", "no-such-mic", "--output", "pulse", "--seconds", "1", tmp=tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "microphone  did not open" in out.stdout, out.stdout
     assert "speaker     " in out.stdout and "at " in out.stdout.split("speaker", 1)[1], out.stdout
