@@ -191,9 +191,7 @@ class Transcript:
     Not when stdout is the journal (a service): the journal has each turn as a log record."""
 
     def __init__(self) -> None:
-        from edgeagent.device.journal import stream_is_journal
-
-        self.show = not stream_is_journal(sys.stdout.fileno()) if sys.stdout is not None else False
+        self.show = not terminal.stdout_is_journal()
         self.user_turns = 0
         self.replies = 0
         self.fatal: BaseException | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 #: The exit status of every command.
 OK, FAILED, USAGE, NOT_INSTALLED, INTERRUPTED = 0, 1, 2, 3, 130
@@ -63,3 +64,15 @@ def hide_transcript_in_log() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, HideTranscript) for f in handler.filters):
             handler.addFilter(HideTranscript())
+
+
+def stdout_is_journal() -> bool:
+    """Whether stdout is the journal stream systemd connected (a service's default); False
+    for a stdout without a file descriptor (embedded, captured)."""
+    from edgeagent.device.journal import stream_is_journal
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # None, or io.UnsupportedOperation
+        return False
+    return stream_is_journal(fd)

@@ -6,6 +6,7 @@ Exit status: 0 done, 1 failed at run time, 2 usage (a wrong command line or sett
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -97,3 +98,20 @@ def test_v_and_log_level_reach_join_and_web(command: str) -> None:
     assert terminal.log_level_override(parser.parse_args([command, "--log-level", "error"])) == "log_level=error"
     assert terminal.log_level_override(parser.parse_args([command])) is None
     assert terminal.log_level_override(parser.parse_args(["-v", "models", "list"])) is None  # no config: -v alone
+
+
+def test_run_prints_no_transcript_when_stdout_is_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd stdout goes to the journal too, which has each turn as a log record already."""
+    from edgeagent.runner import Transcript
+
+    with (tmp_path / "journal-stream").open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setattr(sys, "stdout", stream)
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        assert Transcript().show
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert not Transcript().show
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")  # stderr's, say
+        assert Transcript().show
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # no file descriptor
+    assert Transcript().show
