@@ -29,10 +29,12 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.paths import config_file
 
@@ -73,7 +75,7 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
         await wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
     except (EdgeAgentError, asyncio.TimeoutError) as exc:
         print(f"edgeagent: the local mic or speaker did not open ({exc or 'timeout'}); joining the room only",
-              flush=True)
+              file=sys.stderr)
         await inp.aclose_local()  # room_in carries on alone
         await out.aclose()
         return None
@@ -154,7 +156,7 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         failed.cancel()
         stopper.cancel()
         if link.failed.is_set() and not stop.is_set():
-            print(f"edgeagent: {link.last_error}", flush=True)
+            print(f"edgeagent: {link.last_error}", file=sys.stderr)
             return 1
         return 0
     finally:
@@ -183,6 +185,7 @@ def register(sub: Any) -> None:
     p.add_argument("--token", help="an access token, instead of api_key/api_secret (livekit.token)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
@@ -195,8 +198,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config or config_file(), overrides=overrides)
     logging.getLogger().setLevel(cfg.log_level.upper())
     if not cfg.livekit.enabled:
-        print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)")
-        return 1
+        print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)",
+              file=sys.stderr)
+        return terminal.USAGE
     from edgeagent.room.sdk import then_close_sdk
 
     return asyncio.run(then_close_sdk(_serve(cfg)))

@@ -21,10 +21,12 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.paths import config_file, state_dir
 
@@ -94,7 +96,8 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
         try:
             url = await server.start()
         except OSError as exc:
-            print(f"edgeagent: the web console cannot listen on {web_cfg.host}:{web_cfg.port}: {exc}", flush=True)
+            print(f"edgeagent: the web console cannot listen on {web_cfg.host}:{web_cfg.port}: {exc}",
+                  file=sys.stderr)
             return 1
         if started is not None and not started.done():
             started.set_result(url)
@@ -126,6 +129,7 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, help="TCP port (web.port)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
