@@ -228,19 +228,6 @@ class Transcript:
             print(line, flush=True)
 
 
-def make_session(models: Models, cfg: config_mod.Config, *, files: bool = False) -> AgentSession:
-    """The session on ``models`` and the config; ``files``: a WAV file is one end (no echo path)."""
-    from edgeagent.voice.session import AgentSession
-    from edgeagent.voice.stages import wake_for
-
-    return AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=wake_for(models, cfg.activation),
-        audio_turn=models.audio_turn, activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
-        echo_cancellation=cfg.audio.echo_cancellation and not files,
-        noise_suppression=cfg.audio.noise_suppression, ignore_own_playback=not files,
-    )
-
-
 async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output_wav: Path | None = None,
                 fast: bool = False, fallback: bool = False,
                 reload: Callable[[], config_mod.Config] | None = None) -> int:
@@ -340,6 +327,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.control.live import LiveApplier
     from edgeagent.voice.agent import Agent
+    from edgeagent.voice.compose import session_for
 
     wav_in = inp if isinstance(inp, WavFileInput) else None
     session: Any
@@ -348,7 +336,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
 
         session = from_config(models, cfg, files=files)
     else:
-        session = make_session(models, cfg, files=files)
+        session = session_for(models, cfg, echo_path=not files)
     printer = Transcript()
     printer.attach(session)
     applier = LiveApplier(session, models, out, cfg)  # a reloaded config file (SIGHUP) goes live

@@ -49,6 +49,7 @@ from edgeagent.config_voice import ActivationConfig
 from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
 from edgeagent.control.patch import Change
 from edgeagent.errors import ConfigError
+from edgeagent.voice.compose import without_wake_word
 from edgeagent.voice.detectors import make_detector
 from edgeagent.voice.events import AgentState, ErrorEvent
 from edgeagent.voice.stages import _create, check_loadable, stage_specs
@@ -117,7 +118,7 @@ class LiveApplier:
     ``output`` is where the agent speaks (its ``volume`` follows ``audio.output_volume``);
     ``room_input``, ``conventions`` and ``link`` are the room's parts when there is a room
     (``conventions`` may be a list filled later). ``in_room``: activation mode wake runs as
-    always (nobody says a wake word in a room, as :func:`edgeagent.room.job.room_config`).
+    always (nobody says a wake word in a room: :func:`edgeagent.voice.compose.without_wake_word`).
     """
 
     def __init__(self, session: AgentSession, models: Models, output: AudioOutput, config: Config, *,
@@ -159,11 +160,9 @@ class LiveApplier:
                 self._reloader = asyncio.ensure_future(self._reload_when_quiet())
 
     def _effective(self, cfg: Config, paths: set[str] | tuple[()]) -> Config:
-        if self.in_room and cfg.activation.mode == "wake":
-            if "activation.mode" in paths:
-                log.info("config: activation.mode wake runs as always in a room (nobody says the wake word there)")
-            cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-        return cfg
+        if not self.in_room:
+            return cfg
+        return without_wake_word(cfg, "config: in a room" if "activation.mode" in paths else None)
 
     # -- hot changes ---------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import signal
 import sys
@@ -52,14 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 15.0
-
-
-def room_config(cfg: config_mod.Config) -> config_mod.Config:
-    """``cfg`` as it runs in a room: no wake word."""
-    if cfg.activation.mode == "wake":
-        log.info("in a room: activation.mode wake -> always (nobody says the wake word there)")
-        cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-    return cfg
 
 
 async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
@@ -96,10 +87,10 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     from edgeagent.room.control import RoomControl
     from edgeagent.room.conventions import RoomConventions
     from edgeagent.voice.agent import Agent
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.compose import session_for, without_wake_word
 
     store = store or open_store(cfg)
-    cfg = room_config(store.config if store is not None else cfg)
+    cfg = without_wake_word(store.config if store is not None else cfg, "in a room")
     link = RoomLink(cfg.livekit)
     room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
     inp: AudioInput = room_in
@@ -108,12 +99,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         local = await _open_local(link, room_in, cfg)
         if local is not None:
             inp, out = local
-    session = AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake, audio_turn=models.audio_turn,
-        activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
-        # The room has no echo path to us; room+local cancels the local mic's echo itself.
-        echo_cancellation=False, ignore_own_playback=False,
-    )
+    # The room has no echo path to us; room+local cancels the local mic's echo itself.
+    session = session_for(models, cfg, echo_path=False)
     out.volume = cfg.audio.output_volume
     conventions: list[RoomConventions] = []
     applier = LiveApplier(session, models, out, cfg, room_input=room_in, conventions=conventions, link=link,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import signal
 import sys
@@ -40,14 +39,6 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 15.0
 
 
-def browser_config(cfg: config_mod.Config) -> config_mod.Config:
-    """``cfg`` as it runs with a browser: no wake word (as in a room)."""
-    if cfg.activation.mode == "wake":
-        log.info("with a browser: activation.mode wake -> always (nobody says the wake word to the console)")
-        cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-    return cfg
-
-
 async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
                   store: ConfigStore | None = None, state: Path | None = None,
                   started: asyncio.Future[str] | None = None, life: Lifecycle | None = None) -> int:
@@ -57,7 +48,7 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     the console's URL once it listens."""
     from edgeagent.control.live import LiveApplier, open_store
     from edgeagent.voice.agent import Agent
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.compose import session_for, without_wake_word
     from edgeagent.web.audio import WebInput, WebOutput
     from edgeagent.web.channel import ChannelHub
     from edgeagent.web.feed import SessionFeed
@@ -67,16 +58,11 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     from edgeagent.web.tls import server_context, wants_tls
 
     store = store or open_store(cfg)
-    effective = browser_config(store.config if store is not None else cfg)
+    effective = without_wake_word(store.config if store is not None else cfg, "with a browser")
     web_cfg = cfg.web  # [web] is not settable remotely: the file's is the one in effect
     pairing = Pairing.open(web_cfg.password, state or state_dir())
     inp, out = WebInput(), WebOutput(buffer_ms=effective.audio.output_buffer_ms)
-    session = AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake, audio_turn=models.audio_turn,
-        activation=effective.activation, turn=effective.turn, interruption=effective.interruption,
-        # The browser cancels its own echo (getUserMedia's echoCancellation).
-        echo_cancellation=False, ignore_own_playback=False,
-    )
+    session = session_for(models, effective, echo_path=False)  # the browser cancels its own echo
     out.volume = effective.audio.output_volume
     applier = LiveApplier(session, models, out, effective, in_room=True)
     hub: ChannelHub | None = None
