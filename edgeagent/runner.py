@@ -253,6 +253,10 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
         try:
             if stop.is_set():
                 return 0
+            if effective.home_assistant.satellite and input_wav is None and output_wav is None:
+                from edgeagent.home_assistant.job import run_satellite
+
+                return await run_satellite(models, effective, stop, life=life)
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 

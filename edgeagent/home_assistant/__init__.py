@@ -4,10 +4,11 @@
   by a timeout, every failure one spoken sentence;
 - :mod:`edgeagent.home_assistant.tools`: the function tools the local agent gets with
   ``[home_assistant]`` url and token;
-- :mod:`edgeagent.home_assistant.wyoming`: the Wyoming satellite server and its zeroconf
+- :mod:`edgeagent.home_assistant.server`: the Wyoming satellite server and its zeroconf
   advertisement;
 - :mod:`edgeagent.home_assistant.satellite`: the satellite itself: local wake word, VAD, echo
-  cancellation and barge-in, Home Assistant's pipeline answering (``home_assistant.satellite``).
+  cancellation and barge-in, Home Assistant's pipeline answering (``home_assistant.satellite``);
+- :mod:`edgeagent.home_assistant.job`: ``edgeagent run`` as the satellite on the sound devices.
 
 Needs the ``home_assistant`` extra (wyoming, zeroconf, aiohttp), part of the device stack.
 """
