@@ -17,6 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -244,3 +248,45 @@ async def test_bad_input_is_refused_and_a_dropped_connection_survived(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("refused a malformed event" in m for m in messages) == len(bad), messages
     assert any("dropped the connection" in m and "ended inside a audio-chunk event" in m for m in messages), messages
+
+
+@pytest.mark.pulse
+async def test_edgeagent_run_is_the_satellite_and_stops_on_sigterm(pulse: PulseDevices) -> None:
+    """``edgeagent run`` with home_assistant.satellite = true: Home Assistant's describe and
+    run-satellite are served on the configured port; SIGTERM ends it with 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT__")}, "EDGEAGENT_CONFIG": os.devnull}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgeagent", "run", "--set", "home_assistant.satellite=true",
+        "--set", f"home_assistant.port={port}", "--set", "home_assistant.zeroconf=false",
+        "--set", "home_assistant.name=edgeagent-run", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not any("Home Assistant satellite edgeagent-run on 127.0.0.1:" in line for line in lines):
+            line = (await bounded(proc.stdout.readline(), "the satellite's ready line", 120)).decode()
+            assert line, "edgeagent run exited:\n" + "".join(lines)
+            lines.append(line)
+        client = AsyncTcpClient("127.0.0.1", port)
+        await bounded(client.connect(), "connecting", 10)
+        try:
+            await client.write_event(Describe().event())
+            info = Info.from_event(await next_event(client))
+            assert info.satellite is not None and info.satellite.name == "edgeagent-run", info
+            await client.write_event(RunSatellite().event())
+            await client.write_event(Ping(text="run").event())
+            assert (await next_event(client, skip=())).type == "pong"
+        finally:
+            await bounded(client.disconnect(), "disconnecting", 5)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = await bounded(proc.communicate(), "edgeagent run stopping", 30)
+        out = "".join(lines) + rest.decode()
+        assert proc.returncode == 0, out
+        assert "stopping" in out, out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await bounded(proc.wait(), "killing edgeagent run", 10)
