@@ -306,7 +306,8 @@ def test_each_setting_is_declared_once_and_every_settable_one_has_an_apply_path(
     assert live.unapplied({"turn.min_delay_s", "interruption.enabled", "audio.frame_ms"}) == {"audio.frame_ms"}
     for path in keys.NEEDS_RELOAD - keys.CREDENTIALS:  # a reload swaps a stage
         assert path.split(".")[0] in live.STAGE_KINDS, path
-    assert {"web.password", "web.turn_credential"} == keys.HIDDEN and not keys.HIDDEN & keys.SETTABLE
+    assert {"web.password", "web.turn_credential", "home_assistant.token"} == keys.HIDDEN
+    assert not keys.HIDDEN & keys.SETTABLE
     # The limits a controller meets are the ones the file and --set meet, in the same words.
     with pytest.raises(ConfigError, match=re.escape("tts.speed: expected >= 0.25 and <= 4, got 0.1")):
         config.load(None, env={}, overrides=["tts.speed=0.1"])

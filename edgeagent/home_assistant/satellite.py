@@ -268,6 +268,9 @@ class Satellite:
         from wyoming.wake import Detection
 
         self._stop_reply()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._send is None:
             log.warning("%s, but no Home Assistant is connected (waiting for run-satellite)", why)
             self._finish("no Home Assistant")
