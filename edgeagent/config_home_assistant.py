@@ -14,20 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeagent.settings import setting
+from edgeagent.settings import HOT, setting
 
 
 @dataclass(frozen=True)
 class HomeAssistantConfig:
     """Home Assistant: its REST API as the agent's tools, and the Wyoming satellite mode."""
 
-    url: str | None = None
+    url: str | None = setting(None, min_len=1, max_len=2048, remote=HOT)
     """Home Assistant's address (e.g. http://homeassistant.local:8123); None: no Home Assistant tools."""
-    token: str | None = setting(None, min_len=1, max_len=4096, secret=True)
-    """A long-lived access token (Home Assistant: your profile, Security, Long-lived access tokens)."""
-    timeout_s: float = setting(5.0, lo=0.5, hi=60.0)
+    token: str | None = setting(None, min_len=1, max_len=4096, remote=HOT, secret=True)
+    """A long-lived access token (Home Assistant: your profile, Security, Long-lived access tokens);
+    settable remotely only with control.allow_secrets, never sent back."""
+    timeout_s: float = setting(5.0, lo=0.5, hi=60.0, remote=HOT)
     """A request to Home Assistant that takes longer fails with a short spoken sentence (s)."""
-    conversation_agent: str | None = None
+    conversation_agent: str | None = setting(None, min_len=1, max_len=256, remote=HOT)
     """agent_id for Home Assistant's conversation API; None: its default agent."""
     satellite: bool = False
     """Run as a Wyoming voice satellite of Home Assistant (its Assist pipeline answers)."""

@@ -114,3 +114,31 @@ def test_the_token_is_a_secret_and_the_config_is_checked() -> None:
         config_mod.load(None, env={}, overrides=["home_assistant.url=http://ha.local:8123"])
     with pytest.raises(ConfigError, match=r"home_assistant\.url"):
         config_mod.load(None, env={}, overrides=["home_assistant.url=ha.local", "home_assistant.token=x"])
+
+
+async def test_a_remote_change_gives_the_agent_new_tools(ha: FakeHomeAssistant) -> None:
+    """url, token and timeout are hot remote settings (the token only with control.allow_secrets):
+    the running agent's Home Assistant tools are made anew, its other tools stay."""
+    from edgeagent.control import live
+    from edgeagent.home_assistant.tools import use_home_assistant
+    from edgeagent.llm.tools import function_tool
+    from edgeagent.voice.agent import Agent
+
+    assert {"home_assistant.url", "home_assistant.token", "home_assistant.timeout_s"} <= keys.HOT
+    assert "home_assistant.token" in keys.SECRETS and "home_assistant.satellite" not in keys.SETTABLE
+    assert live.unapplied(keys.HOT) == set()
+
+    @function_tool
+    async def get_time() -> str:
+        """The time."""
+        return "noon"
+
+    agent = Agent(instructions="Help.", tools=[get_time])
+    use_home_assistant(agent, HomeAssistantConfig(url=ha.url, token="not-the-token"))
+    tools = {t.name: t for t in agent.tools}
+    assert len(tools) == 7 and await call(tools["turn_on"], '{"device": "kitchen light"}') == REFUSED
+    use_home_assistant(agent, HomeAssistantConfig(url=ha.url, token=TOKEN))  # the token fixed remotely
+    tools = {t.name: t for t in agent.tools}
+    assert len(tools) == 7 and await call(tools["turn_on"], '{"device": "kitchen light"}') == "The Kitchen Light is on."
+    use_home_assistant(agent, HomeAssistantConfig())  # the url removed: no Home Assistant tools
+    assert [t.name for t in agent.tools] == ["get_time"]

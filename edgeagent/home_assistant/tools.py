@@ -175,3 +175,11 @@ def home_assistant_tools(cfg: HomeAssistantConfig) -> list[FunctionTool]:
         return []
     client = HomeAssistant(cfg.url, cfg.token, timeout_s=cfg.timeout_s, agent_id=cfg.conversation_agent)
     return HomeAssistantTools(client).tools()
+
+
+def use_home_assistant(agent: Any, cfg: HomeAssistantConfig) -> None:
+    """Give ``agent`` (an :class:`~edgeagent.voice.agent.Agent`) the tools for ``cfg`` in place of
+    the Home Assistant tools it has (none when ``cfg`` has no url): a remote change of the url,
+    token or timeout takes effect from the next LLM round."""
+    kept = tuple(t for t in agent.tools if t.name not in HomeAssistantTools.NAMES)
+    agent.tools = (*kept, *home_assistant_tools(cfg))
