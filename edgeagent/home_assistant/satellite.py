@@ -115,7 +115,6 @@ class Satellite:
         self._stream_start = 0.0  # stream time the question's audio starts
         self._question_started = False
         self._reply: asyncio.Queue[AudioFrame | None] | None = None  # the answer, to the speaker
-        self._reply_rate = 22050
         self._deadline: asyncio.TimerHandle | None = None
 
     # -- the session-like surface (LED, STATUS=, GPIO) --------------------------------
@@ -161,7 +160,7 @@ class Satellite:
 
     async def aclose(self) -> None:
         self._stop_reply()
-        for task in self._tasks:
+        for task in list(self._tasks):  # a player's done callback removes it from the list
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -202,7 +201,8 @@ class Satellite:
         elif Synthesize.is_type(event.type):
             log.info("agent (Home Assistant): %s", Synthesize.from_event(event).text)
         elif AudioStart.is_type(event.type):
-            self._reply_starts(AudioStart.from_event(event).rate)
+            AudioStart.from_event(event)  # its fields are checked: the chunks carry their own format
+            self._reply_starts()
         elif AudioChunk.is_type(event.type):
             self._reply_chunk(AudioChunk.from_event(event))
         elif AudioStop.is_type(event.type):
@@ -345,7 +345,7 @@ class Satellite:
 
     # -- the answer ---------------------------------------------------------------------
 
-    def _reply_starts(self, rate: int) -> None:
+    def _reply_starts(self) -> None:
         if self._phase not in ("answering", "streaming"):
             log.info("Home Assistant's audio outside a run (or after a barge-in): not played")
             return
@@ -354,7 +354,7 @@ class Satellite:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._phase, self._reply_rate = "playing", rate
+        self._phase = "playing"
         queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue()
         self._reply = queue
         task = asyncio.ensure_future(self._play(queue, self._run_id))
