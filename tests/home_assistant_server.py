@@ -38,7 +38,7 @@ class FakeHomeAssistant:
         app.router.add_get("/api/states/{entity_id}", self._one)
         app.router.add_post("/api/services/{domain}/{service}", self._service)
         app.router.add_post("/api/conversation/process", self._converse)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.2)  # a stalled answer does not hold the teardown
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

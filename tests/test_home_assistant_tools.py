@@ -8,6 +8,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -142,3 +143,35 @@ async def test_a_remote_change_gives_the_agent_new_tools(ha: FakeHomeAssistant) 
     assert len(tools) == 7 and await call(tools["turn_on"], '{"device": "kitchen light"}') == "The Kitchen Light is on."
     use_home_assistant(agent, HomeAssistantConfig())  # the url removed: no Home Assistant tools
     assert [t.name for t in agent.tools] == ["get_time"]
+
+
+async def test_the_local_model_turns_on_the_kitchen_light(ha: FakeHomeAssistant) -> None:
+    """The packaged local LLM (SmolLM2, temperature 0), given the tools and the default
+    instructions, calls turn_on for "Turn on the kitchen light." (it names the device
+    "kitchen_light", which finds the friendly name) and answers with the result."""
+    from edgeagent.config_voice import AgentConfig
+    from edgeagent.llm.chat import ChatContext
+    from edgeagent.registry import create
+
+    tools = tuple(tools_for(ha.url).values())
+    llm = create("llm", "llama", temperature=0.0)
+    try:
+        ctx = ChatContext()
+        ctx.add("system", AgentConfig().instructions)
+        ctx.add("user", "Turn on the kitchen light.")
+
+        async def reply() -> tuple[str, list[Any]]:
+            chunks = [c async for c in llm.chat(ctx, tools)]
+            return "".join(c.text for c in chunks), [call for c in chunks for call in c.tool_calls]
+
+        _, calls = await asyncio.wait_for(reply(), 120)
+        assert [c.name for c in calls] == ["turn_on"], calls
+        result = await call(next(t for t in tools if t.name == "turn_on"), calls[0].arguments)
+        assert result == "The Kitchen Light is on."
+        assert ha.calls == [("light", "turn_on", {"entity_id": "light.kitchen"})]
+        ctx.add("assistant", tool_calls=tuple(calls))
+        ctx.add("tool", result, tool_call_id=calls[0].id)
+        answer, more = await asyncio.wait_for(reply(), 120)
+        assert not more and "light" in answer.lower(), answer
+    finally:
+        await asyncio.wait_for(llm.aclose(), 30)
