@@ -80,7 +80,9 @@ def _remote(args: argparse.Namespace) -> int:
     token = args.token or controller_token(str(key), str(secret), str(room), identity)
     device = args.device or lk.identity
     try:
-        return asyncio.run(_run_remote(args, url, token, device))
+        from edgeagent.room.sdk import then_close_sdk
+
+        return asyncio.run(then_close_sdk(_run_remote(args, url, token, device)))
     except ControllerError as exc:
         print(f"edgeagent config {args.action}: {exc}", file=sys.stderr)
         if exc.error:
@@ -94,27 +96,23 @@ def _remote(args: argparse.Namespace) -> int:
 
 
 async def _run_remote(args: argparse.Namespace, url: str, token: str, device: str | None) -> int:
-    """One controller session; whatever happens, the room is left and then the SDK closed
-    (:func:`edgeagent.room.sdk.close_sdk`), in that order, before the process ends."""
+    """One controller session; the room is left when it ends (the caller then closes the SDK:
+    :func:`edgeagent.room.sdk.then_close_sdk`)."""
     from edgeagent.room.controller import Controller, parse_assignments
-    from edgeagent.room.sdk import close_sdk
 
     patch = parse_assignments(args.assignments) if args.action == "set" else None
-    try:
-        async with Controller(url, token, device) as ctl:
-            if args.action == "get":
-                _emit(await ctl.get())
-            elif args.action == "schema":
-                _emit(await ctl.schema())
-            elif args.action == "set":
-                assert patch is not None
-                _emit(await ctl.set(patch, args.base_revision))
-            else:
-                print(f"watching {ctl.device}'s config changes (Ctrl-C stops)", file=sys.stderr, flush=True)
-                while True:
-                    _emit(await ctl.notices.get(), indent=None)
-    finally:
-        await close_sdk()
+    async with Controller(url, token, device) as ctl:
+        if args.action == "get":
+            _emit(await ctl.get())
+        elif args.action == "schema":
+            _emit(await ctl.schema())
+        elif args.action == "set":
+            assert patch is not None
+            _emit(await ctl.set(patch, args.base_revision))
+        else:
+            print(f"watching {ctl.device}'s config changes (Ctrl-C stops)", file=sys.stderr, flush=True)
+            while True:
+                _emit(await ctl.notices.get(), indent=None)
     return 0
 
 

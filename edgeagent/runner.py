@@ -8,9 +8,10 @@
 The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
 ([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
 "user: ..." and "agent: ..." for every turn and one "metrics: ..." line per turn
-(times in ms). SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config
-file again. Under systemd it tells the service manager when it is ready and what it is
-doing, pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
+(times in ms) on stdout; the log and errors go to stderr, without those lines again.
+SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config file again.
+Under systemd it tells the service manager when it is ready and what it is doing,
+pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
 buttons (:mod:`edgeagent.device`).
 
 A WAV input is played at real-time pace, as a microphone would deliver it, and is
@@ -36,11 +37,14 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
+from edgeagent.aio import wait_for
 from edgeagent.errors import AudioError, EdgeAgentError
 from edgeagent.paths import cache_dir, config_file
 
@@ -72,7 +76,8 @@ def register(sub: Any) -> None:
         "run", help="run the voice agent (local mic and speaker, or WAV files)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: $EDGEAGENT_CONFIG, else "
+                   "~/.config/edgeagent/config.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--check", action="store_true", help="only check config, models and devices, then exit")
     p.add_argument("--input", type=Path, metavar="WAV", help="listen to this audio file instead of the microphone")
@@ -80,6 +85,7 @@ def register(sub: Any) -> None:
     p.add_argument("--input-device", metavar="DEV", help="microphone: index or part of a name (audio.input_device)")
     p.add_argument("--output-device", metavar="DEV", help="speaker: index or part of a name (audio.output_device)")
     p.add_argument("--fast", action="store_true", help="feed --input as fast as the agent takes it")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
@@ -132,7 +138,7 @@ async def check_devices(audio: config_mod.AudioConfig) -> list[str]:
 
 async def _open(device: DeviceInput | DeviceOutput) -> None:
     try:
-        await asyncio.wait_for(device.start(), DEVICE_OPEN_TIMEOUT_S)
+        await wait_for(device.start(), DEVICE_OPEN_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise EdgeAgentError(
             f"the device did not open within {DEVICE_OPEN_TIMEOUT_S:.0f} s; check `edgeagent devices`"
@@ -180,9 +186,12 @@ def open_wav(path: Path, frame_ms: float, *, realtime: bool, tail_s: float = WAV
 
 
 class Transcript:
-    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error."""
+    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error.
+
+    Not when stdout is the journal (a service): the journal has each turn as a log record."""
 
     def __init__(self) -> None:
+        self.show = not terminal.stdout_is_journal()
         self.user_turns = 0
         self.replies = 0
         self.fatal: BaseException | None = None
@@ -196,23 +205,27 @@ class Transcript:
         msg = ev.item
         if msg.role == "user":
             self.user_turns += 1
-            print(f"user: {msg.content}", flush=True)
+            self._print(f"user: {msg.content}")
         elif msg.role == "assistant" and msg.content:
             self.replies += 1
-            print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}", flush=True)
+            self._print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}")
 
     def _metrics(self, ev: Any) -> None:
         from edgeagent.voice.events import TurnMetrics
 
         if isinstance(ev.metrics, TurnMetrics):
-            print(f"metrics: {ev.metrics.as_log()}", flush=True)
+            self._print(f"metrics: {ev.metrics.as_log()}")
 
     def _error(self, ev: Any) -> None:
         if ev.recoverable:
             log.warning("%s: %s", ev.source, ev.error)
         else:
-            print(f"edgeagent: {ev.source} failed: {ev.error}", flush=True)
+            print(f"edgeagent: {ev.source} failed: {ev.error}", file=sys.stderr)
             self.fatal = self.fatal or ev.error
+
+    def _print(self, line: str) -> None:
+        if self.show:
+            print(line, flush=True)
 
 
 def make_session(models: Models, cfg: config_mod.Config, *, files: bool = False) -> AgentSession:
@@ -320,7 +333,7 @@ async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp
         if output_wav is not None:
             print(f"edgeagent: reply written to {output_wav}", flush=True)
     elif code == 0 and not stop.is_set():
-        print("edgeagent: the microphone stopped delivering audio", flush=True)
+        print("edgeagent: the microphone stopped delivering audio", file=sys.stderr)
         return 1
     return code
 
@@ -366,12 +379,12 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
             if stopper in finished:
                 log.info("stopping")
                 return 0
-            print(f"edgeagent: the agent did not finish within {limit:.0f} s", flush=True)
+            print(f"edgeagent: the agent did not finish within {limit:.0f} s", file=sys.stderr)
             return 1
         done.result()
     finally:
-        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(session.aclose(), CLOSE_TIMEOUT_S)
     if printer.fatal is not None:
         return 1
     if wav_in is not None and printer.user_turns == 0:
@@ -379,7 +392,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
         if cfg.activation.mode == "wake":
             why = (" (activation.mode is wake: does it start with the wake word? "
                    "--set activation.mode=always answers without one)")
-        print(f"edgeagent: heard no question in {wav_in.path}{why}", flush=True)
+        print(f"edgeagent: heard no question in {wav_in.path}{why}", file=sys.stderr)
     return 0
 
 
@@ -411,12 +424,13 @@ def main(args: argparse.Namespace) -> int:
     from edgeagent.device.journal import setup_logging
 
     cfg = load_config(args)
-    setup_logging(cfg)  # the journal under systemd, else stderr; log_level
+    if setup_logging(cfg) is None:  # the journal under systemd, else stderr; log_level
+        terminal.hide_transcript_in_log()  # stderr: the turns are on stdout
     problems = preflight(cfg)
     if args.check:
         problems += asyncio.run(check_devices(cfg.audio))
     for p in problems:
-        print(f"edgeagent: {p}")
+        print(f"edgeagent: {p}", file=sys.stderr)
     if problems:
         return 1
     if args.check:
@@ -428,10 +442,10 @@ def main(args: argparse.Namespace) -> int:
         try:  # read it now: a bad file is one line, not a traceback after the models load
             open_wav(input_wav, cfg.audio.frame_ms, realtime=False, tail_s=0.0)
         except AudioError as exc:
-            print(f"edgeagent: {exc}")
+            print(f"edgeagent: {exc}", file=sys.stderr)
             return 1
     if output_wav is not None and (why := _unwritable(output_wav)):
-        print(f"edgeagent: cannot write {output_wav}: {why}")
+        print(f"edgeagent: cannot write {output_wav}: {why}", file=sys.stderr)
         return 1
     # Plain `run` falls back to the sample question where there is no sound device at all;
     # with a device named (config or flags) or a file given, a device problem is an error.
@@ -441,5 +455,7 @@ def main(args: argparse.Namespace) -> int:
         input_wav, output_wav = SAMPLE_QUESTION, reply_path()
         print(fallback_line(why, output_wav), flush=True)
         fallback = False
-    return asyncio.run(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast, fallback=fallback,
-                             reload=lambda: load_config(args)))
+    from edgeagent.room.sdk import then_close_sdk
+
+    return asyncio.run(then_close_sdk(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast,
+                                            fallback=fallback, reload=lambda: load_config(args))))

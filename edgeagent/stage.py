@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
+from edgeagent.aio import wait_for
 from edgeagent.errors import EdgeAgentError
 
 InT = TypeVar("InT")
@@ -131,7 +132,7 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
         if timeout is None:
             item = await self._in.get()
         else:
-            item = await asyncio.wait_for(self._in.get(), max(0.0, timeout))
+            item = await wait_for(self._in.get(), max(0.0, timeout))
         return None if item is _END else item  # type: ignore[return-value]
 
     def _emit(self, item: OutT) -> None:

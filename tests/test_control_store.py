@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import random
 import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import crash_writer
 import pytest
 
 from edgeagent import config
@@ -322,27 +323,7 @@ def test_state_dir_follows_the_environment(tmp_path: Path) -> None:
 
 # -- crash safety ---------------------------------------------------------------------------------
 
-WRITER = textwrap.dedent("""
-    import asyncio, sys
-    from pathlib import Path
-    from edgeagent import config
-    from edgeagent.control.store import ConfigStore
-
-    A = {"agent": {"instructions": "A" * 7000}, "tts": {"speed": 1.5}, "activation": {"wake_threshold": 0.6}}
-    B = {"agent": {"instructions": "B" * 7000}, "tts": {"speed": 0.75}, "activation": {"wake_threshold": 0.4}}
-
-    async def main() -> None:
-        store = ConfigStore.open(config.Config(), Path(sys.argv[1]))
-        first = store.revision
-        while True:
-            nxt = store.revision + 1
-            revision, _ = await store.set(A if nxt % 2 else B, store.revision)
-            if revision == first + 1:
-                print(revision, flush=True)  # one write done: the parent may kill from now on
-
-    asyncio.run(main())
-""")
-STATES = {1: ("A" * 7000, 1.5, 0.6), 0: ("B" * 7000, 0.75, 0.4)}  # by the parity of the revision
+KILLS = 200
 
 
 def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
@@ -351,25 +332,27 @@ def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
     rng = random.Random(6)
     last = 0
     in_flight = 0  # kills that caught a write under way (a temp file, or the backup not yet written)
-    for _ in range(30):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(overlay)], cwd=ROOT,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["crash_writer"])
+    for _ in range(KILLS):
+        ready, tell = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=crash_writer.write_forever, args=(str(overlay), tell), daemon=True)
+        child.start()
+        tell.close()
         try:
-            assert child.stdout is not None
-            first = child.stdout.readline()  # one write done: the loop is running
-            assert first.strip().isdigit(), (first, child.stderr.read() if child.stderr else "")
+            assert ready.poll(30), f"the writer never wrote (exit code {child.exitcode})"
+            assert ready.recv() > last  # one write done: the loop is running
             time.sleep(rng.uniform(0, 0.03))  # a random moment inside the write loop
-            assert child.poll() is None, "the writer stopped by itself"
+            assert child.is_alive(), "the writer stopped by itself"
         finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=30)
-            for pipe in (child.stdout, child.stderr):
-                if pipe:
-                    pipe.close()
+            child.kill()  # SIGKILL
+            child.join(30)
+            ready.close()
+        assert child.exitcode == -signal.SIGKILL
         doc = read_doc(overlay)  # parses: never torn
         revision = doc["revision"]
         assert revision > last, (revision, last)
-        text, speed, threshold = STATES[revision % 2]
+        text, speed, threshold = crash_writer.STATES[revision % 2]
         assert doc["patch"] == {"agent": {"instructions": text}, "tts": {"speed": speed},
                                 "activation": {"wake_threshold": threshold}}
         good = read_doc(overlay.with_name("remote-config.good.json"))
@@ -385,5 +368,5 @@ def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
         assert not [p.name for p in overlay.parent.iterdir() if p.name.endswith(".tmp")]
         assert mode(overlay) == 0o600
         last = revision
-    # About 4 kills in 10 land inside a write here; none in 30 would mean the test tests nothing.
+    # About 4 kills in 10 land inside a write here; none would mean the test tests nothing.
     assert in_flight, "no kill landed inside a write: make the writes slower or the delays shorter"

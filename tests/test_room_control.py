@@ -11,12 +11,14 @@ as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +211,57 @@ async def test_two_controllers_at_once_one_wins_and_the_other_is_told(livekit_se
             assert dev.store.revision == rev + 1
             winner = won[0]["changed"][0]["new"]
             assert dev.store.config.tts.speed == winner  # the winner's value, not a mix or the loser's
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "256k") -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``path`` (the tests run as root, as CI does here)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                             capture_output=True, text=True, timeout=10)
+    assert mounted.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {mounted.stderr.strip()}"
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; returns the filler file."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:  # unbuffered: nothing left to flush at close
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+async def test_a_full_disk_gets_507_changes_nothing_and_the_next_set_works(livekit_server: LiveKitServer,
+                                                                           tmp_path: Path) -> None:
+    """The state directory on a real full tmpfs: a set that cannot be saved is refused with the
+    structured write_failed (RPC 507); memory and disk keep the old config, the device serves on,
+    and once there is room again the next set is saved."""
+    with small_disk(tmp_path / "state"):
+        async with device(livekit_server, tmp_path) as dev, controller(livekit_server, dev) as admin:
+            await bounded(admin.set({"tts": {"speed": 1.1}}, 0), "a first change")
+            before, good = dev.on_disk(), dev.store.good_path.read_bytes()
+            filler = fill(dev.store.path.parent)
+            err = await refused(admin.set({"tts": {"speed": 1.4}, "agent": {"instructions": "Be brief."}}, 1))
+            assert err.code == "write_failed" and "(rpc 507)" in str(err), str(err)
+            assert err.error is not None and err.error["revision"] == 1
+            assert dev.on_disk() == before and dev.store.good_path.read_bytes() == good
+            assert (dev.store.revision, dev.store.config.tts.speed) == (1, 1.1)
+            assert sorted(p.name for p in dev.store.path.parent.iterdir()) == sorted(
+                ["filler", dev.store.path.name, dev.store.good_path.name]), "a temp file was left behind"
+            got = await bounded(admin.get(), "get on a full disk")  # still serving
+            assert got["revision"] == 1 and got["config"]["tts"]["speed"] == 1.1
+            filler.unlink()
+            done = await bounded(admin.set({"tts": {"speed": 1.4}}, 1), "set after space returned")
+            assert done["revision"] == 2
+            again = ConfigStore.open(config_mod.Config(), dev.store.path)  # and it is on the disk
+            assert (again.revision, again.config.tts.speed) == (2, 1.4)
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,8 @@ def _token(server: LiveKitServer, identity: str, room: str) -> str:
 @contextlib.asynccontextmanager
 async def joined(server: LiveKitServer, room_name: str) -> AsyncIterator[subprocess.Popen[str]]:
     env = dict(os.environ, EDGEAGENT__LIVEKIT__API_KEY=server.api_key,
-               EDGEAGENT__LIVEKIT__API_SECRET=server.api_secret)
+               EDGEAGENT__LIVEKIT__API_SECRET=server.api_secret,
+               PYTHONFAULTHANDLER="1")  # a hung exit shows its threads' stacks (SIGABRT below)
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for with a timeout
         [sys.executable, "-m", "edgeagent", "join", "--url", server.url, "--room", room_name,
          "--identity", "edgeagent-test"],
@@ -47,6 +48,23 @@ async def joined(server: LiveKitServer, room_name: str) -> AsyncIterator[subproc
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def _exited(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """The output of ``proc`` once it has ended; a process that does not end in time is aborted,
+    and its threads' stacks (faulthandler) go into the failure message."""
+    try:
+        return proc.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out = proc.communicate(timeout=10)[0]
+        raise AssertionError(f"still running {timeout_s} s after SIGTERM:\n{out}") from None
+
+
+def _stopped(proc: subprocess.Popen[str]) -> str:
+    """The agent's output, for a failure message: it is stopped first."""
+    proc.send_signal(signal.SIGTERM)
+    return _exited(proc, 30)
 
 
 async def test_join_answers_chat_by_voice_and_text(livekit_server: LiveKitServer) -> None:
@@ -101,14 +119,14 @@ async def test_join_answers_chat_by_voice_and_text(livekit_server: LiveKitServer
             # attribute updates and the text stream take different ways, and either may come first
             while not any(a.get("lk.transcription_final") == "true" and a.get("lk.transcribed_track_id")
                           for a, _ in texts) or "speaking" not in states or states[-1] != "listening":
-                assert time.monotonic() < deadline, f"no answer: {states} {texts}"
+                assert time.monotonic() < deadline, f"no answer: {states} {texts}\n{_stopped(proc)}"
                 await asyncio.sleep(0.2)
         finally:
             for task in list(readers):
                 task.cancel()
             await asyncio.wait_for(room.disconnect(), 10)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out = _exited(proc, 30)
     assert proc.returncode == 0, out
     assert "joining room" in out, out
     answer = next(t for a, t in texts if a.get("lk.transcription_final") == "true")

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgeagent.aio import wait_for
+
 CHROMIUM = os.environ.get("EDGEAGENT_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("EDGEAGENT_CHROMEDRIVER", "/usr/bin/chromedriver")
 
@@ -52,11 +54,11 @@ class Browser:
 
     @classmethod
     async def open(cls, profile: Path, mic_wav: Path | None = None) -> Browser:
-        return await asyncio.wait_for(asyncio.to_thread(cls, profile, mic_wav), 60)
+        return await wait_for(asyncio.to_thread(cls, profile, mic_wav), 60)
 
     async def call(self, fn: Any, *args: Any, timeout: float = 30.0) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
+            return await wait_for(asyncio.to_thread(fn, *args), timeout)
         except asyncio.TimeoutError:
             raise BrowserTimeout(f"the browser did not finish {getattr(fn, '__name__', fn)} within {timeout:.0f} s") \
                 from None

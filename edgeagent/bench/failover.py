@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from edgeagent import registry
+from edgeagent.aio import wait_for
 from edgeagent.bench import p90
 from edgeagent.cloud.openai_llm import OpenAILLM
 from edgeagent.cloud.openai_tts import OpenAITTS
@@ -125,7 +126,7 @@ async def measure(rounds: int = 5) -> dict[str, Any]:
                                       policy="cloud-first", probe_interval_s=3600)
                         chain.on_event(events.append)
                         llm, tts = local_llm, FallbackTTS(chain)
-                    seconds, llm_by, tts_by = await asyncio.wait_for(
+                    seconds, llm_by, tts_by = await wait_for(
                         _first_audio(llm, tts, QUESTIONS[i % len(QUESTIONS)]), 30)
                     times.append(seconds)
                     served.add(f"llm={llm_by} tts={tts_by}")

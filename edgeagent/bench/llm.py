@@ -16,6 +16,7 @@ import statistics
 import time
 from typing import Any
 
+from edgeagent.aio import wait_for
 from edgeagent.bench import p90
 from edgeagent.llm.chat import ChatContext
 from edgeagent.llm.llama import LlamaLLM
@@ -81,7 +82,7 @@ async def _turn(llm: LlamaLLM, ctx: ChatContext, max_tokens: int) -> tuple[float
                 if chunk.text and not first:
                     first, cpu = time.perf_counter() - t0, time.process_time() - c0
 
-        await asyncio.wait_for(consume(), 120)
+        await wait_for(consume(), 120)
     finally:
         llm._metric_listeners.remove(listen)
     if not first:
@@ -116,7 +117,7 @@ async def _measure(llm: LlamaLLM, runs: int, warmup: int, max_tokens: int) -> di
     for q in QUESTIONS[:runs]:
         await llm.prefill(base)
         t0 = time.perf_counter()
-        await asyncio.wait_for(llm.end_of_turn_logprob(base, q), 60)
+        await wait_for(llm.end_of_turn_logprob(base, q), 60)
         eot.append(time.perf_counter() - t0)
     return {
         "llm_first_token_ms": 1000 * statistics.median(ttft),

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame, Int16Array
 from edgeagent.audio.wav import read_wav, write_wav
 from edgeagent.bench.scripted import SILENCE_DBFS
@@ -122,10 +123,10 @@ class Speaker:
     async def join(self, url: str, token: str) -> None:
         from livekit import rtc
 
-        await asyncio.wait_for(self.room.connect(url, token), 20)
+        await wait_for(self.room.connect(url, token), 20)
         track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        await asyncio.wait_for(self.room.local_participant.publish_track(track, opts), 20)
+        await wait_for(self.room.local_participant.publish_track(track, opts), 20)
         self._tasks.append(asyncio.ensure_future(self._send()))
 
     async def _send(self) -> None:
@@ -178,7 +179,7 @@ class Speaker:
                 return None
             self._arrived.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
+                await wait_for(self._arrived.wait(), left)
         return at
 
     async def quiet(self, seconds: float, timeout: float) -> bool:
@@ -194,11 +195,11 @@ class Speaker:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(t, 5)
+                await wait_for(t, 5)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(self.room.disconnect(), 10)
+            await wait_for(self.room.disconnect(), 10)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(self.source.aclose(), 5)
+            await wait_for(self.source.aclose(), 5)
 
 
 # -- the child process ------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class ParticipantProcess:
 
     async def _expect(self, name: str, timeout: float) -> dict[str, Any]:
         try:
-            event = await asyncio.wait_for(self._events.get(), timeout)
+            event = await wait_for(self._events.get(), timeout)
         except asyncio.TimeoutError:
             raise EdgeAgentError(f"the test participant did not answer ({name}) within {timeout:g} s") from None
         if event.get("event") != name:
@@ -334,7 +335,7 @@ class ParticipantProcess:
         with contextlib.suppress(Exception):
             self._send(cmd="leave")
         try:
-            await asyncio.wait_for(proc.wait(), 20)
+            await wait_for(proc.wait(), 20)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()

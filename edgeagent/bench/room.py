@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame, Int16Array
 from edgeagent.bench import p90
 from edgeagent.bench.participant import RATE, REPLY_DBFS, ParticipantProcess, loud
@@ -173,11 +174,11 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
         return done and await peer.quiet(QUIET_S, max(0.0, deadline - time.monotonic()))
 
     try:
-        await asyncio.wait_for(out.start(), 10)
+        await wait_for(out.start(), 10)
         await link.start()
         if not await link.wait_connected(20):
             raise EdgeAgentError(f"the agent did not join the room: {link.last_error}")
-        await asyncio.wait_for(session.start(Agent(instructions=AgentConfig().instructions), input=inp,
+        await wait_for(session.start(Agent(instructions=AgentConfig().instructions), input=inp,
                                              output=out), 60)
         await peer.join(server.url, token, AGENT)
         if not await until(lambda: inp.linked == SPEAKER and inp.track_sid_of(SPEAKER)
@@ -224,7 +225,7 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
 async def _closed(what: str, closing: Any, timeout: float) -> None:
     """Await one close step; one that hangs or fails is logged by name, and the next goes on."""
     try:
-        await asyncio.wait_for(closing, timeout)
+        await wait_for(closing, timeout)
     except asyncio.TimeoutError:
         log.warning("closing %s took more than %g s", what, timeout)
     except Exception as exc:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench import p90
 from edgeagent.stt.base import STT, SpeechEventType
@@ -169,7 +170,7 @@ async def final_after_end(stt: STT, speech: AudioFrame, lead_s: float = 0.3) -> 
             await asyncio.sleep(max(0.0, t0 + (k + 1) * FRAME_S - loop.time()))  # frame k is complete
             stream.push(frame)
         stream.flush()
-        at, text = await asyncio.wait_for(reader, 60)
+        at, text = await wait_for(reader, 60)
         return at - (t0 + end_s), text
     finally:
         reader.cancel()

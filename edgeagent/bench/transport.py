@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeagent.aio import wait_for
 from edgeagent.bench.server import Server
 
 RATE = 48_000
@@ -61,10 +62,10 @@ async def probe(server: Server, onsets: int = 40) -> dict[str, Any]:
                 arrivals[setting].append(time.monotonic())
 
     try:
-        await asyncio.wait_for(receiver.connect(server.url, server.token("receiver", room_name)), 20)
-        await asyncio.wait_for(sender.connect(server.url, server.token("sender", room_name)), 20)
+        await wait_for(receiver.connect(server.url, server.token("receiver", room_name)), 20)
+        await wait_for(sender.connect(server.url, server.token("sender", room_name)), 20)
         track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-        await asyncio.wait_for(sender.local_participant.publish_track(
+        await wait_for(sender.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)), 20)
         deadline = time.monotonic() + 20
         while not (remote := [pub.track for p in receiver.remote_participants.values()
@@ -80,7 +81,7 @@ async def probe(server: Server, onsets: int = 40) -> dict[str, Any]:
             r.cancel()
         for room in (sender, receiver):
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(room.disconnect(), 10)
+                await wait_for(room.disconnect(), 10)
     out: dict[str, Any] = {}
     for s in SETTINGS:
         d = onset_delays(handed, arrivals[s])
@@ -162,7 +163,7 @@ async def idle_cpu(server: Server, workdir: Path, seconds: float = 10.0) -> dict
 
     reader = asyncio.ensure_future(read())
     try:
-        await asyncio.wait_for(out.start(), 10)
+        await wait_for(out.start(), 10)
         await link.start()
         if not await link.wait_connected(20):
             raise TimeoutError(f"the agent did not join: {link.last_error}")
@@ -183,4 +184,4 @@ async def idle_cpu(server: Server, workdir: Path, seconds: float = 10.0) -> dict
         reader.cancel()
         for closing in (peer.leave(), link.aclose(), out.aclose(), inp.aclose()):
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(closing, 20)
+                await wait_for(closing, 20)

@@ -12,6 +12,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgeagent.aio import wait_for
 from edgeagent.bench import p90
 from edgeagent.tts.clauses import ClauseSplitter
 from edgeagent.tts.streaming import ClauseTTS
@@ -42,7 +43,7 @@ async def first_audio_s(tts: ClauseTTS, text: str) -> float:
         t0 = time.perf_counter()
         stream.push(text)
         stream.flush()
-        return await asyncio.wait_for(first(), 30)
+        return await wait_for(first(), 30)
     finally:
         await stream.aclose()
 
@@ -54,7 +55,7 @@ async def _measure(tts: ClauseTTS, runs: int, warmup: int) -> dict[str, float]:
     processing = audio = 0.0
     for text in SENTENCES:
         t0 = time.perf_counter()
-        frame = await asyncio.wait_for(tts.synthesize(text), 60)
+        frame = await wait_for(tts.synthesize(text), 60)
         processing += time.perf_counter() - t0
         audio += frame.duration
     return {

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.pauses import PAUSED, VOICES, make_paused
 from edgeagent.bench.scripted import QUESTIONS, espeak, trim
@@ -93,25 +94,25 @@ async def score(items: list[Item]) -> dict[str, float]:
     ctx = new_context(INSTRUCTIONS)
     timing: dict[str, list[float]] = {"stt": [], "llm": [], "audio": []}
     try:
-        await asyncio.wait_for(stt.warmup(), 60)
-        await asyncio.wait_for(llm.prefill(ctx), 60)
-        await asyncio.wait_for(turn.probability(items[0].audio), 60)  # warm-up
+        await wait_for(stt.warmup(), 60)
+        await wait_for(llm.prefill(ctx), 60)
+        await wait_for(turn.probability(items[0].audio), 60)  # warm-up
         for it in items:
             t0 = time.perf_counter()
-            it.transcript = (await asyncio.wait_for(stt.recognize(it.audio), 60)).text.strip()
+            it.transcript = (await wait_for(stt.recognize(it.audio), 60)).text.strip()
             t1 = time.perf_counter()
-            it.p_text = _p(await asyncio.wait_for(llm.end_of_turn_logprob(ctx, it.transcript), 60))
-            it.p_stripped = _p(await asyncio.wait_for(
+            it.p_text = _p(await wait_for(llm.end_of_turn_logprob(ctx, it.transcript), 60))
+            it.p_stripped = _p(await wait_for(
                 llm.end_of_turn_logprob(ctx, it.transcript.rstrip(STRIP)), 60))
             t2 = time.perf_counter()
-            it.p_audio = await asyncio.wait_for(turn.probability(it.audio), 60)
+            it.p_audio = await wait_for(turn.probability(it.audio), 60)
             timing["stt"].append(t1 - t0)
             timing["llm"].append((t2 - t1) / 2)
             timing["audio"].append(turn.last_inference_s)
     finally:
-        await asyncio.wait_for(turn.aclose(), 30)
-        await asyncio.wait_for(llm.aclose(), 30)
-        await asyncio.wait_for(stt.aclose(), 30)
+        await wait_for(turn.aclose(), 30)
+        await wait_for(llm.aclose(), 30)
+        await wait_for(stt.aclose(), 30)
     return {f"{k}_ms": 1000 * statistics.median(v) for k, v in timing.items()}
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.resample import resample
 from edgeagent.bench import p90
@@ -46,7 +47,7 @@ def _synthesize(texts: Sequence[str]) -> list[tuple[bytes, int]]:
             out = []
             for text in texts:
                 for voice in voices:
-                    frame = await asyncio.wait_for(voice.synthesize(text), 60)
+                    frame = await wait_for(voice.synthesize(text), 60)
                     out.append((frame.to_bytes(), frame.sample_rate))
             return out
         finally:

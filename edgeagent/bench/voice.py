@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.hog import CpuHog
 from edgeagent.bench.report import PausedTurn, Turn, figures, fill_from_metrics, one_turn_verdict, preempted
@@ -199,7 +200,7 @@ async def run_voice(models: Models, questions: Sequence[Question], paused: Seque
     rig = Rig(session, mic, speaker, *watch(session))
     heard = Heard([], None, [])
     try:
-        await asyncio.wait_for(session.start(Agent(instructions=AgentConfig().instructions),
+        await wait_for(session.start(Agent(instructions=AgentConfig().instructions),
                                              input=mic, output=speaker), 60)
         if not await wait_until(lambda: rig.state[0] is AgentState.IDLE, 60):
             raise EdgeAgentError(f"the session did not become idle (state {rig.state[0].value})")
@@ -213,7 +214,7 @@ async def run_voice(models: Models, questions: Sequence[Question], paused: Seque
         if paused:
             heard.paused = await _ask_paused(rig, paused)
     finally:
-        await asyncio.wait_for(session.aclose(), 30)
+        await wait_for(session.aclose(), 30)
         await mic.aclose()
         await speaker.aclose()
     return heard
@@ -304,7 +305,7 @@ async def _end_of(spoken: Spoken, ends: asyncio.Queue[tuple[VADEvent, float]]) -
     """The VAD's END_OF_SPEECH of the question ``spoken`` (not of an earlier noise)."""
     deadline = spoken.done + REPLY_TIMEOUT_S
     while True:
-        ev, t = await asyncio.wait_for(ends.get(), max(0.0, deadline - time.monotonic()))
+        ev, t = await wait_for(ends.get(), max(0.0, deadline - time.monotonic()))
         if speech_end(ev) > spoken.start:
             return ev, t
 
@@ -315,7 +316,7 @@ async def _sequential_reply(models: Models, ctx: Any, ev: VADEvent, turn: Turn, 
         turn.marks[step] = 1000 * (time.monotonic() - spoken.end)
 
     turn.marks["vad"] = 1000 * (t_vad - spoken.end)
-    result = await asyncio.wait_for(models.stt.recognize(ev.frames[0]), 30)
+    result = await wait_for(models.stt.recognize(ev.frames[0]), 30)
     turn.heard = result.text.strip()
     mark("stt")
     ctx.add("user", turn.heard)
@@ -326,12 +327,12 @@ async def _sequential_reply(models: Models, ctx: Any, ev: VADEvent, turn: Turn, 
         await stream.aclose()
     ctx.add("assistant", turn.reply)
     mark("llm")
-    audio = await asyncio.wait_for(models.tts.synthesize(turn.reply or "Sorry."), 60)
+    audio = await wait_for(models.tts.synthesize(turn.reply or "Sorry."), 60)
     mark("tts")
     speaker.arm()
     try:
-        await asyncio.wait_for(speaker.write(audio), REPLY_PLAY_S)
-        await asyncio.wait_for(speaker.drain(), REPLY_PLAY_S)
+        await wait_for(speaker.write(audio), REPLY_PLAY_S)
+        await wait_for(speaker.drain(), REPLY_PLAY_S)
     except asyncio.TimeoutError:
         turn.cut_off = True
         speaker.clear()

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.bench import p90
 from edgeagent.bench.scripted import QUESTIONS, espeak, trim
@@ -135,7 +136,7 @@ async def run_web_path(models: Any, texts: list[str], workdir: Path) -> list[Web
     board = asyncio.ensure_future(run_web(models, cfg, stop, store=store, state=tmp, started=started))
     browser: Browser | None = None
     try:
-        url = await asyncio.wait_for(asyncio.shield(started), 60)
+        url = await wait_for(asyncio.shield(started), 60)
         code = (tmp / "web-pairing-code").read_text().strip()
         browser = await Browser.open(tmp / "profile", wav)
         await browser.get(url)
@@ -153,7 +154,7 @@ async def run_web_path(models: Any, texts: list[str], workdir: Path) -> list[Web
         if browser is not None:
             await browser.quit()
         stop.set()
-        await asyncio.wait_for(board, 60)
+        await wait_for(board, 60)
     return match(page, texts)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from edgeagent.aio import wait_for
 from edgeagent.errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class CloudHTTP:
 
         try:
             try:
-                opened, first = await asyncio.wait_for(start(), first_byte_s)
+                opened, first = await wait_for(start(), first_byte_s)
             except asyncio.TimeoutError as exc:
                 raise CloudError(f"{url}: no answer within {first_byte_s:g} s (first byte)",
                                  reason="stalled") from exc

@@ -45,6 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgeagent.aio import wait_for
 from edgeagent.config import Config
 from edgeagent.config_voice import ActivationConfig
 from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
@@ -302,7 +303,7 @@ class LiveApplier:
             while not self._quiet():
                 changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):  # a turn can end without a new state
-                    await asyncio.wait_for(changed.wait(), QUIET_POLL_S)
+                    await wait_for(changed.wait(), QUIET_POLL_S)
         finally:
             self.session.off("agent_state_changed", on_state)
 

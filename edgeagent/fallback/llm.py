@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from edgeagent.aio import wait_for
 from edgeagent.fallback.chain import Chain, Member
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext
@@ -118,7 +119,7 @@ class FallbackChatStream(StageStream[None, ChatChunk]):
             stream = member.stage.chat(ctx, self._tools, temperature=self._temperature, max_tokens=self._max_tokens)
             try:
                 try:
-                    first: ChatChunk | None = await asyncio.wait_for(anext(stream), member.deadline_s)
+                    first: ChatChunk | None = await wait_for(anext(stream), member.deadline_s)
                 except StopAsyncIteration:
                     first = None
                 self._chain.served(member)

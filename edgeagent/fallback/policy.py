@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from edgeagent.aio import wait_for
+
 log = logging.getLogger(__name__)
 
 POLICIES = ("local-first", "cloud-first", "cloud-when-online")
@@ -68,7 +70,7 @@ class Connectivity:
     async def check(self) -> bool:
         """Check now; returns (and records) the answer."""
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout_s)
+            _, writer = await wait_for(asyncio.open_connection(self.host, self.port), self.timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             up = False
             log.debug("connectivity %s:%d: %r", self.host, self.port, exc)

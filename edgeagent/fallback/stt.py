@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import Any
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.errors import EdgeAgentError
 from edgeagent.fallback.chain import Chain, Member, close_member, forward
@@ -53,7 +54,7 @@ class FallbackSTT(STT):
         order = self.chain.candidates()
         for i, m in enumerate(order):
             try:
-                event: SpeechEvent = await asyncio.wait_for(m.stage.recognize(audio, language), m.deadline_s)
+                event: SpeechEvent = await wait_for(m.stage.recognize(audio, language), m.deadline_s)
                 self.chain.served(m)
                 return event
             except Exception as exc:
@@ -98,7 +99,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
             while True:
                 timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
                 try:
-                    kind, gen, value = await asyncio.wait_for(self._events.get(), timeout)
+                    kind, gen, value = await wait_for(self._events.get(), timeout)
                 except asyncio.TimeoutError:
                     await self._switch(asyncio.TimeoutError())
                     continue

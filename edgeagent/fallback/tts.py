@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgeagent.aio import wait_for
 from edgeagent.fallback.chain import Chain, Member, close_member, forward
 from edgeagent.stage import Flush, StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
@@ -55,7 +56,7 @@ class FallbackTTS(TTS):
         order = self.chain.candidates()
         for i, m in enumerate(order):
             try:
-                audio = await asyncio.wait_for(m.stage.synthesize(text), m.deadline_s + len(text) / 20)
+                audio = await wait_for(m.stage.synthesize(text), m.deadline_s + len(text) / 20)
                 self.chain.served(m)
                 return audio
             except Exception as exc:
@@ -98,7 +99,7 @@ class FallbackTTSStream(StageStream[str, SynthesizedAudio]):
             while True:
                 timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
                 try:
-                    kind, gen, value = await asyncio.wait_for(self._events.get(), timeout)
+                    kind, gen, value = await wait_for(self._events.get(), timeout)
                 except asyncio.TimeoutError:
                     await self._switch(asyncio.TimeoutError())
                     continue

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent.aio import wait_for
 
 if TYPE_CHECKING:
     from edgeagent.device.lifecycle import Lifecycle
@@ -60,8 +61,8 @@ async def run_satellite(models: Models, cfg: config_mod.Config, stop: asyncio.Ev
             print("edgeagent: the microphone stopped delivering audio", flush=True)
             return 1
         finally:
-            await asyncio.wait_for(server.stop(), CLOSE_TIMEOUT_S)
-            await asyncio.wait_for(sat.aclose(), CLOSE_TIMEOUT_S)
+            await wait_for(server.stop(), CLOSE_TIMEOUT_S)
+            await wait_for(sat.aclose(), CLOSE_TIMEOUT_S)
     finally:
         await inp.aclose()
         await out.aclose()

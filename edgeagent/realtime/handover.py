@@ -20,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.config_voice import ActivationConfig
 from edgeagent.fallback.chain import FallbackEvent
@@ -80,7 +81,7 @@ async def to_pipeline(rt: RealtimeSession, reason: str) -> None:
     starting = asyncio.ensure_future(session.start(rt._agent, input=rt._in, output=rt._out))
     if player is not None:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(rt._drained.wait(), 60)
+            await wait_for(rt._drained.wait(), 60)
         player.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await player

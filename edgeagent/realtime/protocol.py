@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.resample import Resampler
 from edgeagent.errors import EdgeAgentError
@@ -190,7 +191,7 @@ class RealtimeClient:
             return await http.ws_connect(url, headers=headers, heartbeat=10.0)
 
         try:
-            self._ws = await asyncio.wait_for(open_socket(), self.connect_s)
+            self._ws = await wait_for(open_socket(), self.connect_s)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             await self.aclose()
             raise RealtimeError(f"cannot open the realtime socket {self.url}: {exc!r}") from exc

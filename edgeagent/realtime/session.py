@@ -30,6 +30,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
@@ -333,7 +334,7 @@ class RealtimeSession:
             try:
                 if tool is None:
                     raise ToolError(f"no tool named {call.name!r}")
-                result = await asyncio.wait_for(tool.call(call.arguments, RunContext(agent=self._agent)), 30)
+                result = await wait_for(tool.call(call.arguments, RunContext(agent=self._agent)), 30)
             except (ToolError, asyncio.TimeoutError) as exc:
                 result = f"error: {exc or 'the tool took too long'}"
             out = result if isinstance(result, str) else json.dumps(result)

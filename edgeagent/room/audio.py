@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
@@ -135,7 +136,7 @@ class RoomOutput(BufferedOutput):
         assert self.source is not None
         frame = rtc.AudioFrame(block.tobytes(), ROOM_RATE, 1, self.block)
         try:
-            await asyncio.wait_for(self.source.capture_frame(frame), 1.0)
+            await wait_for(self.source.capture_frame(frame), 1.0)
         except (Exception, asyncio.TimeoutError) as exc:
             self.counters.dropped_frames += 1
             log.debug("room output: capture failed: %s", exc)
@@ -340,7 +341,7 @@ class RoomInput(AudioInput):
             log.warning("room input: %s's track stopped: %s", buf.identity, exc)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(stream.aclose(), 5)
+                await wait_for(stream.aclose(), 5)
 
     # -- AudioInput ---------------------------------------------------------------------------
 
@@ -362,7 +363,7 @@ class RoomInput(AudioInput):
                 if now < due:
                     self._arrived.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), due - now)
+                        await wait_for(self._arrived.wait(), due - now)
                     continue
                 if now - due > 0.2:  # we were not read for a while
                     self.counters.overruns += 1

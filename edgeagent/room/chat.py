@@ -22,6 +22,7 @@ from typing import Any
 
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.voice.session import AgentSession
 from edgeagent.voice.typed import TypedReplies
 
@@ -99,7 +100,7 @@ class ChatInbox:
         if size and size > self.max_chat_bytes:
             read.close()
             raise ChatRefused(f"{size} bytes, over the limit of {self.max_chat_bytes}")
-        text = (await asyncio.wait_for(read, CHAT_READ_TIMEOUT_S)).strip()
+        text = (await wait_for(read, CHAT_READ_TIMEOUT_S)).strip()
         if not text:
             raise ChatRefused("empty")
         if "\ufffd" in text:

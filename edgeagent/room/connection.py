@@ -65,6 +65,7 @@ from typing import Any
 
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.errors import ConfigError
 from edgeagent.room.token import TokenSource
@@ -197,7 +198,7 @@ class RoomLink:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 15)
+                await wait_for(self._task, 15)
         room, self.room = self.room, None
         self.connected.clear()
         if room is not None:
@@ -263,7 +264,7 @@ class RoomLink:
         room.on("local_track_republished", lambda pub, old: self._on_republished(room, pub, old))
         log.info("room: joining %s as %s%s", self.url, self.identity, " (E2EE)" if self.cfg.e2ee_key else "")
         try:
-            await asyncio.wait_for(room.connect(self.url, token.jwt, self._options()), self.connect_timeout_s)
+            await wait_for(room.connect(self.url, token.jwt, self._options()), self.connect_timeout_s)
         except (Exception, asyncio.TimeoutError) as exc:
             line, permanent = describe_error(exc, self.url)
             await self._leave(room)
@@ -314,7 +315,7 @@ class RoomLink:
         track = rtc.LocalAudioTrack.create_audio_track(self._agent_track_name, source)
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         try:
-            pub = await asyncio.wait_for(room.local_participant.publish_track(track, opts), 15)
+            pub = await wait_for(room.local_participant.publish_track(track, opts), 15)
         except (Exception, asyncio.TimeoutError) as exc:
             log.error("room: cannot publish the agent's voice: %s", _JWT.sub("<token>", str(exc)) or "timeout")
             return
@@ -326,13 +327,13 @@ class RoomLink:
         try:
             result = hook(room)
             if inspect.isawaitable(result):
-                await asyncio.wait_for(result, 15)
+                await wait_for(result, 15)
         except (Exception, asyncio.TimeoutError):
             log.exception("room: %s %r failed", what, hook)
 
     async def _leave(self, room: rtc.Room) -> None:
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(room.disconnect(), 10)
+            await wait_for(room.disconnect(), 10)
 
     # -- room events (on the loop) -------------------------------------------------------
 

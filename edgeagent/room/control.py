@@ -36,6 +36,7 @@ from typing import Any
 
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.config_control import ControlConfig
 from edgeagent.control.errors import ControlError
 from edgeagent.control.patch import PROTOCOL_VERSION, parse_payload, parse_set_request, schema
@@ -140,7 +141,7 @@ class RoomControl:
                 return False
             self._arrived.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
+                await wait_for(self._arrived.wait(), left)
         return p is not None and (p.attributes or {}).get(name.strip()) == value.strip()
 
     async def _admit(self, data: rtc.RpcInvocationData, method: str, writes: bool) -> dict[str, Any]:

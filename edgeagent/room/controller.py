@@ -26,6 +26,7 @@ from typing import Any
 
 from livekit import api, rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.config import set_path
 from edgeagent.control.patch import PROTOCOL_VERSION
 from edgeagent.errors import EdgeAgentError
@@ -96,7 +97,7 @@ class Controller:
 
     async def __aenter__(self) -> Controller:
         try:
-            await asyncio.wait_for(self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=False)),
+            await wait_for(self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=False)),
                                    CALL_TIMEOUT_S)
         except (Exception, asyncio.TimeoutError) as exc:
             raise ControllerError(f"cannot join the room at {self.url}: {exc or 'timeout'}") from exc
@@ -110,7 +111,7 @@ class Controller:
 
     async def __aexit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(self.room.disconnect(), 10)
+            await wait_for(self.room.disconnect(), 10)
 
     async def _find_device(self, timeout: float = 5.0) -> str:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -129,7 +130,7 @@ class Controller:
         assert self.device is not None
         payload = request if isinstance(request, str) else json.dumps({"v": PROTOCOL_VERSION, **request})
         try:
-            raw = await asyncio.wait_for(self.room.local_participant.perform_rpc(
+            raw = await wait_for(self.room.local_participant.perform_rpc(
                 destination_identity=self.device, method=f"edgeagent.config.{method}", payload=payload,
                 response_timeout=CALL_TIMEOUT_S), CALL_TIMEOUT_S + 5)
         except rtc.RpcError as exc:

@@ -50,11 +50,12 @@ from typing import Any
 
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.config_room import LISTEN_MODES
 from edgeagent.room.chat import TOPIC_CHAT, ChatInbox
-from edgeagent.voice.events import AgentState, AgentStateChangedEvent, UserInputTranscribedEvent
+from edgeagent.voice.events import AgentState, AgentStateChangedEvent, SpeechCreatedEvent, UserInputTranscribedEvent
 from edgeagent.voice.session import AgentSession
-from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.speech import SpeechHandle, reply_text
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ ATTR_TRACK_ID = "lk.transcribed_track_id"
 ATTR_SEGMENT_ID = "lk.segment_id"
 ATTR_FINAL = "lk.transcription_final"
 
-POLL_S = 0.05  # how often a reply's spoken text is checked for news while the agent thinks or speaks
 SEND_TIMEOUT_S = 10.0  # bound on every call into the SDK (a stalled room must not stall the agent)
 MAX_QUEUED = 16  # queued state updates and user transcripts (the oldest go first)
 
@@ -101,7 +101,6 @@ class RoomConventions:
         self._user_texts: deque[tuple[str, str, bool]] = deque(maxlen=MAX_QUEUED)
         self._wake_states = asyncio.Event()
         self._wake_user = asyncio.Event()
-        self._wake_replies = asyncio.Event()
         self._user_segment: str | None = None
         self._chat = ChatInbox(session, max_chat_bytes=max_chat_bytes, refusal=self._chat_refusal, spawn=self._spawn)
         # Follow the state events from the start, attached or not, so that attach() after a
@@ -121,13 +120,16 @@ class RoomConventions:
         self.room.register_byte_stream_handler(TOPIC_CHAT, self._chat.on_bytes)
         self.room.on("reconnected", self._on_reconnected)
         self.session.on("user_input_transcribed", self._on_user_transcript)
+        self.session.on("speech_created", self._on_speech)
         self._attached = True
         self._states.clear()
         self._states.append(self._state)
         self._wake_states.set()
-        self._wake_replies.set()
-        for loop in (self._state_loop, self._user_loop, self._reply_loop, self._chat.loop):
+        for loop in (self._state_loop, self._user_loop, self._chat.loop):
             self._spawn(loop())
+        reply = self.session.current_reply  # one under way (a rejoin): its text from the start
+        if reply is not None and not reply.handle.done():
+            self._spawn(self._stream_reply(reply.handle))
 
     def detach(self) -> None:
         """Stop: handlers off, tasks cancelled (an open agent transcript is abandoned)."""
@@ -135,6 +137,7 @@ class RoomConventions:
             return
         self._attached = False
         self.session.off("user_input_transcribed", self._on_user_transcript)
+        self.session.off("speech_created", self._on_speech)
         self.room.off("reconnected", self._on_reconnected)
         self.room.unregister_text_stream_handler(TOPIC_CHAT)
         self.room.unregister_byte_stream_handler(TOPIC_CHAT)
@@ -167,7 +170,7 @@ class RoomConventions:
             aw.close()
             return False
         try:
-            await asyncio.wait_for(aw, SEND_TIMEOUT_S)
+            await wait_for(aw, SEND_TIMEOUT_S)
             return True
         except asyncio.TimeoutError:
             log.warning("room: %s timed out after %.0f s", what, SEND_TIMEOUT_S)
@@ -183,7 +186,6 @@ class RoomConventions:
             return
         self._states.append(ev.new_state)
         self._wake_states.set()
-        self._wake_replies.set()
 
     def _on_reconnected(self) -> None:
         if self._attached:
@@ -234,29 +236,16 @@ class RoomConventions:
 
     # -- lk.transcription: the agent -----------------------------------------------------
 
-    async def _reply_loop(self) -> None:
-        last: str | None = None  # replies run one after the other: never twice current
-        while True:
-            await self._wake_replies.wait()
-            self._wake_replies.clear()
-            while self._state in (AgentState.THINKING, AgentState.SPEAKING):
-                reply = self.session.current_reply
-                if reply is not None and reply.handle.id != last:
-                    last = reply.handle.id
-                    await self._stream_reply(reply.handle)
-                else:
-                    await asyncio.sleep(POLL_S)
+    def _on_speech(self, ev: SpeechCreatedEvent) -> None:
+        if self._attached:
+            self._spawn(self._stream_reply(ev.speech_handle))
 
     async def _stream_reply(self, handle: SpeechHandle) -> None:
         """One reply as one stream of deltas, final when the reply is over."""
         segment = _segment_id()
         writer: rtc.TextStreamWriter | None = None
         sent = ""
-        while True:
-            over = handle.done()  # read before the text: nothing is added after it is done
-            text = handle.spoken_text
-            if over and not handle.interrupted and not text.strip():
-                text = handle.text.strip()  # nothing was voiced (no audio): show the text
+        async for text, _over in reply_text(handle):
             if text.startswith(sent) and len(text) > len(sent):
                 if writer is None:
                     attributes = self._attributes(segment, False, self._agent_track_sid())
@@ -265,9 +254,6 @@ class RoomConventions:
                         return
                 if await self._sdk(writer.write(text[len(sent):]), "writing the agent transcript"):
                     sent = text
-            if over:
-                break
-            await asyncio.sleep(POLL_S)
         if writer is not None:
             closing = {ATTR_FINAL: "true"}
             track = self._agent_track_sid()
@@ -288,7 +274,7 @@ class RoomConventions:
         if not self.room.isconnected():
             return None
         try:
-            return await asyncio.wait_for(
+            return await wait_for(
                 self.room.local_participant.stream_text(
                     topic=TOPIC_TRANSCRIPTION, attributes=attributes, sender_identity=sender),
                 SEND_TIMEOUT_S)

@@ -29,10 +29,13 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
+from edgeagent.aio import wait_for
 from edgeagent.paths import config_file
 
 if TYPE_CHECKING:
@@ -68,11 +71,11 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
 
     inp, out = room_and_local(link, room_in, cfg.audio, cfg.livekit)
     try:
-        await asyncio.wait_for(out.start(), DEVICE_OPEN_TIMEOUT_S)
-        await asyncio.wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
+        await wait_for(out.start(), DEVICE_OPEN_TIMEOUT_S)
+        await wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
     except (EdgeAgentError, asyncio.TimeoutError) as exc:
         print(f"edgeagent: the local mic or speaker did not open ({exc or 'timeout'}); joining the room only",
-              flush=True)
+              file=sys.stderr)
         await inp.aclose_local()  # room_in carries on alone
         await out.aclose()
         return None
@@ -155,17 +158,17 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         failed.cancel()
         stopper.cancel()
         if link.failed.is_set() and not stop.is_set():
-            print(f"edgeagent: {link.last_error}", flush=True)
+            print(f"edgeagent: {link.last_error}", file=sys.stderr)
             return 1
         return 0
     finally:
         # The link first: a shutdown that comes while it is rejoining (the room closed) must
         # not wait for that attempt, nor let the other parts wait on a room that is going.
-        await asyncio.wait_for(link.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(link.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
         for conv in conventions:
-            await asyncio.wait_for(conv.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+            await wait_for(conv.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(session.aclose(), CLOSE_TIMEOUT_S)
         await inp.aclose()
         await out.aclose()
 
@@ -184,6 +187,7 @@ def register(sub: Any) -> None:
     p.add_argument("--token", help="an access token, instead of api_key/api_secret (livekit.token)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
@@ -196,9 +200,12 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config or config_file(), overrides=overrides)
     logging.getLogger().setLevel(cfg.log_level.upper())
     if not cfg.livekit.enabled:
-        print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)")
-        return 1
-    return asyncio.run(_serve(cfg))
+        print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)",
+              file=sys.stderr)
+        return terminal.USAGE
+    from edgeagent.room.sdk import then_close_sdk
+
+    return asyncio.run(then_close_sdk(_serve(cfg)))
 
 
 async def _serve(cfg: config_mod.Config) -> int:

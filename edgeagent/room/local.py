@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from livekit import rtc
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.device import DeviceInput, DeviceOutput
 from edgeagent.audio.echo import SILENCE_PEAK, EchoCanceller
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
@@ -211,7 +212,7 @@ class MicTrack:
         track = rtc.LocalAudioTrack.create_audio_track(MIC_TRACK_NAME, self.source)
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_UNKNOWN)
         try:
-            self.publication = await asyncio.wait_for(room.local_participant.publish_track(track, opts), 15)
+            self.publication = await wait_for(room.local_participant.publish_track(track, opts), 15)
         except (Exception, asyncio.TimeoutError) as exc:
             log.error("room: cannot publish the local mic: %s", exc or "timeout")
             return
@@ -233,7 +234,7 @@ class MicTrack:
             frame = await self._queue.get()
             pcm = np.ascontiguousarray(frame.samples, np.int16)
             try:
-                await asyncio.wait_for(
+                await wait_for(
                     self.source.capture_frame(rtc.AudioFrame(pcm.tobytes(), self.rate, 1, len(pcm))), 1.0)
             except (Exception, asyncio.TimeoutError) as exc:
                 log.debug("room mic: capture failed: %s", exc)
@@ -245,7 +246,7 @@ class MicTrack:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(self.source.aclose(), 5)
+            await wait_for(self.source.aclose(), 5)
 
 
 class LocalRoomInput(AudioInput):

@@ -1,4 +1,4 @@
-"""Closing the LiveKit SDK before a short-lived process ends (``edgeagent config get|set|...``).
+"""Closing the LiveKit SDK before a process ends (``edgeagent run|join|config``).
 
 The SDK (``livekit.rtc``) runs a Rust runtime whose threads deliver events, log records
 included, by calling into Python. Left alone, it closes itself in an ``atexit`` hook, right
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Awaitable
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ async def close_sdk(settle_s: float = SETTLE_S) -> bool:
     to close (False: the SDK was never started, or this SDK version has no close to call, in
     which case its own ``atexit`` hook does it as before).
     """
+    if "livekit.rtc._ffi_client" not in sys.modules:
+        return False  # this process never used a room: nothing to close, nothing to import
     from livekit.rtc._ffi_client import FfiClient
 
     client = FfiClient._instance
@@ -41,6 +45,15 @@ async def close_sdk(settle_s: float = SETTLE_S) -> bool:
     await asyncio.sleep(settle_s)
     log.debug("livekit SDK closed")
     return True
+
+
+async def then_close_sdk(main: Awaitable[int]) -> int:
+    """A command's whole run (``edgeagent run|join|config``): ``main``, then, however it
+    ended, :func:`close_sdk`. Its rooms are left inside ``main``, so the close comes last."""
+    try:
+        return await main
+    finally:
+        await close_sdk()
 
 
 def sdk_closed() -> bool:

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeagent.aio import wait_for
 from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
 from edgeagent.llm.tools import FunctionTool, RunContext, ToolError
 from edgeagent.voice.agent import Agent, StopResponse
 from edgeagent.voice.events import (
+    TRANSCRIPT,
     AgentHandoffEvent,
     AgentState,
     AgentStateChangedEvent,
@@ -148,7 +150,7 @@ class Conversation:
                 ctx = RunContext(session=self._session, agent=self.agent, userdata=self._session.userdata,
                                  speech=handle)
                 log.info("tool call %s(%s)", call.name, call.arguments)
-                result = await asyncio.wait_for(tool.call(call.arguments, ctx), TOOL_TIMEOUT_S)
+                result = await wait_for(tool.call(call.arguments, ctx), TOOL_TIMEOUT_S)
             except (ToolError, asyncio.TimeoutError) as exc:
                 result = f"error: {exc or 'the tool took too long'}"
                 log.warning("tool %s: %s", call.name, result)
@@ -190,11 +192,12 @@ class Conversation:
         text = (handle.spoken_text if handle.interrupted else handle.text).strip()
         if text and handle.add_to_chat_ctx:
             self.add(ChatMessage("assistant", text, interrupted=handle.interrupted))
-        log.info("agent: %s%s", text or "(nothing)", " (interrupted)" if handle.interrupted else "")
+        log.info("agent: %s%s", text or "(nothing)", " (interrupted)" if handle.interrupted else "",
+                 extra=TRANSCRIPT if text else None)
         turn = handle.turn
         if isinstance(turn, TurnRecord):
             metrics = turn_metrics(turn, reply, handle.interrupted)
-            log.info("turn metrics %s", metrics.as_log(), extra=metrics.log_fields())
+            log.info("turn metrics %s", metrics.as_log(), extra={**metrics.log_fields(), **TRANSCRIPT})
             self._session.emit(MetricsCollectedEvent(metrics))
 
     def set_state(self, state: AgentState) -> None:

@@ -4,7 +4,7 @@
 
 Event names and payloads follow LiveKit Agents: ``agent_state_changed``,
 ``user_input_transcribed``, ``conversation_item_added``, ``metrics_collected``,
-``error``, plus ``wake_word_detected`` and ``agent_handoff``.
+``error``, ``speech_created``, plus ``wake_word_detected`` and ``agent_handoff``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,20 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.llm.chat import ChatMessage
 
+if TYPE_CHECKING:
+    from edgeagent.voice.speech import SpeechHandle
+
 log = logging.getLogger(__name__)
+
+#: ``extra`` of the log records that say what a transcript shows (a user's turn, a reply, a
+#: turn's metrics): ``edgeagent run`` prints those lines on stdout and keeps them out of the
+#: stderr log (:mod:`edgeagent.terminal`).
+TRANSCRIPT: dict[str, Any] = {"transcript": True}
 
 
 class AgentState(str, enum.Enum):
@@ -141,6 +149,19 @@ class MetricsCollectedEvent:
 
 
 @dataclass(frozen=True)
+class SpeechCreatedEvent:
+    """A reply was queued: follow it with :func:`edgeagent.voice.speech.reply_text`. A reply
+    begun ahead of its turn (preemptive) is announced only once the turn is committed."""
+
+    speech_handle: SpeechHandle
+    source: str
+    """"say", "generate_reply" or "user_turn"."""
+    user_initiated: bool
+    """Asked for in code (``say``, ``generate_reply``), not by a user turn."""
+    type: Literal["speech_created"] = "speech_created"
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     error: BaseException
     source: str
@@ -165,9 +186,10 @@ class AgentHandoffEvent:
 
 SessionEvent = (AgentStateChangedEvent | UserInputTranscribedEvent | ConversationItemAddedEvent
                 | MetricsCollectedEvent | ErrorEvent | WakeWordDetectedEvent | AgentHandoffEvent
-                | FallbackEvent)
+                | SpeechCreatedEvent | FallbackEvent)
 EVENT_NAMES = ("agent_state_changed", "user_input_transcribed", "conversation_item_added",
-               "metrics_collected", "error", "wake_word_detected", "agent_handoff", "provider_fallback")
+               "metrics_collected", "error", "wake_word_detected", "agent_handoff", "speech_created",
+               "provider_fallback")
 
 Handler = Callable[[Any], Any]
 

@@ -51,6 +51,7 @@ from edgeagent.voice.events import (
     ErrorEvent,
     EventEmitter,
     SessionEvent,
+    SpeechCreatedEvent,
 )
 from edgeagent.voice.hearing import Hearing
 from edgeagent.voice.listener import Listener
@@ -295,6 +296,7 @@ class AgentSession:
         if reply is None:
             reply = self._new_reply(handle, text=text, ctx=ctx, user_text=user_text)
         self._queue.put_nowait((handle, reply))
+        self.emit(SpeechCreatedEvent(handle, handle.source, user_initiated=handle.source != "user_turn"))
         self._update_state()
         return handle
 

@@ -34,6 +34,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
@@ -216,7 +217,7 @@ class WebInput(AudioInput):
                 if now < due:
                     self._arrived.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), due - now)
+                        await wait_for(self._arrived.wait(), due - now)
                     continue
                 if now - due > 0.2:
                     self.counters.overruns += 1

@@ -27,14 +27,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from edgeagent.voice.events import AgentState, AgentStateChangedEvent, TurnMetrics, UserInputTranscribedEvent
+from edgeagent.voice.events import (
+    AgentState,
+    AgentStateChangedEvent,
+    SpeechCreatedEvent,
+    TurnMetrics,
+    UserInputTranscribedEvent,
+)
 from edgeagent.voice.session import AgentSession
-from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.speech import SpeechHandle, reply_text
 from edgeagent.voice.typed import TypedReplies
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05
 Message = dict[str, Any]
 METRIC_FIELDS = ("end_of_utterance_delay", "transcription_delay", "llm_ttft", "tts_ttfa", "e2e_latency",
                  "llm_ttft_after_speech", "tts_ttfa_after_speech")
@@ -63,10 +68,11 @@ class SessionFeed:
     def __init__(self, session: AgentSession, send: Callable[[Message], None], *, max_chat_bytes: int = 4096) -> None:
         self.session, self.send, self.max_chat_bytes = session, send, max_chat_bytes
         self._user_segment: str | None = None
-        self._wake = asyncio.Event()
         self._chat = TypedReplies(session, log, "web chat")
         self._tasks: list[asyncio.Task[None]] = []
+        self._replies: set[asyncio.Task[None]] = set()
         session.on("agent_state_changed", self._on_state)
+        session.on("speech_created", self._on_speech)
         session.on("user_input_transcribed", self._on_user)
         session.on("metrics_collected", self._on_metrics)
 
@@ -75,22 +81,23 @@ class SessionFeed:
         return self.session.state
 
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._reply_loop()), asyncio.ensure_future(self._chat.run())]
+        self._tasks = [asyncio.ensure_future(self._chat.run())]
 
     async def aclose(self) -> None:
         self.session.off("agent_state_changed", self._on_state)
         self.session.off("user_input_transcribed", self._on_user)
         self.session.off("metrics_collected", self._on_metrics)
-        for task in self._tasks:
+        self.session.off("speech_created", self._on_speech)
+        tasks = [*self._tasks, *self._replies]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     # -- the session ---------------------------------------------------------------------
 
     def _on_state(self, ev: AgentStateChangedEvent) -> None:
         self.send({"type": "state", "state": ev.new_state.value})
-        self._wake.set()
 
     def _on_user(self, ev: UserInputTranscribedEvent) -> None:
         text = ev.transcript.strip()
@@ -107,33 +114,18 @@ class SessionFeed:
         if isinstance(ev.metrics, TurnMetrics):
             self.send(metrics_message(ev.metrics))
 
-    async def _reply_loop(self) -> None:
-        last: str | None = None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.session.state in (AgentState.THINKING, AgentState.SPEAKING):
-                reply = self.session.current_reply
-                if reply is not None and reply.handle.id != last:
-                    last = reply.handle.id
-                    await self._stream_reply(reply.handle)
-                else:
-                    await asyncio.sleep(POLL_S)
+    def _on_speech(self, ev: SpeechCreatedEvent) -> None:
+        task = asyncio.ensure_future(self._stream_reply(ev.speech_handle))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     async def _stream_reply(self, handle: SpeechHandle) -> None:
         segment, sent = _segment(), ""
-        while True:
-            over = handle.done()  # read before the text: nothing is added after it is done
-            text = handle.spoken_text
-            if over and not handle.interrupted and not text.strip():
-                text = handle.text.strip()  # nothing was voiced: show the text
+        async for text, over in reply_text(handle):
             if text != sent or over:
                 self.send({"type": "transcript", "role": "agent", "segment": segment, "text": text.strip(),
                            "final": over, "interrupted": over and handle.interrupted})
                 sent = text
-            if over:
-                return
-            await asyncio.sleep(POLL_S)
 
     # -- chat ----------------------------------------------------------------------------
 

@@ -21,10 +21,13 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
+from edgeagent.aio import wait_for
 from edgeagent.paths import config_file, state_dir
 
 if TYPE_CHECKING:
@@ -95,7 +98,8 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
         try:
             url = await server.start()
         except OSError as exc:
-            print(f"edgeagent: the web console cannot listen on {web_cfg.host}:{web_cfg.port}: {exc}", flush=True)
+            print(f"edgeagent: the web console cannot listen on {web_cfg.host}:{web_cfg.port}: {exc}",
+                  file=sys.stderr)
             return 1
         if started is not None and not started.done():
             started.set_result(url)
@@ -106,11 +110,11 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
         await stop.wait()
         return 0
     finally:
-        await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(peers.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(feed.aclose(), CLOSE_TIMEOUT_S)
-        await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(server.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(peers.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(applier.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(feed.aclose(), CLOSE_TIMEOUT_S)
+        await wait_for(session.aclose(), CLOSE_TIMEOUT_S)
         await inp.aclose()
         await out.aclose()
 
@@ -127,6 +131,7 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, help="TCP port (web.port)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from edgeagent.aio import wait_for
 from edgeagent.config_web import WebConfig
 from edgeagent.web.audio import AgentTrack, WebInput, WebOutput
 
@@ -162,7 +163,7 @@ class Peers:
         except Exception as exc:
             self.out.drop_track(track)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT_S)
+                await wait_for(pc.close(), CLOSE_TIMEOUT_S)
             reason = str(exc) or type(exc).__name__
             if "send parameters" in reason:
                 reason = "it offers no codec the board speaks (Opus)"
@@ -180,7 +181,7 @@ class Peers:
         self.inp.remove(peer_id)
         self.out.drop_track(peer.track)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(peer.pc.close(), CLOSE_TIMEOUT_S)
+            await wait_for(peer.pc.close(), CLOSE_TIMEOUT_S)
         log.info("web: browser %s disconnected", peer_id)
         if self.on_closed is not None:
             self.on_closed(peer)
