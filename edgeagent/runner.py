@@ -253,6 +253,10 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
         try:
             if stop.is_set():
                 return 0
+            if effective.home_assistant.satellite and input_wav is None and output_wav is None:
+                from edgeagent.home_assistant.job import run_satellite
+
+                return await run_satellite(models, effective, stop, life=life)
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 
@@ -326,6 +330,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
     """The session until the input is done (0), ``stop`` is set (0), or it fails (1)."""
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.control.live import LiveApplier
+    from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.voice.agent import Agent
     from edgeagent.voice.compose import session_for
 
@@ -341,7 +346,8 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
     printer.attach(session)
     applier = LiveApplier(session, models, out, cfg)  # a reloaded config file (SIGHUP) goes live
     try:
-        await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
+        tools = home_assistant_tools(cfg.home_assistant)  # [home_assistant] url and token: its devices
+        await session.start(Agent(instructions=cfg.agent.instructions, tools=tools), input=inp, output=out)
         if wav_in is None:
             print(f"edgeagent: listening; {_prompt(cfg.activation)} (Ctrl-C stops)", flush=True)
         if life is not None:

@@ -18,7 +18,9 @@ Hot changes take effect at once, without dropping the room or the conversation:
   or espeak-ng's words per minute, from the next clause on;
 - ``audio.output_volume``: the output's ``volume``, from the next rendered block on;
 - ``livekit.listen``/``identities``: :meth:`RoomInput.set_listen` and the ``lk.chat`` filter of
-  the room conventions (without a room: at the next join).
+  the room conventions (without a room: at the next join);
+- ``home_assistant.url``/``token``/``timeout_s``/``conversation_agent``: the current agent's
+  Home Assistant tools are made anew (:func:`edgeagent.home_assistant.tools.use_home_assistant`).
 
 Changes that need a reload (:data:`~edgeagent.control.keys.NEEDS_RELOAD`) are checked now
 (the provider is installed, the model file exists: else the change raises and the store rolls
@@ -80,6 +82,8 @@ HOT_APPLY: tuple[tuple[tuple[str, ...], str], ...] = (
     (("audio.output_volume",), "_volume"),
     (("livekit.listen", "livekit.identities"), "_listen"),
     (("cloud.",), "_cloud"),
+    (("home_assistant.url", "home_assistant.token", "home_assistant.timeout_s", "home_assistant.conversation_agent"),
+     "_home_assistant"),
 )
 """Which :class:`LiveApplier` method puts which hot settings into effect (a key ending in "."
 covers its whole table); each returns the steps, after checking what can fail. The values
@@ -229,6 +233,12 @@ class LiveApplier:
 
         s = self.session
         return [lambda: apply_cloud(s, cfg.cloud)]
+
+    async def _home_assistant(self, cfg: Config, paths: set[str]) -> list[Step]:
+        from edgeagent.home_assistant.tools import use_home_assistant
+
+        agent = self.session.current_agent
+        return [lambda: use_home_assistant(agent, cfg.home_assistant)]
 
     def _oww(self) -> OpenWakeWord:
         from edgeagent.wake.oww import OpenWakeWord

@@ -82,6 +82,7 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     ``models`` should be loaded from ``store.config``.
     """
     from edgeagent.control.live import LiveApplier, open_store
+    from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.control import RoomControl
@@ -132,7 +133,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     try:
         await out.start()
         await link.start()
-        await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
+        await session.start(Agent(instructions=cfg.agent.instructions, tools=home_assistant_tools(cfg.home_assistant)),
+                            input=inp, output=out)
         print(f"edgeagent: joining room {cfg.livekit.room or '(from the token)'} at {cfg.livekit.url} "
               f"as {link.identity} (Ctrl-C stops)", flush=True)
         if life is not None:  # READY=1, watchdog, GPIO, SIGHUP reloads

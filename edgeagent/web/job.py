@@ -47,6 +47,7 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     it; ``state`` holds the pairing code (default: the state directory). ``started`` gets
     the console's URL once it listens."""
     from edgeagent.control.live import LiveApplier, open_store
+    from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.voice.agent import Agent
     from edgeagent.voice.compose import session_for, without_wake_word
     from edgeagent.web.audio import WebInput, WebOutput
@@ -77,7 +78,8 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     server = ConsoleServer(web_cfg, peers, pairing, ssl_context=ssl_context)
     try:
         await out.start()
-        await session.start(Agent(instructions=effective.agent.instructions), input=inp, output=out)
+        tools = home_assistant_tools(effective.home_assistant)
+        await session.start(Agent(instructions=effective.agent.instructions, tools=tools), input=inp, output=out)
         feed.start()
         try:
             url = await server.start()
