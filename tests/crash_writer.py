@@ -2,7 +2,7 @@
 over and over, alternating two patches, in a process the test kills at a random moment.
 
 It runs in children of a multiprocessing forkserver that has imported this module (and the
-store) once, so a kill costs a fork, not a Python start: 200 kills take seconds.
+store, and pytest's main module) once, so a kill costs a fork, not a Python start.
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ STATES = {1: ("A" * 7000, 1.5, 0.6), 0: ("B" * 7000, 0.75, 0.4)}
 
 
 def write_forever(overlay: str, ready: Connection) -> None:
-    """Set A, B, A, ... for ever; tells ``ready`` once the first write is done."""
+    """Set A, B, A, ... for ever; sends ``ready`` the revision it starts from, just before
+    its first write (a kill may land in any write from then on, the first one included)."""
 
     async def main() -> None:
         store = ConfigStore.open(config.Config(), Path(overlay))
-        first = store.revision
+        ready.send(store.revision)
         while True:
             nxt = store.revision + 1
-            revision, _ = await store.set(A if nxt % 2 else B, store.revision)
-            if revision == first + 1:
-                ready.send(revision)  # the parent may kill from now on
+            await store.set(A if nxt % 2 else B, store.revision)
 
     asyncio.run(main())

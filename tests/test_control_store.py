@@ -330,19 +330,21 @@ def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     overlay = tmp_path / "state" / "remote-config.json"
     rng = random.Random(6)
-    last = 0
+    asyncio.run(ConfigStore.open(config.Config(), overlay).set(crash_writer.A, 0))  # a config to keep
+    last = 1
     in_flight = 0  # kills that caught a write under way (a temp file, or the backup not yet written)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["crash_writer"])
+    # Imported once in the forkserver, not in each child (crash_writer alone took 140 ms a child).
+    ctx.set_forkserver_preload(["__main__", "edgeagent.control.store", "crash_writer"])
     for _ in range(KILLS):
         ready, tell = ctx.Pipe(duplex=False)
         child = ctx.Process(target=crash_writer.write_forever, args=(str(overlay), tell), daemon=True)
         child.start()
         tell.close()
         try:
-            assert ready.poll(30), f"the writer never wrote (exit code {child.exitcode})"
-            assert ready.recv() > last  # one write done: the loop is running
-            time.sleep(rng.uniform(0, 0.03))  # a random moment inside the write loop
+            assert ready.poll(30), f"the writer never started (exit code {child.exitcode})"
+            assert ready.recv() == last  # it starts from what the last kill left
+            time.sleep(rng.uniform(0, 0.06))  # a random moment in its first writes (about 6 ms each)
             assert child.is_alive(), "the writer stopped by itself"
         finally:
             child.kill()  # SIGKILL
@@ -351,12 +353,12 @@ def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
         assert child.exitcode == -signal.SIGKILL
         doc = read_doc(overlay)  # parses: never torn
         revision = doc["revision"]
-        assert revision > last, (revision, last)
+        assert revision >= last, (revision, last)  # an acknowledged write is never lost
         text, speed, threshold = crash_writer.STATES[revision % 2]
         assert doc["patch"] == {"agent": {"instructions": text}, "tts": {"speed": speed},
                                 "activation": {"wake_threshold": threshold}}
         good = read_doc(overlay.with_name("remote-config.good.json"))
-        assert good["revision"] in (revision, revision - 1)  # written just after the overlay
+        assert good["revision"] <= revision  # written just after the overlay: behind after a kill between
         strays = [p for p in overlay.parent.iterdir() if p.name.endswith(".tmp")]
         in_flight += bool(strays) or good["revision"] != revision
         caplog.clear()
@@ -368,5 +370,7 @@ def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
         assert not [p.name for p in overlay.parent.iterdir() if p.name.endswith(".tmp")]
         assert mode(overlay) == 0o600
         last = revision
-    # About 4 kills in 10 land inside a write here; none would mean the test tests nothing.
+    print(f"{KILLS} kills: {in_flight} inside a write, {last} revisions written, 0 torn, 0 lost")
+    # Most kills land inside a write here; none would mean the test tests nothing.
     assert in_flight, "no kill landed inside a write: make the writes slower or the delays shorter"
+    assert last >= KILLS // 2, f"only {last} writes in {KILLS} kills: the writers hardly wrote"
