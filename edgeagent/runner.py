@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.config_voice import ActivationConfig
     from edgeagent.device.lifecycle import Lifecycle
+    from edgeagent.realtime.session import RealtimeSession
+    from edgeagent.voice.protocol import VoiceSession
     from edgeagent.voice.session import AgentSession
     from edgeagent.voice.stages import Models
 
@@ -196,7 +198,7 @@ class Transcript:
         self.replies = 0
         self.fatal: BaseException | None = None
 
-    def attach(self, session: AgentSession) -> None:
+    def attach(self, session: VoiceSession) -> None:
         session.on("conversation_item_added", self._item)
         session.on("metrics_collected", self._metrics)
         session.on("error", self._error)
@@ -335,7 +337,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
     from edgeagent.voice.compose import session_for
 
     wav_in = inp if isinstance(inp, WavFileInput) else None
-    session: Any
+    session: AgentSession | RealtimeSession
     if cfg.cloud.realtime_url:  # a realtime speech-to-speech model, the pipeline behind it
         from edgeagent.realtime.session import from_config
 

@@ -21,6 +21,9 @@ from speech import piper as piper_speech
 
 from edgeagent.audio.wav import read_wav
 from edgeagent.bench.scripted import ScriptedMic, TimedSpeaker
+from edgeagent.config import Config
+from edgeagent.control.live import LiveApplier
+from edgeagent.control.store import ConfigStore
 from edgeagent.llm.llama import LlamaLLM
 from edgeagent.llm.tools import function_tool
 from edgeagent.realtime.protocol import RealtimeClient
@@ -210,3 +213,29 @@ async def test_an_unreachable_realtime_model_starts_on_the_pipeline_and_comes_ba
         assert rig.server.of_type("input_audio_buffer.append")
         users = [c for r, c in rig.history() if r == "user"]
         assert len(users) == 2 and "capital" in words(users[1]), rig.history()
+
+
+async def test_live_config_changes_reach_a_realtime_session(
+        models: Models, cloud_llm: LlamaLLM, tmp_path: Path) -> None:
+    """A config change (SIGHUP, the room, the console) goes into effect on a realtime session as
+    on the pipeline (it failed there before: the session had no current_agent, set_turn...): the
+    instructions reach the model in a session.update; the turn, barge-in and activation options
+    are kept for the pipeline behind it (which still listens all the time)."""
+    async with Rig(models, cloud_llm, tmp_path) as rig:
+        store = ConfigStore.open(Config(), tmp_path / "remote-config.json")
+        applier = LiveApplier(rig.session, models, rig.speaker, store.config)
+        updates = len(rig.server.of_type("session.update"))
+        try:
+            await asyncio.wait_for(store.set({
+                "agent": {"instructions": "Answer in French."}, "turn": {"max_delay_s": 2.5},
+                "interruption": {"min_duration_s": 0.3}, "activation": {"stop_words": ["halt"]},
+            }, 0, applier), 30)
+            await rig.wait(lambda: len(rig.server.of_type("session.update")) > updates,
+                           "the new instructions at the model", 10)
+        finally:
+            await asyncio.wait_for(applier.aclose(), 10)
+        assert rig.server.of_type("session.update")[-1]["session"]["instructions"] == "Answer in French."
+        assert rig.session.current_agent.instructions == "Answer in French."
+        assert rig.session.turn.max_delay_s == 2.5 and rig.session.interruption.min_duration_s == 0.3
+        assert rig.session.activation.stop_words == ("halt",) and rig.session.activation.mode == "always"
+        assert rig.session.mode == "realtime" and rig.session.quiet

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from edgeagent.room.audio import RoomInput
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.conventions import RoomConventions
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.protocol import VoiceSession
     from edgeagent.voice.stages import Models
     from edgeagent.wake.oww import OpenWakeWord
 
@@ -125,7 +125,7 @@ class LiveApplier:
     always (nobody says a wake word in a room: :func:`edgeagent.voice.compose.without_wake_word`).
     """
 
-    def __init__(self, session: AgentSession, models: Models, output: AudioOutput, config: Config, *,
+    def __init__(self, session: VoiceSession, models: Models, output: AudioOutput, config: Config, *,
                  room_input: RoomInput | None = None, conventions: Sequence[RoomConventions] = (),
                  link: RoomLink | None = None, in_room: bool = False) -> None:
         self.session, self.models, self.output = session, models, output
@@ -184,8 +184,8 @@ class LiveApplier:
             text = cfg.agent.instructions
             if not text.strip():
                 raise ConfigError("agent.instructions: the agent needs instructions")
-            agent = self.session.current_agent
-            steps.append(lambda: setattr(agent, "instructions", text))
+            session = self.session
+            steps.append(lambda: session.set_instructions(text))
         if "agent.name" in paths:
             steps.append(lambda: setattr(self, "name", cfg.agent.name))
         return steps
@@ -331,7 +331,7 @@ class LiveApplier:
         try:
             prefill = getattr(stage, "prefill", None)
             if prefill is not None:  # the system prompt into the new LLM's cache, as at load
-                await prefill(self.session.conversation.llm_context(), self.session.current_agent.tools)
+                await prefill(self.session.llm_context(), self.session.current_agent.tools)
             await self._wait_quiet()  # a turn may have begun while it loaded
             if reload_key(self.config, kind) != key:  # changed again meanwhile: the next round loads that
                 log.info("config: the %s changed again while it loaded: dropped", kind)

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from edgeagent.control.patch import Change
     from edgeagent.control.store import ConfigStore
     from edgeagent.device.gpio import GpioPanel
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.protocol import VoiceSession
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Lifecycle:
         self.notifier = notifier if notifier is not None or not env_notify else Notifier.from_env()
         self.watchdog: Watchdog | None = None
         self.gpio: GpioPanel | None = None
-        self.session: AgentSession | None = None
+        self.session: VoiceSession | None = None
         self.applier: LiveApplier | None = None
         self.store: ConfigStore | None = None
         self.reloads = 0
@@ -112,7 +112,7 @@ class Lifecycle:
     def loading(self) -> None:
         self._status("loading models")
 
-    async def started(self, session: AgentSession, *, applier: LiveApplier | None = None,
+    async def started(self, session: VoiceSession, *, applier: LiveApplier | None = None,
                       store: ConfigStore | None = None) -> None:
         """The session runs on open devices: READY=1, watchdog, GPIO, STATUS= on state changes."""
         self.session, self.applier, self.store = session, applier, store

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.config_voice import ActivationConfig
 from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.fallback.llm import CONTINUE_NOTE
 from edgeagent.llm.chat import ChatContext, ChatMessage
@@ -67,7 +66,7 @@ async def to_pipeline(rt: RealtimeSession, reason: str) -> None:
         rt._add(ChatMessage("assistant", partial, interrupted=True))
     m = rt.models
     session = AgentSession(vad=m.vad, stt=m.stt, llm=m.llm, tts=m.tts, wake=m.wake, audio_turn=m.audio_turn,
-                           activation=ActivationConfig(mode="always"), turn=rt.turn,
+                           activation=rt.activation, turn=rt.turn,
                            interruption=rt.interruption, echo_cancellation=rt.echo_cancellation)
     for name in PIPELINE_EVENTS:
         session.on(name, rt._events.emit)

@@ -34,10 +34,11 @@ from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
-from edgeagent.config_voice import InterruptionConfig, TurnConfig
+from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
 from edgeagent.llm.tools import RunContext, ToolError
+from edgeagent.realtime.live import RealtimeLive
 from edgeagent.realtime.protocol import (
     RATE,
     AudioDelta,
@@ -70,16 +71,20 @@ TURN_AUDIO_S = 30.0
 """The user's audio kept since the last answered turn, for local STT if the socket drops."""
 
 
-class RealtimeSession:
+class RealtimeSession(RealtimeLive):
     def __init__(self, client: RealtimeClient, models: Models, *, server_vad: bool = True, voice: str = "alloy",
                  turn: TurnConfig | None = None, interruption: InterruptionConfig | None = None,
                  echo_cancellation: bool = False, probe_interval_s: float = 5.0) -> None:
         self.client = client
         self.models = models
+        self.pipeline: AgentSession | None = None
         self.server_vad = server_vad
         self.voice = voice
         self.turn = turn or TurnConfig()
+        self.activation = ActivationConfig(mode="always")
         self.interruption = interruption or InterruptionConfig()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._muted = False
         self.echo_cancellation = echo_cancellation
         self.probe_interval_s = probe_interval_s
         """After a switch to the pipeline, the model is tried again this often (and used once the
@@ -88,7 +93,6 @@ class RealtimeSession:
         """The conversation (without the system prompt), kept across the switch to the pipeline."""
         self.mode = "starting"
         """starting, realtime, pipeline, closed."""
-        self.pipeline: AgentSession | None = None
         self.fallback_events: list[FallbackEvent] = []
         self.pipeline_started = asyncio.Event()
         self._events = EventEmitter()
@@ -203,6 +207,8 @@ class RealtimeSession:
         kept = 0
         try:
             async for frame in self._in:
+                if self._muted:
+                    continue
                 f16 = resample(frame, RECOGNITION_RATE)
                 if not self._turn_audio:
                     kept = 0  # cleared after an answered turn

@@ -253,6 +253,14 @@ class AgentSession:
             self._listener.use_wake(wake if activation.mode == "wake" else None)
         self._update_state()
 
+    def set_instructions(self, text: str) -> None:
+        """New instructions for the agent in charge (its next reply follows them)."""
+        self.current_agent.instructions = text
+
+    def llm_context(self) -> ChatContext:
+        """The conversation as the LLM gets it now (system prompt, history)."""
+        return self.conversation.llm_context()
+
     def set_turn(self, turn: TurnConfig) -> None:
         """New turn-taking options (and detector), for the turn being heard too."""
         detector = make_detector(turn, self.llm, self.audio_turn)  # one the stages cannot serve raises
