@@ -117,6 +117,11 @@ class _Connection:
         return bool(turn) and turn.get("type") == "server_vad"
 
     @property
+    def interrupt_response(self) -> bool:
+        turn = ((self.session.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+        return bool(turn.get("interrupt_response", True))
+
+    @property
     def tools(self) -> list[str]:
         return [t.get("name", "") for t in self.session.get("tools") or []]
 
@@ -174,8 +179,8 @@ class _Connection:
                     self.speech_start_ms = self.buffer_ms - 60
                     await self.send({"type": "input_audio_buffer.speech_started",
                                      "audio_start_ms": self.speech_start_ms, "item_id": _id("item")})
-                    if self.response is not None and not self.response.done():
-                        self.response.cancel()  # interrupt_response
+                    if self.response is not None and not self.response.done() and self.interrupt_response:
+                        self.response.cancel()
             else:
                 self.quiet = 0 if loud else self.quiet + 1
                 if self.quiet >= 25:  # 500 ms of silence
@@ -198,11 +203,15 @@ class _Connection:
     # -- output -----------------------------------------------------------------------------
 
     def _respond(self) -> None:
-        if self.response is not None and not self.response.done():
-            self.response.cancel()
-        self.response = asyncio.ensure_future(self._response())
+        running = self.response if self.response is not None and not self.response.done() else None
+        if running is not None and self.interrupt_response:
+            running.cancel()
+            running = None
+        self.response = asyncio.ensure_future(self._response(after=running))  # else: after the one talking
 
-    async def _response(self) -> None:
+    async def _response(self, after: asyncio.Future[None] | None = None) -> None:
+        if after is not None:
+            await asyncio.wait({after})
         rid, item_id = _id("resp"), _id("item")
         await self.send({"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
         status = "completed"

@@ -22,6 +22,7 @@ from speech import piper as piper_speech
 from edgeagent.audio.wav import read_wav
 from edgeagent.bench.scripted import ScriptedMic, TimedSpeaker
 from edgeagent.config import Config
+from edgeagent.config_voice import InterruptionConfig
 from edgeagent.control.live import LiveApplier
 from edgeagent.control.store import ConfigStore
 from edgeagent.llm.llama import LlamaLLM
@@ -63,18 +64,21 @@ def words(text: str) -> set[str]:
 class Rig:
     """A realtime server, a scripted mic, a timed speaker and the session between them."""
 
-    def __init__(self, models: Models, cloud_llm: LlamaLLM, tmp: Path, *, server_vad: bool = True) -> None:
+    def __init__(self, models: Models, cloud_llm: LlamaLLM, tmp: Path, *, server_vad: bool = True,
+                 interruption: InterruptionConfig | None = None) -> None:
         self.server = RealtimeServer(models.stt, cloud_llm, models.tts)
         self.mic = ScriptedMic()
         self.speaker = TimedSpeaker(tmp / "heard.wav", 24_000)
         self.models = models
         self.server_vad = server_vad
+        self.interruption = interruption
 
     async def __aenter__(self) -> Rig:
         await self.server.start()
         await asyncio.wait_for(self.speaker.start(), 15)
         self.client = RealtimeClient(self.server.url, model="test-realtime", api_key="sk-test")
-        self.session = RealtimeSession(self.client, self.models, server_vad=self.server_vad, probe_interval_s=0.5)
+        self.session = RealtimeSession(self.client, self.models, server_vad=self.server_vad, probe_interval_s=0.5,
+                                       interruption=self.interruption)
         await asyncio.wait_for(self.session.start(Agent(instructions=INSTRUCTIONS, tools=[set_light]),
                                                   input=self.mic, output=self.speaker), 30)
         return self
@@ -147,6 +151,24 @@ async def test_speaking_over_the_reply_cancels_and_truncates_it(
         truncates = rig.server.of_type("conversation.item.truncate")
         assert truncates and truncates[0]["audio_end_ms"] > 0 and truncates[0]["item_id"]
         assert any(m.interrupted for m in rig.session.history.messages if m.role == "assistant")
+
+
+async def test_with_barge_in_off_speaking_over_the_reply_does_not_stop_it(
+        models: Models, cloud_llm: LlamaLLM, tmp_path: Path) -> None:
+    """[interruption] enabled = false holds on the realtime path too: the model is told not to
+    stop its response (interrupt_response false) and the session does not cut the reply."""
+    async with Rig(models, cloud_llm, tmp_path, interruption=InterruptionConfig(enabled=False)) as rig:
+        rig.speaker.arm()
+        rig.mic.speak(piper_speech("Tell me a long story about a dragon and a knight."))
+        await rig.wait(lambda: rig.speaker.first_sample is not None, "the reply to start playing")
+        await asyncio.sleep(0.5)
+        rig.mic.speak(piper_speech("Stop, stop."))
+        await rig.wait(lambda: rig.answered(1), "the first reply, whole")
+        update = rig.server.of_type("session.update")[0]["session"]
+        assert update["audio"]["input"]["turn_detection"]["interrupt_response"] is False
+        assert not rig.session.interruptions and not rig.server.of_type("response.cancel")
+        assert not rig.server.of_type("conversation.item.truncate")
+        assert not any(m.interrupted for m in rig.session.history.messages if m.role == "assistant"), rig.history()
 
 
 async def test_local_turn_detection_commits_and_asks_for_the_response(

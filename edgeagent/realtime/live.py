@@ -51,6 +51,7 @@ class RealtimeLive:
     _interruption: InterruptionConfig
     _sending: set[asyncio.Task[None]]
     _muted: bool
+    _barging: asyncio.Future[None] | None
 
     @property
     def speaking(self) -> bool:
@@ -91,9 +92,39 @@ class RealtimeLive:
 
     @interruption.setter
     def interruption(self, value: InterruptionConfig) -> None:
-        self._interruption = value
+        old, self._interruption = self._interruption, value
         if self.pipeline is not None:
             self.pipeline.interruption = value
+        elif value.enabled != old.enabled:
+            self._update_model()  # the server's own interrupt_response follows
+
+    def options(self) -> SessionOptions:
+        """The model's session as the config has it now."""
+        agent = self.current_agent
+        return SessionOptions(instructions=agent.instructions, voice=self.voice, tools=agent.tools,
+                              server_vad=self.server_vad, interrupt_response=self._interruption.enabled)
+
+    # -- barge-in, as [interruption] says ---------------------------------------------------
+
+    async def _barge_in(self) -> None:
+        raise NotImplementedError
+
+    def _speech_started(self) -> None:
+        """The user started talking: over a reply, it stops once the speech has lasted
+        ``interruption.min_duration_s``; never with ``interruption.enabled`` off."""
+        if not self._interruption.enabled:
+            return
+        self._speech_stopped()
+        self._barging = asyncio.ensure_future(self._barge_in_after(self._interruption.min_duration_s))
+
+    def _speech_stopped(self) -> None:
+        if self._barging is not None and not self._barging.done():
+            self._barging.cancel()  # shorter than min_duration_s: a cough, not a barge-in
+        self._barging = None
+
+    async def _barge_in_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._barge_in()
 
     def set_turn(self, turn: TurnConfig) -> None:
         self.turn = turn
@@ -108,14 +139,16 @@ class RealtimeLive:
 
     def set_instructions(self, text: str) -> None:
         """The agent's new instructions, for the pipeline and, in a ``session.update``, the model."""
-        agent = self.current_agent
-        agent.instructions = text
-        if self.pipeline is None and self.client.connected:
-            event = session_update(SessionOptions(instructions=text, voice=self.voice, tools=agent.tools,
-                                                  server_vad=self.server_vad))
-            task = asyncio.ensure_future(self._send_update(event))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        self.current_agent.instructions = text
+        self._update_model()
+
+    def _update_model(self) -> None:
+        """A ``session.update`` with :meth:`options`, when the model is the one talking."""
+        if self.pipeline is not None or self._agent is None or not self.client.connected:
+            return
+        task = asyncio.ensure_future(self._send_update(session_update(self.options())))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send_update(self, event: dict[str, object]) -> None:
         try:

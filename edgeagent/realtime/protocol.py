@@ -59,6 +59,8 @@ class SessionOptions:
     """False: turn detection is ours (we commit the buffer and ask for responses)."""
     transcribe_model: str = "whisper-1"
     """Input audio transcription (so the history has the user's words)."""
+    interrupt_response: bool = True
+    """The server stops its response when the user starts talking (``interruption.enabled``)."""
 
 
 # -- server events we act on -----------------------------------------------------------------
@@ -282,7 +284,7 @@ class RealtimeClient:
 def session_update(o: SessionOptions) -> dict[str, Any]:
     """The ``session.update`` event (GA shape: audio formats and turn detection under ``audio``)."""
     turn = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
-            "create_response": True, "interrupt_response": True} if o.server_vad else None
+            "create_response": True, "interrupt_response": o.interrupt_response} if o.server_vad else None
     return {
         "type": "session.update",
         "session": {

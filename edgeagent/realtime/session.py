@@ -49,8 +49,8 @@ from edgeagent.realtime.protocol import (
     ResponseCreated,
     ResponseDone,
     ServerError,
-    SessionOptions,
     SpeechStarted,
+    SpeechStopped,
     TranscriptDelta,
     UserTranscript,
 )
@@ -82,9 +82,10 @@ class RealtimeSession(RealtimeLive):
         self.voice = voice
         self.turn = turn or TurnConfig()
         self.activation = ActivationConfig(mode="always")
-        self.interruption = interruption or InterruptionConfig()
+        self._interruption = interruption or InterruptionConfig()
         self._sending: set[asyncio.Task[None]] = set()
         self._muted = False
+        self._barging: asyncio.Future[None] | None = None
         self.echo_cancellation = echo_cancellation
         self.probe_interval_s = probe_interval_s
         """After a switch to the pipeline, the model is tried again this often (and used once the
@@ -155,9 +156,7 @@ class RealtimeSession(RealtimeLive):
     async def _connect(self) -> None:
         """Open the socket, configure the session and hand it the history so far."""
         assert self._agent is not None
-        options = SessionOptions(instructions=self._agent.instructions, voice=self.voice, tools=self._agent.tools,
-                                 server_vad=self.server_vad)
-        await self.client.connect(options)
+        await self.client.connect(self.options())
         for m in self.history.messages:
             if m.role in ("user", "assistant") and m.content:
                 await self.client.add_message(m.role, m.content)
@@ -189,6 +188,7 @@ class RealtimeSession(RealtimeLive):
 
     async def aclose(self) -> None:
         self.mode = "closed"
+        self._speech_stopped()  # no barge-in after the close
         for t in [*self._tasks, *([self._probe] if self._probe is not None else [])]:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -232,8 +232,9 @@ class RealtimeSession(RealtimeLive):
         """Our own turn detection: barge-in at the start of speech, commit + respond at its end."""
         async for ev in vad:
             if ev.type is VADEventType.START_OF_SPEECH:
-                await self._barge_in()
+                self._speech_started()
             elif ev.type is VADEventType.END_OF_SPEECH:
+                self._speech_stopped()
                 with contextlib.suppress(RealtimeError):
                     await self.client.commit()
                     await self.client.create_response()
@@ -250,7 +251,9 @@ class RealtimeSession(RealtimeLive):
             elif isinstance(ev, TranscriptDelta):
                 self._text.append(ev.text)
             elif isinstance(ev, SpeechStarted):
-                await self._barge_in()
+                self._speech_started()
+            elif isinstance(ev, SpeechStopped):
+                self._speech_stopped()
             elif isinstance(ev, UserTranscript):
                 if ev.text.strip():
                     self._add(ChatMessage("user", ev.text.strip()))
