@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from edgeagent.config_voice import ActivationConfig
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.realtime.session import RealtimeSession
-    from edgeagent.voice.protocol import VoiceSession
     from edgeagent.voice.session import AgentSession
     from edgeagent.voice.stages import Models
 
@@ -187,49 +186,6 @@ def open_wav(path: Path, frame_ms: float, *, realtime: bool, tail_s: float = WAV
 # -- the session ---------------------------------------------------------------------
 
 
-class Transcript:
-    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error.
-
-    Not when stdout is the journal (a service): the journal has each turn as a log record."""
-
-    def __init__(self) -> None:
-        self.show = not terminal.stdout_is_journal()
-        self.user_turns = 0
-        self.replies = 0
-        self.fatal: BaseException | None = None
-
-    def attach(self, session: VoiceSession) -> None:
-        session.on("conversation_item_added", self._item)
-        session.on("metrics_collected", self._metrics)
-        session.on("error", self._error)
-
-    def _item(self, ev: Any) -> None:
-        msg = ev.item
-        if msg.role == "user":
-            self.user_turns += 1
-            self._print(f"user: {msg.content}")
-        elif msg.role == "assistant" and msg.content:
-            self.replies += 1
-            self._print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}")
-
-    def _metrics(self, ev: Any) -> None:
-        from edgeagent.voice.events import TurnMetrics
-
-        if isinstance(ev.metrics, TurnMetrics):
-            self._print(f"metrics: {ev.metrics.as_log()}")
-
-    def _error(self, ev: Any) -> None:
-        if ev.recoverable:
-            log.warning("%s: %s", ev.source, ev.error)
-        else:
-            print(f"edgeagent: {ev.source} failed: {ev.error}", file=sys.stderr)
-            self.fatal = self.fatal or ev.error
-
-    def _print(self, line: str) -> None:
-        if self.show:
-            print(line, flush=True)
-
-
 async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output_wav: Path | None = None,
                 fast: bool = False, fallback: bool = False,
                 reload: Callable[[], config_mod.Config] | None = None) -> int:
@@ -344,7 +300,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
         session = from_config(models, cfg, files=files)
     else:
         session = session_for(models, cfg, echo_path=not files)
-    printer = Transcript()
+    printer = terminal.Transcript()
     printer.attach(session)
     applier = LiveApplier(session, models, out, cfg)  # a reloaded config file (SIGHUP) goes live
     try:

@@ -18,6 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeagent.voice.protocol import VoiceSession
 
 #: The exit status of every command.
 OK, FAILED, USAGE, NOT_INSTALLED, INTERRUPTED = 0, 1, 2, 3, 130
@@ -76,3 +80,48 @@ def stdout_is_journal() -> bool:
     except (AttributeError, OSError, ValueError):  # None, or io.UnsupportedOperation
         return False
     return stream_is_journal(fd)
+
+log = logging.getLogger(__name__)
+
+
+class Transcript:
+    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error.
+
+    Not when stdout is the journal (a service): the journal has each turn as a log record."""
+
+    def __init__(self) -> None:
+        self.show = not stdout_is_journal()
+        self.user_turns = 0
+        self.replies = 0
+        self.fatal: BaseException | None = None
+
+    def attach(self, session: VoiceSession) -> None:
+        session.on("conversation_item_added", self._item)
+        session.on("metrics_collected", self._metrics)
+        session.on("error", self._error)
+
+    def _item(self, ev: Any) -> None:
+        msg = ev.item
+        if msg.role == "user":
+            self.user_turns += 1
+            self._print(f"user: {msg.content}")
+        elif msg.role == "assistant" and msg.content:
+            self.replies += 1
+            self._print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}")
+
+    def _metrics(self, ev: Any) -> None:
+        from edgeagent.voice.events import TurnMetrics
+
+        if isinstance(ev.metrics, TurnMetrics):
+            self._print(f"metrics: {ev.metrics.as_log()}")
+
+    def _error(self, ev: Any) -> None:
+        if ev.recoverable:
+            log.warning("%s: %s", ev.source, ev.error)
+        else:
+            print(f"edgeagent: {ev.source} failed: {ev.error}", file=sys.stderr)
+            self.fatal = self.fatal or ev.error
+
+    def _print(self, line: str) -> None:
+        if self.show:
+            print(line, flush=True)

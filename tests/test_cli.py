@@ -102,7 +102,7 @@ def test_v_and_log_level_reach_join_and_web(command: str) -> None:
 
 def test_run_prints_no_transcript_when_stdout_is_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under systemd stdout goes to the journal too, which has each turn as a log record already."""
-    from edgeagent.runner import Transcript
+    from edgeagent.terminal import Transcript
 
     with (tmp_path / "journal-stream").open("w") as stream:
         st = os.fstat(stream.fileno())
