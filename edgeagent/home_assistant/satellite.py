@@ -171,8 +171,6 @@ class Satellite:
                 await task
         if self._listener is not None:
             await self._listener.aclose()
-            if self._listener.echo is not None:
-                self._listener.echo.close()
 
     # -- Home Assistant's connection --------------------------------------------------
 

@@ -140,6 +140,8 @@ class Listener:
         for stream in (self._vad, self._wake):
             if stream is not None:
                 await stream.aclose()
+        if self.echo is not None:
+            self.echo.close()  # the echo canceller it was given is closed with it
 
     # -- time ------------------------------------------------------------------
 

@@ -228,8 +228,6 @@ class AgentSession:
                     await task
         if self._listener is not None:
             await self._listener.aclose()
-            if self._listener.echo is not None:
-                self._listener.echo.close()
         with contextlib.suppress(Exception):
             await self.conversation.exit()
 
