@@ -9,8 +9,8 @@ It prints one JSON line: ``heard`` (the agent's transcript of the question, when
 ``loud_frames`` (10 ms frames of the agent's track above -35 dBFS), ``join_s``, ``listening_s``
 (join to the agent listening to us), ``first_audio_s`` (end of the question to the first loud
 frame) and ``answer_s`` (to the final reply transcript). Exit status 0 when an answer was both
-written and heard, 1 (with ``error``) otherwise. Only the livekit SDK and numpy are used: it runs
-with the service's own virtualenv, inside the container.
+written and heard, 1 (with ``error``) otherwise, at once when the agent leaves the room. Only the
+livekit SDK and numpy are used: it runs with the service's own virtualenv, inside the container.
 """
 
 from __future__ import annotations
@@ -139,10 +139,12 @@ class Peer:
                        if a.get("lk.transcribed_track_id") not in ("", None, self.track_sid)]
             if replies and any(t > end for t in self.loud) and self.agent_state() == "listening":
                 break
-            if time.monotonic() > deadline:
+            gone = not any(p.identity == args.agent for p in self.room.remote_participants.values())
+            if time.monotonic() > deadline or gone:
                 out.update(states=self.states, heard=" ".join(x for _, _, x in mine),
                            answer=" ".join(x for _, _, x in replies), loud_frames=len(self.loud))
-                raise TimeoutError(f"no answer within {args.timeout:.0f} s: {json.dumps(out)}")
+                why = "the agent left the room" if gone else f"no answer within {args.timeout:.0f} s"
+                raise TimeoutError(f"{why}: {json.dumps(out)}")
             await asyncio.sleep(0.1)
         first_loud = min(t for t in self.loud if t > end)
         out.update(heard=" ".join(x for _, _, x in mine), answer=" ".join(x for _, _, x in replies),
