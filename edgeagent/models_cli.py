@@ -15,7 +15,8 @@ from edgeagent.paths import models_dir
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "models", help="list, fetch and check model files",
-        description="Manage the model files listed in models/manifest.toml. The models directory"
+        description="Manage the model files listed in the manifest shipped with edgeagent (EDGEAGENT_MANIFEST"
+        " overrides it). The models directory"
         " is EDGEAGENT_MODELS, else $STATE_DIRECTORY/models (service), else"
         " ~/.local/share/edgeagent/models; --dir overrides it.")
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
@@ -28,7 +29,9 @@ def register(subparsers: Any) -> None:
         p.set_defaults(func=func)
         return p
 
-    add("list", "show every model in the manifest and whether it is installed", _list)
+    p = add("list", "show every model in the manifest and whether it is installed", _list)
+    p.add_argument("--markdown", action="store_true",
+                   help="the README's table of models and licences instead (no install status)")
     p = add("pull", "fetch models (default: the default set), check them, install atomically",
             _pull)
     p.add_argument("names", nargs="*", metavar="NAME", help="models to fetch")
@@ -48,8 +51,24 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def licence_table(manifest: models.Manifest) -> str:
+    """The README's "Models and licences" table (Markdown); non-commercial licences flagged."""
+    lines = ["| Model | Stage | Default | Size | Licence | What it is |", "|---|---|---|---|---|---|"]
+    for m in manifest.models:
+        licence = f"`{m.licence}`"
+        if "-NC" in m.licence.upper():
+            licence += " **non-commercial**"
+        size = model_fetch.human(m.size) if m.size else "?"
+        lines.append(f"| `{m.name}` | {m.stage} | {'yes' if m.default else 'no'} | {size} | {licence} "
+                     f"| {m.description} |")
+    return "\n".join(lines) + "\n"
+
+
 def _list(args: argparse.Namespace) -> int:
     manifest = models.load_manifest()
+    if args.markdown:
+        print(licence_table(manifest), end="")
+        return 0
     root = args.dir or models_dir()
     rows = [("NAME", "STAGE", "DEFAULT", "STATUS", "SIZE", "LICENCE")]
     for m in manifest.models:

@@ -8,9 +8,10 @@
 The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
 ([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
 "user: ..." and "agent: ..." for every turn and one "metrics: ..." line per turn
-(times in ms). SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config
-file again. Under systemd it tells the service manager when it is ready and what it is
-doing, pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
+(times in ms) on stdout; the log and errors go to stderr, without those lines again.
+SIGINT and SIGTERM stop it cleanly (exit status 0); SIGHUP reads the config file again.
+Under systemd it tells the service manager when it is ready and what it is doing,
+pings the watchdog and logs to the journal; ``[gpio]`` drives a status LED and
 buttons (:mod:`edgeagent.device`).
 
 A WAV input is played at real-time pace, as a microphone would deliver it, and is
@@ -36,11 +37,13 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.errors import AudioError, EdgeAgentError
 from edgeagent.paths import cache_dir, config_file
@@ -73,7 +76,8 @@ def register(sub: Any) -> None:
         "run", help="run the voice agent (local mic and speaker, or WAV files)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: $EDGEAGENT_CONFIG, else "
+                   "~/.config/edgeagent/config.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--check", action="store_true", help="only check config, models and devices, then exit")
     p.add_argument("--input", type=Path, metavar="WAV", help="listen to this audio file instead of the microphone")
@@ -81,6 +85,7 @@ def register(sub: Any) -> None:
     p.add_argument("--input-device", metavar="DEV", help="microphone: index or part of a name (audio.input_device)")
     p.add_argument("--output-device", metavar="DEV", help="speaker: index or part of a name (audio.output_device)")
     p.add_argument("--fast", action="store_true", help="feed --input as fast as the agent takes it")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
@@ -181,9 +186,12 @@ def open_wav(path: Path, frame_ms: float, *, realtime: bool, tail_s: float = WAV
 
 
 class Transcript:
-    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error."""
+    """Prints what was said and each turn's metrics; counts turns, remembers a fatal error.
+
+    Not when stdout is the journal (a service): the journal has each turn as a log record."""
 
     def __init__(self) -> None:
+        self.show = not terminal.stdout_is_journal()
         self.user_turns = 0
         self.replies = 0
         self.fatal: BaseException | None = None
@@ -197,36 +205,27 @@ class Transcript:
         msg = ev.item
         if msg.role == "user":
             self.user_turns += 1
-            print(f"user: {msg.content}", flush=True)
+            self._print(f"user: {msg.content}")
         elif msg.role == "assistant" and msg.content:
             self.replies += 1
-            print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}", flush=True)
+            self._print(f"agent: {msg.content}{' [interrupted]' if msg.interrupted else ''}")
 
     def _metrics(self, ev: Any) -> None:
         from edgeagent.voice.events import TurnMetrics
 
         if isinstance(ev.metrics, TurnMetrics):
-            print(f"metrics: {ev.metrics.as_log()}", flush=True)
+            self._print(f"metrics: {ev.metrics.as_log()}")
 
     def _error(self, ev: Any) -> None:
         if ev.recoverable:
             log.warning("%s: %s", ev.source, ev.error)
         else:
-            print(f"edgeagent: {ev.source} failed: {ev.error}", flush=True)
+            print(f"edgeagent: {ev.source} failed: {ev.error}", file=sys.stderr)
             self.fatal = self.fatal or ev.error
 
-
-def make_session(models: Models, cfg: config_mod.Config, *, files: bool = False) -> AgentSession:
-    """The session on ``models`` and the config; ``files``: a WAV file is one end (no echo path)."""
-    from edgeagent.voice.session import AgentSession
-    from edgeagent.voice.stages import wake_for
-
-    return AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=wake_for(models, cfg.activation),
-        audio_turn=models.audio_turn, activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
-        echo_cancellation=cfg.audio.echo_cancellation and not files,
-        noise_suppression=cfg.audio.noise_suppression, ignore_own_playback=not files,
-    )
+    def _print(self, line: str) -> None:
+        if self.show:
+            print(line, flush=True)
 
 
 async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output_wav: Path | None = None,
@@ -254,6 +253,10 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
         try:
             if stop.is_set():
                 return 0
+            if effective.home_assistant.satellite and input_wav is None and output_wav is None:
+                from edgeagent.home_assistant.job import run_satellite
+
+                return await run_satellite(models, effective, stop, life=life)
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 
@@ -317,7 +320,7 @@ async def _talk(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp
         if output_wav is not None:
             print(f"edgeagent: reply written to {output_wav}", flush=True)
     elif code == 0 and not stop.is_set():
-        print("edgeagent: the microphone stopped delivering audio", flush=True)
+        print("edgeagent: the microphone stopped delivering audio", file=sys.stderr)
         return 1
     return code
 
@@ -327,7 +330,9 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
     """The session until the input is done (0), ``stop`` is set (0), or it fails (1)."""
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.control.live import LiveApplier
+    from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.voice.agent import Agent
+    from edgeagent.voice.compose import session_for
 
     wav_in = inp if isinstance(inp, WavFileInput) else None
     session: Any
@@ -336,12 +341,13 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
 
         session = from_config(models, cfg, files=files)
     else:
-        session = make_session(models, cfg, files=files)
+        session = session_for(models, cfg, echo_path=not files)
     printer = Transcript()
     printer.attach(session)
     applier = LiveApplier(session, models, out, cfg)  # a reloaded config file (SIGHUP) goes live
     try:
-        await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
+        tools = home_assistant_tools(cfg.home_assistant)  # [home_assistant] url and token: its devices
+        await session.start(Agent(instructions=cfg.agent.instructions, tools=tools), input=inp, output=out)
         if wav_in is None:
             print(f"edgeagent: listening; {_prompt(cfg.activation)} (Ctrl-C stops)", flush=True)
         if life is not None:
@@ -361,7 +367,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
             if stopper in finished:
                 log.info("stopping")
                 return 0
-            print(f"edgeagent: the agent did not finish within {limit:.0f} s", flush=True)
+            print(f"edgeagent: the agent did not finish within {limit:.0f} s", file=sys.stderr)
             return 1
         done.result()
     finally:
@@ -374,7 +380,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
         if cfg.activation.mode == "wake":
             why = (" (activation.mode is wake: does it start with the wake word? "
                    "--set activation.mode=always answers without one)")
-        print(f"edgeagent: heard no question in {wav_in.path}{why}", flush=True)
+        print(f"edgeagent: heard no question in {wav_in.path}{why}", file=sys.stderr)
     return 0
 
 
@@ -406,12 +412,13 @@ def main(args: argparse.Namespace) -> int:
     from edgeagent.device.journal import setup_logging
 
     cfg = load_config(args)
-    setup_logging(cfg)  # the journal under systemd, else stderr; log_level
+    if setup_logging(cfg) is None:  # the journal under systemd, else stderr; log_level
+        terminal.hide_transcript_in_log()  # stderr: the turns are on stdout
     problems = preflight(cfg)
     if args.check:
         problems += asyncio.run(check_devices(cfg.audio))
     for p in problems:
-        print(f"edgeagent: {p}")
+        print(f"edgeagent: {p}", file=sys.stderr)
     if problems:
         return 1
     if args.check:
@@ -423,10 +430,10 @@ def main(args: argparse.Namespace) -> int:
         try:  # read it now: a bad file is one line, not a traceback after the models load
             open_wav(input_wav, cfg.audio.frame_ms, realtime=False, tail_s=0.0)
         except AudioError as exc:
-            print(f"edgeagent: {exc}")
+            print(f"edgeagent: {exc}", file=sys.stderr)
             return 1
     if output_wav is not None and (why := _unwritable(output_wav)):
-        print(f"edgeagent: cannot write {output_wav}: {why}")
+        print(f"edgeagent: cannot write {output_wav}: {why}", file=sys.stderr)
         return 1
     # Plain `run` falls back to the sample question where there is no sound device at all;
     # with a device named (config or flags) or a file given, a device problem is an error.

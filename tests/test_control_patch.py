@@ -284,7 +284,8 @@ def test_the_allow_list() -> None:
             "stt.provider", "llm.provider", "tts.provider", "audio.output_volume", "livekit.listen",
             "livekit.identities"} <= SETTABLE
     assert {p for p in keys.LEAVES if p.startswith("turn.")} <= SETTABLE
-    assert {"livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key", "cloud.api_key"} == SECRETS
+    assert {"livekit.api_key", "livekit.api_secret", "livekit.token", "livekit.e2ee_key", "cloud.api_key",
+            "home_assistant.token"} == SECRETS
     assert SECRETS <= SETTABLE
     for path in ("audio.input_device", "audio.output_device", "models.dir", "livekit.url", "livekit.room",
                  "livekit.identity", "stt.model", "log_level", *(p for p in keys.LEAVES if p.startswith("control."))):
@@ -306,7 +307,8 @@ def test_each_setting_is_declared_once_and_every_settable_one_has_an_apply_path(
     assert live.unapplied({"turn.min_delay_s", "interruption.enabled", "audio.frame_ms"}) == {"audio.frame_ms"}
     for path in keys.NEEDS_RELOAD - keys.CREDENTIALS:  # a reload swaps a stage
         assert path.split(".")[0] in live.STAGE_KINDS, path
-    assert {"web.password", "web.turn_credential"} == keys.HIDDEN and not keys.HIDDEN & keys.SETTABLE
+    assert {"web.password", "web.turn_credential"} == keys.HIDDEN
+    assert not keys.HIDDEN & keys.SETTABLE
     # The limits a controller meets are the ones the file and --set meet, in the same words.
     with pytest.raises(ConfigError, match=re.escape("tts.speed: expected >= 0.25 and <= 4, got 0.1")):
         config.load(None, env={}, overrides=["tts.speed=0.1"])

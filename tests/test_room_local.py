@@ -226,8 +226,8 @@ async def test_room_local_without_local_devices_runs_in_the_room_only(
                              "the agent's reply on its room track", task, peer)
     finally:
         await peer.leave()
-    out = capsys.readouterr().out
-    assert out.count("did not open") == 1 and "joining the room only" in out, out
+    err = capsys.readouterr().err
+    assert err.count("did not open") == 1 and "joining the room only" in err, err
 
 
 @pytest.mark.parametrize("echo_cancellation", [True, False], ids=["aec", "half-duplex"])

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import PulseDevices
+from nosound import no_sound_card, no_sound_env
 from speech import espeak, piper, save, with_silence
 
 from edgeagent import registry
@@ -105,6 +106,11 @@ def test_wav_in_wav_out_with_the_wake_word(tmp_path: Path, whisper: STT) -> None
     assert_reply(result, reply, whisper)
     e2e = METRICS.search(result.out)
     assert e2e is not None and 0 < int(e2e.group(1)) < 10_000, result.out  # real time: a real latency
+    # Each turn once: the transcript on stdout, the log on stderr without repeating it.
+    assert len(result.lines("user:")) == 1 and len(result.lines("metrics:")) == 1, result.out
+    assert "state: thinking" in result.err, result.err  # the log is there, at info
+    assert not [ln for ln in result.err.splitlines() if " user: " in ln or " agent: " in ln
+                or "turn metrics" in ln], result.err
 
 
 def test_fast_input_without_wake_word_in_always_mode(tmp_path: Path, whisper: STT) -> None:
@@ -121,7 +127,7 @@ def test_no_wake_word_no_answer_and_a_hint(tmp_path: Path) -> None:
     result = run("--input", str(q), "--output", str(tmp_path / "r.wav"), "--fast")
     assert result.code == 0, result.out + result.err
     assert not result.lines("user:") and not result.lines("agent:"), result.out
-    assert f"edgeagent: heard no question in {q} (activation.mode is wake" in result.out
+    assert f"edgeagent: heard no question in {q} (activation.mode is wake" in result.err
 
 
 @pytest.mark.parametrize(
@@ -138,28 +144,21 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, name: str, content: by
         path.write_bytes(content)
     result = run("--input", str(path), "--output", str(tmp_path / "r.wav"))
     assert result.code == 1, result.out + result.err
-    assert result.out.splitlines() == [result.out.strip()], result.out  # one line
-    assert result.out.startswith("edgeagent: " + message.format(path=path)), result.out
+    assert result.out == "", result.out
+    assert result.err.splitlines() == [result.err.strip()], result.err  # one line, on stderr
+    assert result.err.startswith("edgeagent: " + message.format(path=path)), result.err
     assert not (tmp_path / "r.wav").exists()
 
 
 def test_unwritable_output_is_one_line_and_exit_1(tmp_path: Path) -> None:
     result = run("--input", str(SAMPLE_QUESTION), "--output", str(tmp_path / "no" / "r.wav"))
     assert result.code == 1, result.out + result.err
-    assert result.out == f"edgeagent: cannot write {tmp_path / 'no' / 'r.wav'}: no such directory {tmp_path / 'no'}\n"
-
-
-def no_sound_card() -> tuple[str, ...]:
-    """A command prefix under which ALSA sees no sound card (see the module docs)."""
-    if not Path("/dev/snd").exists():
-        return ()
-    return ("unshare", "--map-root-user", "--mount", "sh", "-c", 'mount -t tmpfs none /dev/snd && exec "$0" "$@"')
+    assert result.out == ""
+    assert result.err == f"edgeagent: cannot write {tmp_path / 'no' / 'r.wav'}: no such directory {tmp_path / 'no'}\n"
 
 
 def test_no_sound_device_answers_the_sample_question(tmp_path: Path, whisper: STT) -> None:
-    client_conf = tmp_path / "client.conf"
-    client_conf.write_text("autospawn = no\n")
-    env = clean_env(PULSE_SERVER=f"unix:{tmp_path}/no-such-pulse-socket", PULSE_CLIENTCONFIG=str(client_conf))
+    env = clean_env(**no_sound_env(tmp_path))
     devices = subprocess.run([*no_sound_card(), sys.executable, "-m", "edgeagent", "devices", "--json"],
                              capture_output=True, text=True, timeout=60, env=env)
     assert devices.returncode == 0 and '"input": []' in devices.stdout and '"output": []' in devices.stdout, (
@@ -178,7 +177,7 @@ def test_no_sound_device_answers_the_sample_question(tmp_path: Path, whisper: ST
 def test_a_named_device_that_is_missing_is_an_error_not_the_fallback(tmp_path: Path) -> None:
     result = run("--check", "--input-device", "no-such-mic")
     assert result.code == 1, result.out + result.err
-    assert "microphone: " in result.out and "no-such-mic" in result.out, result.out
+    assert "microphone: " in result.err and "no-such-mic" in result.err, result.out + result.err
     result = run("--input-device", "no-such-mic", cwd=tmp_path)
     assert result.code == 1, result.out + result.err
     assert "no-such-mic" in result.err and "sample question" not in result.out, result.out + result.err

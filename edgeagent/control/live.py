@@ -18,7 +18,9 @@ Hot changes take effect at once, without dropping the room or the conversation:
   or espeak-ng's words per minute, from the next clause on;
 - ``audio.output_volume``: the output's ``volume``, from the next rendered block on;
 - ``livekit.listen``/``identities``: :meth:`RoomInput.set_listen` and the ``lk.chat`` filter of
-  the room conventions (without a room: at the next join).
+  the room conventions (without a room: at the next join);
+- ``home_assistant.url``/``token``/``timeout_s``/``conversation_agent``: the current agent's
+  Home Assistant tools are made anew (:func:`edgeagent.home_assistant.tools.use_home_assistant`).
 
 Changes that need a reload (:data:`~edgeagent.control.keys.NEEDS_RELOAD`) are checked now
 (the provider is installed, the model file exists: else the change raises and the store rolls
@@ -49,6 +51,7 @@ from edgeagent.config_voice import ActivationConfig
 from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
 from edgeagent.control.patch import Change
 from edgeagent.errors import ConfigError
+from edgeagent.voice.compose import without_wake_word
 from edgeagent.voice.detectors import make_detector
 from edgeagent.voice.events import AgentState, ErrorEvent
 from edgeagent.voice.stages import _create, check_loadable, stage_specs
@@ -79,6 +82,8 @@ HOT_APPLY: tuple[tuple[tuple[str, ...], str], ...] = (
     (("audio.output_volume",), "_volume"),
     (("livekit.listen", "livekit.identities"), "_listen"),
     (("cloud.",), "_cloud"),
+    (("home_assistant.url", "home_assistant.token", "home_assistant.timeout_s", "home_assistant.conversation_agent"),
+     "_home_assistant"),
 )
 """Which :class:`LiveApplier` method puts which hot settings into effect (a key ending in "."
 covers its whole table); each returns the steps, after checking what can fail. The values
@@ -117,7 +122,7 @@ class LiveApplier:
     ``output`` is where the agent speaks (its ``volume`` follows ``audio.output_volume``);
     ``room_input``, ``conventions`` and ``link`` are the room's parts when there is a room
     (``conventions`` may be a list filled later). ``in_room``: activation mode wake runs as
-    always (nobody says a wake word in a room, as :func:`edgeagent.room.job.room_config`).
+    always (nobody says a wake word in a room: :func:`edgeagent.voice.compose.without_wake_word`).
     """
 
     def __init__(self, session: AgentSession, models: Models, output: AudioOutput, config: Config, *,
@@ -159,11 +164,9 @@ class LiveApplier:
                 self._reloader = asyncio.ensure_future(self._reload_when_quiet())
 
     def _effective(self, cfg: Config, paths: set[str] | tuple[()]) -> Config:
-        if self.in_room and cfg.activation.mode == "wake":
-            if "activation.mode" in paths:
-                log.info("config: activation.mode wake runs as always in a room (nobody says the wake word there)")
-            cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-        return cfg
+        if not self.in_room:
+            return cfg
+        return without_wake_word(cfg, "config: in a room" if "activation.mode" in paths else None)
 
     # -- hot changes ---------------------------------------------------------------------
 
@@ -230,6 +233,12 @@ class LiveApplier:
 
         s = self.session
         return [lambda: apply_cloud(s, cfg.cloud)]
+
+    async def _home_assistant(self, cfg: Config, paths: set[str]) -> list[Step]:
+        from edgeagent.home_assistant.tools import use_home_assistant
+
+        agent = self.session.current_agent
+        return [lambda: use_home_assistant(agent, cfg.home_assistant)]
 
     def _oww(self) -> OpenWakeWord:
         from edgeagent.wake.oww import OpenWakeWord

@@ -167,15 +167,21 @@ def journal_wanted(cfg: LoggingConfig, env: Mapping[str, str] | None = None, std
     if cfg.target != "auto":
         return cfg.target == "journal"
     env = os.environ if env is None else env
-    stream = env.get("JOURNAL_STREAM", "")
-    if stream:
-        try:
-            st = os.fstat(stderr_fd)
-        except OSError:
-            st = None
-        if st is not None and stream == f"{st.st_dev}:{st.st_ino}":
-            return True
+    if stream_is_journal(stderr_fd, env):
+        return True
     return bool(env.get("INVOCATION_ID")) and os.path.exists(cfg.journal_socket)
+
+
+def stream_is_journal(fd: int, env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``fd`` is the stream systemd connected to the journal (``JOURNAL_STREAM`` = device:inode)."""
+    stream = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
 
 
 def setup_logging(cfg: Config, env: Mapping[str, str] | None = None) -> logging.Handler | None:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.paths import config_file
 
@@ -52,14 +53,6 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 15.0
 
 
-def room_config(cfg: config_mod.Config) -> config_mod.Config:
-    """``cfg`` as it runs in a room: no wake word."""
-    if cfg.activation.mode == "wake":
-        log.info("in a room: activation.mode wake -> always (nobody says the wake word there)")
-        cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-    return cfg
-
-
 async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
                       ) -> tuple[LocalRoomInput, LocalRoomOutput] | None:
     """room+local: the local mic and speaker opened; None (one line printed) when they do not open."""
@@ -73,7 +66,7 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
         await wait_for(inp.start(), DEVICE_OPEN_TIMEOUT_S)
     except (EdgeAgentError, asyncio.TimeoutError) as exc:
         print(f"edgeagent: the local mic or speaker did not open ({exc or 'timeout'}); joining the room only",
-              flush=True)
+              file=sys.stderr)
         await inp.aclose_local()  # room_in carries on alone
         await out.aclose()
         return None
@@ -89,15 +82,16 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     ``models`` should be loaded from ``store.config``.
     """
     from edgeagent.control.live import LiveApplier, open_store
+    from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.control import RoomControl
     from edgeagent.room.conventions import RoomConventions
     from edgeagent.voice.agent import Agent
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.compose import session_for, without_wake_word
 
     store = store or open_store(cfg)
-    cfg = room_config(store.config if store is not None else cfg)
+    cfg = without_wake_word(store.config if store is not None else cfg, "in a room")
     link = RoomLink(cfg.livekit)
     room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
     inp: AudioInput = room_in
@@ -106,12 +100,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         local = await _open_local(link, room_in, cfg)
         if local is not None:
             inp, out = local
-    session = AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake, audio_turn=models.audio_turn,
-        activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
-        # The room has no echo path to us; room+local cancels the local mic's echo itself.
-        echo_cancellation=False, ignore_own_playback=False,
-    )
+    # The room has no echo path to us; room+local cancels the local mic's echo itself.
+    session = session_for(models, cfg, echo_path=False)
     out.volume = cfg.audio.output_volume
     conventions: list[RoomConventions] = []
     applier = LiveApplier(session, models, out, cfg, room_input=room_in, conventions=conventions, link=link,
@@ -143,7 +133,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     try:
         await out.start()
         await link.start()
-        await session.start(Agent(instructions=cfg.agent.instructions), input=inp, output=out)
+        await session.start(Agent(instructions=cfg.agent.instructions, tools=home_assistant_tools(cfg.home_assistant)),
+                            input=inp, output=out)
         print(f"edgeagent: joining room {cfg.livekit.room or '(from the token)'} at {cfg.livekit.url} "
               f"as {link.identity} (Ctrl-C stops)", flush=True)
         if life is not None:  # READY=1, watchdog, GPIO, SIGHUP reloads
@@ -154,7 +145,7 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
         failed.cancel()
         stopper.cancel()
         if link.failed.is_set() and not stop.is_set():
-            print(f"edgeagent: {link.last_error}", flush=True)
+            print(f"edgeagent: {link.last_error}", file=sys.stderr)
             return 1
         return 0
     finally:
@@ -183,6 +174,7 @@ def register(sub: Any) -> None:
     p.add_argument("--token", help="an access token, instead of api_key/api_secret (livekit.token)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
@@ -195,8 +187,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config or config_file(), overrides=overrides)
     logging.getLogger().setLevel(cfg.log_level.upper())
     if not cfg.livekit.enabled:
-        print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)")
-        return 1
+        print("edgeagent: no room to join: give --url (and --room with livekit.api_key/api_secret, or --token)",
+              file=sys.stderr)
+        return terminal.USAGE
     from edgeagent.room.sdk import then_close_sdk
 
     return asyncio.run(then_close_sdk(_serve(cfg)))

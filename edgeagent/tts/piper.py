@@ -29,7 +29,7 @@ from edgeagent.stage import InferenceThread
 from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
 
-#: The manifest name of the default voice (models/manifest.toml).
+#: The manifest name of the default voice (edgeagent/data/manifest.toml).
 DEFAULT_MODEL = "piper-en-us-joe"
 _VOICE_HELP = "a Piper voice is NAME.onnx with NAME.onnx.json beside it (voices: the rhasspy/piper-voices collection)"
 

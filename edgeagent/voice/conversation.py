@@ -21,6 +21,7 @@ from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
 from edgeagent.llm.tools import FunctionTool, RunContext, ToolError
 from edgeagent.voice.agent import Agent, StopResponse
 from edgeagent.voice.events import (
+    TRANSCRIPT,
     AgentHandoffEvent,
     AgentState,
     AgentStateChangedEvent,
@@ -191,11 +192,12 @@ class Conversation:
         text = (handle.spoken_text if handle.interrupted else handle.text).strip()
         if text and handle.add_to_chat_ctx:
             self.add(ChatMessage("assistant", text, interrupted=handle.interrupted))
-        log.info("agent: %s%s", text or "(nothing)", " (interrupted)" if handle.interrupted else "")
+        log.info("agent: %s%s", text or "(nothing)", " (interrupted)" if handle.interrupted else "",
+                 extra=TRANSCRIPT if text else None)
         turn = handle.turn
         if isinstance(turn, TurnRecord):
             metrics = turn_metrics(turn, reply, handle.interrupted)
-            log.info("turn metrics %s", metrics.as_log(), extra=metrics.log_fields())
+            log.info("turn metrics %s", metrics.as_log(), extra={**metrics.log_fields(), **TRANSCRIPT})
             self._session.emit(MetricsCollectedEvent(metrics))
 
     def set_state(self, state: AgentState) -> None:

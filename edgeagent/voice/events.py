@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: ``extra`` of the log records that say what a transcript shows (a user's turn, a reply, a
+#: turn's metrics): ``edgeagent run`` prints those lines on stdout and keeps them out of the
+#: stderr log (:mod:`edgeagent.terminal`).
+TRANSCRIPT: dict[str, Any] = {"transcript": True}
+
 
 class AgentState(str, enum.Enum):
     """The states of ``lk.agent.state``."""

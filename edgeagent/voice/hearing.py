@@ -28,7 +28,7 @@ from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.vad.base import VADEvent
 from edgeagent.voice.conversation import TurnRecord
 from edgeagent.voice.detectors import TurnDetector
-from edgeagent.voice.events import ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
+from edgeagent.voice.events import TRANSCRIPT, ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.reply import Reply
@@ -278,7 +278,7 @@ class Hearing:
             _drop(ahead)
             return
         self._s.emit(UserInputTranscribedEvent(step.text, is_final=True))
-        log.info("user: %s", step.text)
+        log.info("user: %s", step.text, extra=TRANSCRIPT)
         if _is_stop(step.text, self.activation.stop_words):
             log.info("stop word: the agent stops")
             self._s.interrupt()

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
+from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.paths import config_file, state_dir
 
@@ -38,14 +39,6 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 15.0
 
 
-def browser_config(cfg: config_mod.Config) -> config_mod.Config:
-    """``cfg`` as it runs with a browser: no wake word (as in a room)."""
-    if cfg.activation.mode == "wake":
-        log.info("with a browser: activation.mode wake -> always (nobody says the wake word to the console)")
-        cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, mode="always"))
-    return cfg
-
-
 async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
                   store: ConfigStore | None = None, state: Path | None = None,
                   started: asyncio.Future[str] | None = None, life: Lifecycle | None = None) -> int:
@@ -54,8 +47,9 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     it; ``state`` holds the pairing code (default: the state directory). ``started`` gets
     the console's URL once it listens."""
     from edgeagent.control.live import LiveApplier, open_store
+    from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.voice.agent import Agent
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.compose import session_for, without_wake_word
     from edgeagent.web.audio import WebInput, WebOutput
     from edgeagent.web.channel import ChannelHub
     from edgeagent.web.feed import SessionFeed
@@ -65,16 +59,11 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     from edgeagent.web.tls import server_context, wants_tls
 
     store = store or open_store(cfg)
-    effective = browser_config(store.config if store is not None else cfg)
+    effective = without_wake_word(store.config if store is not None else cfg, "with a browser")
     web_cfg = cfg.web  # [web] is not settable remotely: the file's is the one in effect
     pairing = Pairing.open(web_cfg.password, state or state_dir())
     inp, out = WebInput(), WebOutput(buffer_ms=effective.audio.output_buffer_ms)
-    session = AgentSession(
-        vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake, audio_turn=models.audio_turn,
-        activation=effective.activation, turn=effective.turn, interruption=effective.interruption,
-        # The browser cancels its own echo (getUserMedia's echoCancellation).
-        echo_cancellation=False, ignore_own_playback=False,
-    )
+    session = session_for(models, effective, echo_path=False)  # the browser cancels its own echo
     out.volume = effective.audio.output_volume
     applier = LiveApplier(session, models, out, effective, in_room=True)
     hub: ChannelHub | None = None
@@ -89,12 +78,14 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     server = ConsoleServer(web_cfg, peers, pairing, ssl_context=ssl_context)
     try:
         await out.start()
-        await session.start(Agent(instructions=effective.agent.instructions), input=inp, output=out)
+        tools = home_assistant_tools(effective.home_assistant)
+        await session.start(Agent(instructions=effective.agent.instructions, tools=tools), input=inp, output=out)
         feed.start()
         try:
             url = await server.start()
         except OSError as exc:
-            print(f"edgeagent: the web console cannot listen on {web_cfg.host}:{web_cfg.port}: {exc}", flush=True)
+            print(f"edgeagent: the web console cannot listen on {web_cfg.host}:{web_cfg.port}: {exc}",
+                  file=sys.stderr)
             return 1
         if started is not None and not started.done():
             started.set_result(url)
@@ -126,6 +117,7 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, help="TCP port (web.port)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
     p.set_defaults(func=main)
 
 
