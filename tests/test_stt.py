@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import re
 import statistics
 import time
@@ -161,6 +162,13 @@ def test_piper_round_trip_has_low_word_error(whisper: WhisperSTT) -> None:
     errors = round_trip_wers(whisper, "piper")
     print(f"piper mean WER {statistics.fmean(errors):.3f}")
     assert statistics.fmean(errors) <= PIPER_MAX_MEAN_WER
+
+
+def test_a_decode_logs_nothing(whisper: WhisperSTT, caplog: pytest.LogCaptureFixture) -> None:
+    """faster-whisper's per-decode INFO line does not reach the log (the service's journal)."""
+    caplog.set_level(logging.DEBUG)
+    asyncio.run(asyncio.wait_for(whisper.recognize(with_silence(espeak("Hello there"), 0.3, 0.3)), TIMEOUT))
+    assert not [r for r in caplog.records if r.name.startswith("faster_whisper") and r.levelno < logging.WARNING]
 
 
 def test_espeak_round_trip_has_low_word_error(whisper: WhisperSTT) -> None:

@@ -72,6 +72,9 @@ from edgeagent.room.token import TokenSource
 
 log = logging.getLogger(__name__)
 
+ABANDONED_JOIN_S = 30.0
+"""How long a join attempt that timed out may go on in the SDK before the next one starts."""
+
 Hook = Callable[[rtc.Room], "Awaitable[None] | None"]
 
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
@@ -263,10 +266,16 @@ class RoomLink:
         room.on("reconnected", lambda: self._on_reconnected(room))
         room.on("local_track_republished", lambda pub, old: self._on_republished(room, pub, old))
         log.info("room: joining %s as %s%s", self.url, self.identity, " (E2EE)" if self.cfg.e2ee_key else "")
+        connecting = asyncio.ensure_future(room.connect(self.url, token.jwt, self._options()))
         try:
-            await wait_for(room.connect(self.url, token.jwt, self._options()), self.connect_timeout_s)
+            await wait_for(asyncio.shield(connecting), self.connect_timeout_s)
+        except asyncio.CancelledError:
+            connecting.cancel()
+            raise
         except (Exception, asyncio.TimeoutError) as exc:
             line, permanent = describe_error(exc, self.url)
+            if not connecting.done():
+                await self._abandon(connecting)
             await self._leave(room)
             if permanent:
                 self._give_up(line)
@@ -330,6 +339,19 @@ class RoomLink:
                 await wait_for(result, 15)
         except (Exception, asyncio.TimeoutError):
             log.exception("room: %s %r failed", what, hook)
+
+    async def _abandon(self, connecting: asyncio.Future[None]) -> None:
+        """Wait for a join attempt that took too long to end, before the next one.
+
+        Cancelling ``Room.connect`` does not stop the SDK: it goes on trying in the background
+        (and ``disconnect()`` of a room that is not connected yet does nothing), so it could
+        join later and throw the next attempt, which has the same identity, out of the room
+        with DUPLICATE_IDENTITY (seen after a watchdog restart: scripts/check-service)."""
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await wait_for(asyncio.shield(connecting), ABANDONED_JOIN_S)
+        if not connecting.done():
+            connecting.cancel()
+        log.info("room: the join attempt that took too long has ended")
 
     async def _leave(self, room: rtc.Room) -> None:
         with contextlib.suppress(Exception, asyncio.TimeoutError):

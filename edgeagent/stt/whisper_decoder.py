@@ -197,6 +197,10 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
 def _load(path: Path, compute_type: str, threads: int) -> Any:
     from faster_whisper import WhisperModel
 
+    # Its INFO line for every decode ("Processing audio with duration 00:01.000", several per
+    # question) filled the service's journal (scripts/check-service): warnings and errors only.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+
     class ShortWindowWhisper(WhisperModel):  # type: ignore[misc]
         """Encodes only the first ``window_frames`` mel frames of the padded window."""
 
