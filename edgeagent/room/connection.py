@@ -114,6 +114,7 @@ class RoomLink:
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
         connect_timeout_s: float = 10.0,
+        abandon_s: float = ABANDONED_JOIN_S,
     ) -> None:
         if not cfg.url:
             raise ConfigError("livekit.url: set the server URL to join a room")
@@ -122,6 +123,7 @@ class RoomLink:
         self.tokens = tokens or TokenSource(cfg)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.connect_timeout_s = connect_timeout_s
+        self.abandon_s = abandon_s
         #: The joined room; None while (re)connecting.
         self.room: rtc.Room | None = None
         #: Set while joined.
@@ -348,7 +350,7 @@ class RoomLink:
         join later and throw the next attempt, which has the same identity, out of the room
         with DUPLICATE_IDENTITY (seen after a watchdog restart: scripts/check-service)."""
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await wait_for(asyncio.shield(connecting), ABANDONED_JOIN_S)
+            await wait_for(asyncio.shield(connecting), self.abandon_s)
         if not connecting.done():
             connecting.cancel()
         log.info("room: the join attempt that took too long has ended")
