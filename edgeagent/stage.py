@@ -52,10 +52,20 @@ class InferenceThread:
 
     def __init__(self, name: str) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        """A call is running or waiting (work that can wait for an idle thread checks this)."""
+        return self._in_flight > 0
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+        self._in_flight += 1
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        finally:
+            self._in_flight -= 1
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -226,6 +226,28 @@ async def test_end_of_turn_probe_keeps_generation_intact(llm: LlamaLLM, metrics:
     assert metrics[-1].cached_tokens > 0
 
 
+async def test_the_probe_evaluates_the_reply_prompt_in_the_same_batch(llm: LlamaLLM,
+                                                                      metrics: list[LLMMetrics]) -> None:
+    """With ``reply_text`` the probe's answer is the same, and the reply that follows finds its
+    whole prompt cached with the logits after it: it evaluates nothing before its first token,
+    and says what it says without the probe."""
+    question = "What is the capital of Japan?"
+    before, _, _ = await collect(llm, conversation(question))
+    words = "What is the capital of Japan"
+    alone = await asyncio.wait_for(llm.end_of_turn_logprob(conversation(), words), TIMEOUT)
+    await asyncio.wait_for(llm.prepare_turn(conversation(), "What is the capital"), TIMEOUT)
+    both = await asyncio.wait_for(llm.end_of_turn_logprob(conversation(), words, reply_text=question), TIMEOUT)
+    assert both == pytest.approx(alone, abs=0.05)
+    after, _, _ = await collect(llm, conversation(question))
+    assert after == before
+    assert metrics[-1].cached_tokens == metrics[-1].prompt_tokens, metrics[-1]
+    # A reply to other words does not take that prompt's logits for its own.
+    other = "What is the capital of France?"
+    await asyncio.wait_for(llm.end_of_turn_logprob(conversation(), words, reply_text=question), TIMEOUT)
+    text, _, _ = await collect(llm, conversation(other))
+    assert "paris" in text.lower() and metrics[-1].cached_tokens < metrics[-1].prompt_tokens
+
+
 async def test_a_dropped_reply_leaves_no_trace_in_the_next_one() -> None:
     """A reply begun and dropped (a preemptive reply to a fragment) changes nothing: the next
     reply to a prompt is the one it would have been, sampled (temperature > 0) or not, and the

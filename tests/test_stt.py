@@ -324,6 +324,48 @@ async def test_a_short_quiet_after_speech_starts_the_decode_the_final_reuses(
     assert decode_calls[0] == speech.num_samples + round(0.08 * RECOGNITION_RATE)
 
 
+async def _after_an_end_guess(whisper: CountingWhisperSTT, calls: list[int], speech: AudioFrame,
+                              after: AudioFrame) -> list[SpeechEvent]:
+    """``speech``, 80 ms of quiet (an end guess starts), then ``after``, quiet and the flush."""
+    whisper.partials_enabled = False
+    stream = whisper.stream()
+    try:
+        stream.push(speech)
+        stream.push(AudioFrame.silence(0.08, RECOGNITION_RATE))
+        deadline = time.monotonic() + TIMEOUT
+        while not calls:
+            assert time.monotonic() < deadline, "no end guess after 80 ms of quiet"
+            await asyncio.sleep(0.01)
+        stream.push(after)
+        events, _ = await run_stream(stream, AudioFrame.silence(0.2, RECOGNITION_RATE))
+    finally:
+        whisper.partials_enabled = True
+        await stream.aclose()
+    return finals(events)
+
+
+async def test_a_consonant_release_after_the_end_guess_is_covered_by_it(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
+) -> None:
+    """An end guess in the closure of a last stop consonant misses only its release: 60 ms of
+    sound (as espeak-ng's "Hamlet" and "joke" in scripts/bench). The FINAL is the guess."""
+    speech = trim(espeak("Who wrote Hamlet?"))
+    burst = np.random.default_rng(3).normal(0, 0.05, round(0.06 * RECOGNITION_RATE))
+    final = await _after_an_end_guess(unpaced_whisper, decode_calls, speech,
+                                      AudioFrame.from_float(burst, RECOGNITION_RATE))
+    assert len(final) == 1 and "hamlet" in final[0].text.lower(), final
+    assert decode_calls == [speech.num_samples + round(0.08 * RECOGNITION_RATE)], "the FINAL decoded again"
+
+
+async def test_a_word_after_the_end_guess_is_decoded_again(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
+) -> None:
+    speech = trim(espeak("What is the capital of France?"))
+    final = await _after_an_end_guess(unpaced_whisper, decode_calls, speech, trim(espeak("please")))
+    assert len(final) == 1 and "please" in final[0].text.lower(), final
+    assert len(decode_calls) == 2 and decode_calls[1] > decode_calls[0]
+
+
 async def test_final_decodes_again_when_speech_followed_the_last_decode(
     unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
 ) -> None:

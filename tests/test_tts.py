@@ -19,7 +19,7 @@ from edgeagent.tts.base import SynthesizedAudio
 from edgeagent.tts.clauses import ClauseSplitter, speakable
 from edgeagent.tts.espeak import EspeakTTS, parse_wav_header
 from edgeagent.tts.piper import PiperTTS
-from edgeagent.tts.streaming import ClauseStream, ClauseTTS, TTSError
+from edgeagent.tts.streaming import ONSET_DBFS, ONSET_LEAD_S, ClauseStream, ClauseTTS, TTSError
 
 SENTENCE = "The weather today is sunny with a light breeze from the west."
 LONG_REPLY = (
@@ -214,6 +214,18 @@ async def test_first_clause_is_spoken_while_text_is_still_coming(tts: ClauseTTS)
     assert chunks[-1].is_final and not any(c.is_final for c in chunks[:-1])
     duration = len(audio_of(chunks)) / tts.sample_rate
     assert 0.2 * len(LONG_REPLY.split()) <= duration <= 0.8 * len(LONG_REPLY.split())
+
+
+async def test_a_reply_starts_at_its_first_sound(piper_tts: PiperTTS) -> None:
+    """Piper begins a clause with 25-60 ms below -60 dBFS: a reply's first audio starts 5 ms
+    before its first louder sample."""
+    level = 32768 * 10 ** (ONSET_DBFS / 20)
+    lone = await asyncio.wait_for(piper_tts.synthesize("Hamlet is a"), 60)  # one clause: its onset trimmed
+    raw = np.concatenate([a async for a in piper_tts._clause_audio("Hamlet is a")])
+    raw_onset = int(np.flatnonzero(np.abs(raw.astype(np.int32)) > level)[0])
+    assert raw_onset / piper_tts.sample_rate > 0.02, "Piper's lead-in is gone: nothing to trim"
+    onset = int(np.flatnonzero(np.abs(lone.samples.astype(np.int32)) > level)[0])
+    assert onset == round(ONSET_LEAD_S * piper_tts.sample_rate)  # (Piper's noise: no two runs alike)
 
 
 async def test_segments_have_ids_final_chunks_and_small_chunks(tts: ClauseTTS) -> None:

@@ -112,10 +112,16 @@ class FixedEOT:
     def __init__(self, logprob: float) -> None:
         self.logprob = logprob
         self.asked: list[str] = []
+        self.prepared: list[str] = []
 
-    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str) -> float:
+    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str, *,
+                                  reply_text: str | None = None) -> float:
         self.asked.append(user_text)
         return self.logprob
+
+    async def prepare_turn(self, ctx: ChatContext, user_text: str) -> bool:
+        self.prepared.append(user_text)
+        return True
 
 
 class FixedVoice:

@@ -65,9 +65,9 @@ class FallbackLLM(LLM):
         return FallbackChatStream(self.chain, ctx, tuple(tools), temperature, max_tokens)
 
     def __getattr__(self, name: str) -> object:
-        # end_of_turn_logprob, prefill, ...: what the local model offers
+        # end_of_turn_logprob, prepare_turn, prefill: what the local model offers
         chain = self.__dict__.get("chain")
-        if chain is not None and name in ("end_of_turn_logprob", "prefill"):
+        if chain is not None and name in ("end_of_turn_logprob", "prepare_turn", "prefill"):
             for m in chain.members:
                 if not m.cloud and hasattr(m.stage, name):
                     return getattr(m.stage, name)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext, ChatMessage
@@ -115,7 +116,8 @@ class LlamaLLM(LLM):
         return LlamaChatStream(self, req)
 
     async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str, *,
-                                  tools: Sequence[FunctionTool] | None = None) -> float:
+                                  tools: Sequence[FunctionTool] | None = None,
+                                  reply_text: str | None = None) -> float:
         """log P(end of turn) right after ``user_text`` as a new user turn after ``ctx``.
 
         For text without a final ``.?!`` it is log P(end of turn or a sentence end).
@@ -123,30 +125,66 @@ class LlamaLLM(LLM):
         ``ctx`` is the conversation before this user turn. The prefix is shared
         with generation's KV cache (``tools`` default to those of the last
         :meth:`chat`, so the system prompt matches), and the user's text stays
-        cached for the reply that follows. Empty text gives -inf.
+        cached for the reply that follows. With ``reply_text`` (the user message
+        a reply may answer next, of which ``user_text`` is the start) the whole
+        prompt of that reply is evaluated in the same batch, so the reply starts
+        sampling at once. Empty text gives -inf.
         """
         if not user_text.strip():
             return -math.inf
         tools = self._last_tools if tools is None else tuple(tools)
-        return await self._thread.run(self._eot_sync, tuple(ctx.messages), user_text, tools)
+        return await self._thread.run(self._eot_sync, tuple(ctx.messages), user_text, tools, reply_text)
 
-    def _eot_sync(self, msgs: tuple[ChatMessage, ...], user_text: str, tools: tuple[FunctionTool, ...]) -> float:
+    def _eot_sync(self, msgs: tuple[ChatMessage, ...], user_text: str, tools: tuple[FunctionTool, ...],
+                  reply_text: str | None) -> float:
         eng = self._engine
         turn = self.template.user_turn_prefix(msgs, user_text, tools)
         end_token = eng.tokenize(turn.turn_end)[0]
-
-        def render(ms: list[ChatMessage]) -> str:
-            return self.template.user_turn_prefix(ms, user_text, tools).prompt
-
-        tokens = self._gen.fit(msgs, tools, 1, render)
-        eng.prefill(tokens)
-        logprobs = eng.logprobs()
+        probe = self._turn_tokens(msgs, user_text, tools)
+        logprobs = None if reply_text is None else self._with_reply(msgs, probe, reply_text, tools)
+        if logprobs is None:
+            eng.prefill(probe)
+            logprobs = eng.logprobs()
         ids = [end_token]
         if user_text.rstrip()[-1:] not in _TERMINAL:
             # Unpunctuated text (STT output often is): a sentence end next counts as an end too,
             # or "who painted the Mona Lisa" would look unfinished for want of its "?".
             ids += [t for p in _TERMINAL if len(t_ := eng.tokenize(p)) == 1 for t in t_]
         return float(np.logaddexp.reduce(logprobs[ids].astype(np.float64)))
+
+    def _with_reply(self, msgs: tuple[ChatMessage, ...], probe: list[int], reply_text: str,
+                    tools: tuple[FunctionTool, ...]) -> npt.NDArray[np.float32] | None:
+        """The reply's prompt (as :meth:`chat` will ask for it) evaluated in one batch with the
+        probe's logits at its end; None when the probe is not the start of that prompt."""
+        messages = (*msgs, ChatMessage("user", reply_text))
+        reserve = min(self.options.max_tokens, self._engine.n_ctx // 4)
+        prompt = self._gen.fit(messages, tools, reserve, lambda ms: self.template.render(ms, tools))
+        if prompt[: len(probe)] != probe:
+            return None
+        return self._engine.prefill_marked(prompt, len(probe) - 1)
+
+    async def prepare_turn(self, ctx: ChatContext, user_text: str) -> bool:
+        """Evaluate the words of a user turn heard so far (after ``ctx``) into the KV cache while
+        the thread is idle, so that the end-of-turn probe and the reply that follow the final
+        transcript evaluate only what is new. False when the thread was busy (nothing done)."""
+        if self._thread.busy or not user_text.strip():
+            return False
+        tools = self._last_tools
+
+        def run() -> None:
+            self._engine.prefill(self._turn_tokens(tuple(ctx.messages), user_text, tools))
+
+        await self._thread.run(run)
+        return True
+
+    def _turn_tokens(self, msgs: tuple[ChatMessage, ...], user_text: str,
+                     tools: tuple[FunctionTool, ...]) -> list[int]:
+        """The prompt up to the end of ``user_text`` as a new user turn after ``msgs`` (fitted)."""
+
+        def render(ms: list[ChatMessage]) -> str:
+            return self.template.user_turn_prefix(ms, user_text, tools).prompt
+
+        return self._gen.fit(msgs, tools, 1, render)
 
     async def prefill(self, ctx: ChatContext, tools: Sequence[FunctionTool] = ()) -> int:
         """Evaluate ``ctx`` (e.g. just the system prompt) into the KV cache ahead of the first turn.

@@ -68,6 +68,8 @@ class LlamaEngine:
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._vocab = self.llm._model.vocab
         self._tokens: list[int] = []
+        self._logits_valid = False
+        """The context's logits are those after the last cached token (no decode or cut since)."""
 
     # -- text <-> tokens ----------------------------------------------------
 
@@ -108,15 +110,45 @@ class LlamaEngine:
         """
         if not tokens:
             raise ValueError("empty prompt")
+        common = self._common(tokens)
+        if common == len(tokens) == len(self._tokens) and self._logits_valid:
+            return common  # exactly what is cached, and the logits after it are still there
+        keep = min(common, len(tokens) - 1)
+        self.truncate(keep)
+        self.eval(tokens[keep:])
+        return keep
+
+    def prefill_marked(self, tokens: Sequence[int], mark: int) -> npt.NDArray[np.float32] | None:
+        """:meth:`prefill` in one batch that also returns the log-softmax of the logits after
+        ``tokens[mark]`` (the end-of-turn probe's, inside the reply's prompt). None when the
+        new tokens do not fit one batch (nothing done)."""
+        keep = min(self._common(tokens), mark, len(tokens) - 1)
+        new = list(tokens[keep:])
+        if not 0 <= mark < len(tokens) or len(new) > self.llm.n_batch:
+            return None
+        self.truncate(keep)
+        llm = self.llm
+        if len(self._tokens) + len(new) > self.n_ctx:
+            raise ValueError(f"context full: {len(self._tokens)} + {len(new)} tokens > n_ctx {self.n_ctx}")
+        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        llm._batch.set_batch(batch=new, n_past=keep, logits_all=False)
+        llm._batch.batch.logits[mark - keep] = True
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[keep : keep + len(new)] = new
+        llm.n_tokens = keep + len(new)
+        self._tokens.extend(new)
+        self._logits_valid = True
+        row = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(llm.ctx, mark - keep), shape=(self.n_vocab,))
+        return _log_softmax(row)
+
+    def _common(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` are cached already."""
         common = 0
         for a, b in zip(self._tokens, tokens, strict=False):
             if a != b:
                 break
             common += 1
-        keep = min(common, len(tokens) - 1)
-        self.truncate(keep)
-        self.eval(tokens[keep:])
-        return keep
+        return common
 
     def truncate(self, n: int) -> None:
         """Forget everything after the first ``n`` tokens."""
@@ -124,14 +156,17 @@ class LlamaEngine:
             self.llm.n_tokens = n
             self.llm._ctx.kv_cache_seq_rm(-1, n, -1)
             del self._tokens[n:]
+            self._logits_valid = False
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Append ``tokens`` to the cache (one decode per batch)."""
         if len(self._tokens) + len(tokens) > self.n_ctx:
             raise ValueError(f"context full: {len(self._tokens)} + {len(tokens)} tokens > n_ctx {self.n_ctx}")
         self.llm.n_tokens = len(self._tokens)
+        self._logits_valid = False  # until the decode is through
         self.llm.eval(list(tokens))
         self._tokens.extend(tokens)
+        self._logits_valid = bool(tokens)
 
     def logits(self) -> npt.NDArray[np.float32]:
         """A writable view of the logits after the last evaluated token (valid until the next eval)."""
@@ -140,9 +175,7 @@ class LlamaEngine:
 
     def logprobs(self) -> npt.NDArray[np.float32]:
         """Log-softmax of :meth:`logits` (a copy)."""
-        x = self.logits().astype(np.float64)
-        out: npt.NDArray[np.float32] = (x - (x.max() + np.log(np.exp(x - x.max()).sum()))).astype(np.float32)
-        return out
+        return _log_softmax(self.logits())
 
     # -- sampling -----------------------------------------------------------
 
@@ -180,7 +213,14 @@ class LlamaEngine:
 
     def close(self) -> None:
         self._tokens.clear()
+        self._logits_valid = False
         self.llm.close()
+
+
+def _log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    x = logits.astype(np.float64)
+    out: npt.NDArray[np.float32] = (x - (x.max() + np.log(np.exp(x - x.max()).sum()))).astype(np.float32)
+    return out
 
 
 class GrammarSampler:

@@ -32,6 +32,21 @@ from edgeagent.urgency import FIRST_AUDIO
 CHUNK_MS = 100.0
 
 
+ONSET_DBFS = -60.0
+"""A reply's audio starts just before its first sample this loud: Piper begins a clause with
+25-60 ms below it (inaudible), which only delayed the first sound the user hears."""
+ONSET_LEAD_S = 0.005
+
+
+def from_onset(samples: Int16Array, rate: int) -> Int16Array:
+    """``samples`` from :data:`ONSET_LEAD_S` before the first one above :data:`ONSET_DBFS`
+    (all of them when none is)."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 32768 * 10 ** (ONSET_DBFS / 20))
+    if not loud.size:
+        return samples
+    return samples[max(0, int(loud[0]) - round(ONSET_LEAD_S * rate)):]
+
+
 class TTSError(EdgeAgentError):
     """A voice cannot be started or failed while speaking."""
 
@@ -159,6 +174,7 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
         if seg.first_ready is None:
             seg.first_ready = ready
         carry: Int16Array = np.zeros(0, np.int16)
+        onset = first  # the reply's first sound: no inaudible lead-in before it
         pieces = self._tts._clause_audio(clause)
         try:
             while True:
@@ -171,6 +187,8 @@ class ClauseStream(StageStream[str, SynthesizedAudio]):
                 finally:
                     seg.processing_s += time.perf_counter() - t0
                 first = False
+                if onset:
+                    piece, onset = from_onset(piece, self._rate), False
                 carry = np.concatenate([carry, piece]) if len(carry) else piece
                 # Keep a remainder (and, in the last clause, a full chunk) back:
                 # the final chunk must be the last one handed out.

@@ -69,9 +69,16 @@ class TurnDetector(Protocol):
     async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
         """How much silence the turn with final ``text`` (after ``ctx``) and ``audio`` needs."""
 
+    async def prepare(self, ctx: ChatContext, interim: str) -> None:
+        """An interim transcript of the turn (after ``ctx``): get ready to judge its final one."""
+
 
 class EndOfTurnModel(Protocol):
-    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str) -> float: ...
+    async def end_of_turn_logprob(self, ctx: ChatContext, user_text: str, *,
+                                  reply_text: str | None = None) -> float: ...
+
+    async def prepare_turn(self, ctx: ChatContext, user_text: str) -> bool:
+        """Cache the words heard so far while idle (False: busy, nothing done)."""
 
 
 class AudioTurnModel(Protocol):
@@ -140,6 +147,9 @@ class FixedDelay:
     async def judge(self, ctx: ChatContext, text: str, audio: AudioFrame | None) -> Verdict:
         return Verdict(self.delay)
 
+    async def prepare(self, ctx: ChatContext, interim: str) -> None:
+        return None
+
 
 class Detector:
     """``semantic``, ``audio`` or ``combined``: the words, the voice, or both at once.
@@ -161,13 +171,23 @@ class Detector:
         audio_p = await self._voice(audio) if voice_may_matter(self.options, text_p) else None
         return Verdict(endpoint_delay(self.options, text_p, audio_p), text_p, audio_p)
 
+    async def prepare(self, ctx: ChatContext, interim: str) -> None:
+        """The words heard so far, all but the last (an interim's last word is the least sure),
+        go into the LLM's cache: at the final transcript the probe (and the reply after it)
+        evaluate only the rest. That takes ~4 ms a token off the reply's first token here."""
+        words = untrusted_punctuation(interim).rsplit(None, 1)
+        if self._text is not None and len(words) == 2:
+            await self._text.prepare_turn(ctx, words[0])
+
     async def _words(self, ctx: ChatContext, text: str) -> float | None:
         if self._text is None:
             return None
         words = untrusted_punctuation(text)
         if not words:
             return 0.0
-        logprob = await self._text.end_of_turn_logprob(ctx, words)
+        # The reply to the text as written (preempt.py) evaluates the same prompt, with the
+        # punctuation: the model takes it along (one batch), and the reply samples at once.
+        logprob = await self._text.end_of_turn_logprob(ctx, words, reply_text=text)
         return math.exp(logprob) if logprob > -700 else 0.0
 
     async def _voice(self, audio: AudioFrame | None) -> float | None:

@@ -66,6 +66,7 @@ class Hearing:
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
         self._vad_in_speech = False
         self.preemption = Preemption(session)
+        self._preparing: asyncio.Future[None] | None = None
 
     @property
     def listening(self) -> bool:
@@ -205,6 +206,7 @@ class Hearing:
             return
         if ev.type is SpeechEventType.INTERIM:
             self._s.emit(UserInputTranscribedEvent(ev.text, is_final=False))
+            self._prepare(ev.text)
             return
         self.turn.final_at = time.monotonic()
         stt = self._s.stt
@@ -217,6 +219,14 @@ class Hearing:
             task.add_done_callback(self._s._report_failure("turn detection"))
             if not (_only_fillers(text) or _is_stop(text, self.activation.stop_words)):
                 self.preemption.start(text)  # after the judge: the LLM evaluates the text once
+
+    def _prepare(self, interim: str) -> None:
+        """Let the turn detector get ready for the final transcript (one preparation at a time)."""
+        if self._preparing is not None and not self._preparing.done():
+            return
+        task = asyncio.ensure_future(self._detector.prepare(self._s.conversation.llm_context(), interim))
+        task.add_done_callback(self._s._report_failure("turn detection"))
+        self._preparing = task
 
     def _turn_audio(self) -> AudioFrame | None:
         """The turn's audio so far (its last :data:`AUDIO_TURN_S`), for the voice's detector."""
