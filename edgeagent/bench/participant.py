@@ -18,7 +18,8 @@ sent (``T``: when the block holding its last loud 10 ms was handed to the SDK);
 ``{"cmd": "first_loud", "after": T, "timeout": S}`` -> ``{"event": "first_loud", "at":
 T2 | null}``; ``{"cmd": "quiet", "for": S, "timeout": S2}`` -> ``{"event": "quiet",
 "ok": BOOL}`` once nothing loud came for ``S`` seconds; ``{"cmd": "clear"}`` forgets
-what was heard; ``{"cmd": "leave"}`` -> ``{"event": "left"}`` and exit. Events it sends
+what was heard; ``{"cmd": "chat", "text": TEXT}`` -> ``{"event": "chatted"}`` once TEXT was
+sent on ``lk.chat`` (typed to the agent); ``{"cmd": "leave"}`` -> ``{"event": "left"}`` and exit. Events it sends
 on its own: ``joined``, ``hearing`` (the agent's first frame arrived), ``error``.
 :class:`ParticipantProcess` is the agent side's client.
 """
@@ -190,6 +191,10 @@ class Speaker:
             await asyncio.sleep(0.02)
         return True
 
+    async def chat(self, text: str) -> None:
+        """Type ``text`` to the agent (a text stream on ``lk.chat``)."""
+        await wait_for(self.room.local_participant.send_text(text, topic="lk.chat"), 10)
+
     async def leave(self) -> None:
         for t in self._tasks:
             t.cancel()
@@ -239,6 +244,9 @@ async def _serve(args: argparse.Namespace) -> int:
                     _emit(event="quiet", ok=await speaker.quiet(cmd["for"], cmd["timeout"]))
                 case "clear":
                     speaker.heard.clear()
+                case "chat":
+                    await speaker.chat(cmd["text"])
+                    _emit(event="chatted")
                 case "leave":
                     break
         return 0
@@ -327,6 +335,11 @@ class ParticipantProcess:
 
     def clear(self) -> None:
         self._send(cmd="clear")
+
+    async def chat(self, text: str) -> None:
+        """Type ``text`` to the agent on ``lk.chat``; returns once it was sent."""
+        self._send(cmd="chat", text=text)
+        await self._expect("chatted", 20.0)
 
     async def leave(self) -> None:
         proc = self._proc

@@ -1,0 +1,82 @@
+"""The soak's verdict arithmetic (edgeagent/bench/soak_judge.py): slope, growth, p50 windows, scaling."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeagent.bench.soak_judge import (
+    Sample,
+    judge,
+    rss_limit_mb_per_h,
+    sample_interval_s,
+    slope_per_h,
+    windows_for,
+)
+
+
+def steady(duration_s: float, every_s: float, rss_per_h: float = 0.0, **counts: int) -> list[Sample]:
+    """Samples of a process whose RSS grows at ``rss_per_h`` MB/h, with a noisy +-0.5 MB zigzag."""
+    base = {"fds": 40, "threads": 35, "tasks": 21} | counts
+    out, t, i = [], 0.0, 0
+    while t <= duration_s:
+        out.append(Sample(t, 700.0 + rss_per_h * t / 3600 + (0.5 if i % 2 else -0.5), **base))
+        t, i = t + every_s, i + 1
+    return out
+
+
+def test_slope_is_least_squares_per_hour() -> None:
+    assert slope_per_h([(0, 100.0), (1800, 101.0), (3600, 102.0)]) == pytest.approx(2.0)
+    # one outlier moves a least-squares fit by its share, not by its height
+    assert slope_per_h([(0, 10.0), (60, 10.0), (120, 10.0), (180, 13.0)]) == pytest.approx(54.0)
+    assert slope_per_h([(0, 1.0), (60, 2.0)]) is None  # two points: no slope
+    assert slope_per_h([(5, 1.0), (5, 2.0), (5, 3.0)]) is None
+
+
+def test_windows_and_limits_scale_for_a_short_run() -> None:
+    assert windows_for(3600).first_s == 600 and windows_for(3600).last_s == 600
+    assert windows_for(180).first_s == 60  # a third
+    assert windows_for(1800).first_s == 600
+    assert rss_limit_mb_per_h(50 * 60) == 5.0 and rss_limit_mb_per_h(90 * 60) == 5.0
+    assert rss_limit_mb_per_h(120) == pytest.approx(125.0)  # 4.17 MB over two minutes
+    assert sample_interval_s(60) == 30 and sample_interval_s(3) == 10
+
+
+def test_a_steady_hour_passes_and_a_leak_of_6_mb_per_hour_fails() -> None:
+    lat = [(t, 500.0 + (t % 7)) for t in range(0, 3600, 20)]
+    ok = judge(steady(3600, 30, rss_per_h=4.0), lat, asked=180, answered=180, duration_s=3600)
+    assert ok["failed"] == [] and ok["rss_slope_mb_per_h"] == pytest.approx(4.0, abs=0.2)
+    leak = judge(steady(3600, 30, rss_per_h=6.0), lat, asked=180, answered=180, duration_s=3600)
+    assert len(leak["failed"]) == 1 and leak["failed"][0].startswith("rss: grows 6.0 MB/h")
+
+
+def test_the_warm_up_is_left_out_of_the_rss_slope() -> None:
+    samples = [Sample(s.t_s, s.rss_mb + (80.0 if s.t_s >= 300 else 0.0), 40, 35, 21) for s in steady(3600, 30)]
+    assert judge(samples, [(100, 500.0), (3500, 500.0)], 2, 2, 3600)["failed"] == []
+
+
+def test_any_growth_of_descriptors_threads_or_tasks_fails() -> None:
+    lat = [(10.0, 500.0), (170.0, 500.0)]
+    samples = steady(180, 10)
+    grown = [Sample(s.t_s, s.rss_mb, s.fds + (1 if s.t_s >= 120 else 0), s.threads, s.tasks) for s in samples]
+    assert judge(grown, lat, 2, 2, 180)["failed"] == ["fds: 40 -> 41 (the least value of the last window is "
+                                                      "above the first's)"]
+    # threads started on first use (before the second half of the first window) and a sample
+    # taken while a reply's tasks were still finishing are not growth
+    warm = [Sample(s.t_s, s.rss_mb, s.fds, 33 if s.t_s < 20 else 35, s.tasks + (9 if s.t_s == 170 else 0))
+            for s in samples]
+    assert judge(warm, lat, 2, 2, 180)["failed"] == []
+
+
+def test_p50_of_the_last_window_may_be_at_most_10_percent_above_the_first() -> None:
+    samples = steady(180, 10)
+    first = [(5.0, 500.0), (20.0, 520.0), (40.0, 480.0)]
+    assert judge(samples, [*first, (130.0, 540.0), (150.0, 550.0), (175.0, 560.0)], 6, 6, 180)["failed"] == []
+    slow = judge(samples, [*first, (130.0, 560.0), (150.0, 551.0), (175.0, 600.0)], 6, 6, 180)
+    assert slow["failed"] == ["latency: p50 560 ms in the last window, 500 ms in the first (limit +10 %)"]
+    assert judge(samples, first, 3, 3, 180)["failed"] == ["latency: no timed turn in the first or the last window"]
+
+
+def test_an_unanswered_question_fails() -> None:
+    lat = [(10.0, 500.0), (170.0, 500.0)]
+    assert judge(steady(180, 10), lat, 25, 24, 180)["failed"] == ["answers: 1 of 25 questions unanswered"]
+    assert "answers: no question was asked" in judge(steady(180, 10), lat, 0, 0, 180)["failed"]
