@@ -2,10 +2,14 @@
 
 - :class:`Device` runs :mod:`edgeagent.bench.soak_device` and follows its events and samples.
 - :class:`Script` loops over the steps of :data:`CYCLE` without pause: a question after
-  the wake word on the local mic, a follow-up, a question from the room participant, a
+  the wake word on the local mic (in one breath: in a room the device listens all the
+  time, ``activation.mode = always``, so "Hey Jarvis." and a pause is a turn of its own,
+  answered, with the question then spoken over that answer), a follow-up, a question from the room participant, a
   barge-in (a second question spoken over the reply to the first), a typed ``lk.chat``
   message, a silence and a burst of noise. Each question must be answered: the device
-  logs the user's turn after the question began, and then a reply.
+  logs the user's turn after the question began, and then a reply. A step begins once the
+  agent has been listening, with its voice quiet, for :data:`SETTLED_S` (its ``lk.agent.state``
+  as the room participant sees it).
 - :func:`control_loop` is a controller participant (:class:`~edgeagent.room.controller.Controller`,
   what ``edgeagent config get|set`` uses) calling ``get`` and ``set`` one after the other at
   its allowed rate (27 calls a minute of the 30 allowed: a ``set`` is a ``get`` and a ``set``).
@@ -31,7 +35,7 @@ from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.wav import write_wav
 from edgeagent.bench.participant import ParticipantProcess
 from edgeagent.bench.pulse import MIC_SINK
-from edgeagent.bench.scripted import QUESTIONS, make_questions
+from edgeagent.bench.scripted import QUESTIONS, espeak, make_questions, trim
 from edgeagent.errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ NOISE_S = 3.0
 NOISE_DBFS = -30.0
 BARGE_AFTER_S = 0.8
 """The barge-in question starts this long after the reply to the first reached the room."""
+SETTLED_S = 1.0
 CONTROL_EVERY_S = 3.3
 """A get, then a set (itself a get and a set): 3 calls in 6.6 s, 27 a minute, 90 % of the default
 ``control.rate_per_minute`` (30). At exactly 30 the token bucket's level is a random walk with
@@ -132,6 +137,11 @@ def is_user_turn(ev: dict[str, Any]) -> bool:
     return m.startswith("user: ") and not m.startswith("user: (nothing") and "(too short" not in m
 
 
+def is_reply(ev: dict[str, Any]) -> bool:
+    """A reply that said something (a held reply dropped unheard logs ``agent: (nothing)``)."""
+    return bool(ev["msg"].startswith("agent: ") and not ev["msg"].startswith("agent: (nothing)"))
+
+
 @dataclass
 class StepResult:
     kind: str
@@ -164,7 +174,7 @@ def make_sounds(workdir: Path) -> Sounds:
     workdir.mkdir(parents=True, exist_ok=True)
     wake, follow = [], []
     for i, q in enumerate(make_questions(len(QUESTIONS))):
-        write_wav(workdir / f"wake-{i}.wav", q.audio)
+        write_wav(workdir / f"wake-{i}.wav", trim(espeak(f"Hey Jarvis, {q.text[0].lower()}{q.text[1:]}")))
         write_wav(workdir / f"follow-{i}.wav", q.question_audio)
         wake.append((q.text, workdir / f"wake-{i}.wav"))
         follow.append((q.text, workdir / f"follow-{i}.wav"))
@@ -197,8 +207,8 @@ class Script:
         if heard is None:
             result.note += "not heard; "
             return False
-        reply = await self.device.wait(lambda ev: ev["msg"].startswith("agent: "), heard["wall"], ANSWER_TIMEOUT_S)
-        if reply is None or reply["msg"] == "agent: (nothing)":
+        reply = await self.device.wait(is_reply, heard["wall"], ANSWER_TIMEOUT_S)
+        if reply is None:
             result.note += f"heard {heard['msg']!r}, no reply; "
             return False
         metrics = await self.device.wait(lambda ev: ev["msg"].startswith("turn metrics"), reply["wall"], 2.0)
@@ -212,7 +222,8 @@ class Script:
         self.n += 1
         result = StepResult(kind, "", time.monotonic() - self.t0)
         await getattr(self, "_" + kind.replace("-", "_"))(i, result)
-        await self.peer.quiet(1.0, ANSWER_TIMEOUT_S)  # the agent's voice is over (the room hears it all)
+        if not await self.peer.settled(SETTLED_S, ANSWER_TIMEOUT_S):
+            result.note += f"the agent was not listening and quiet for {SETTLED_S:g} s within {ANSWER_TIMEOUT_S:g} s; "
         self.peer.clear()
         return result
 
