@@ -10,6 +10,7 @@ from edgeagent.bench.soak_judge import (
     rss_limit_mb_per_h,
     sample_interval_s,
     slope_per_h,
+    warmup_for,
     windows_for,
 )
 
@@ -39,6 +40,16 @@ def test_windows_and_limits_scale_for_a_short_run() -> None:
     assert rss_limit_mb_per_h(50 * 60) == 5.0 and rss_limit_mb_per_h(90 * 60) == 5.0
     assert rss_limit_mb_per_h(120) == pytest.approx(125.0)  # 4.17 MB over two minutes
     assert sample_interval_s(60) == 30 and sample_interval_s(3) == 10
+    assert warmup_for(3) == 60 and warmup_for(60) == 0
+
+
+def test_a_short_runs_warm_up_counts_in_no_window() -> None:
+    """Samples and turns of the warm-up (negative times): a low thread count, an RSS climb and
+    slow turns there are not growth, nor the first window's p50."""
+    warm = [Sample(t, 600.0 + t / 2, 40, 33, 21) for t in (-60.0, -50.0, -40.0, -30.0, -20.0, -10.0)]
+    lat = [(-50.0, 2000.0), (-20.0, 2000.0), (10.0, 500.0), (170.0, 520.0)]
+    fig = judge([*warm, *steady(180, 10)], lat, 4, 4, 180)
+    assert fig["failed"] == [] and fig["p50_first_ms"] == 500.0 and fig["threads_first"] == 35
 
 
 def test_a_steady_hour_passes_and_a_leak_of_6_mb_per_hour_fails() -> None:

@@ -9,7 +9,8 @@ room participant (:mod:`edgeagent.bench.participant`) that speaks questions and 
 ``lk.chat`` messages, and a controller (this process) that calls ``edgeagent.config.get``
 and ``set`` at its allowed rate. The spoken script (:mod:`edgeagent.bench.soak_drive`)
 loops for N minutes; between two steps, every 30 s (10 s in a run under 10 minutes), the
-device is sampled: RSS, open descriptors, threads, asyncio tasks, CPU. The verdict is
+device is sampled: RSS, open descriptors, threads, asyncio tasks, CPU. A run under 30
+minutes is driven for one more minute first, as a warm-up. The verdict is
 :func:`edgeagent.bench.soak_judge.judge` (its docstring says how a short run's windows and
 RSS limit scale). Prints a table, writes a PNG chart and ``soak.json``, prints one JSON
 line last; exit 0 passed, 1 a check failed, 2 it could not be set up.
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.aio import wait_for
-from edgeagent.bench.soak_judge import Sample, judge, sample_dicts, sample_interval_s
+from edgeagent.bench.soak_judge import Sample, judge, sample_dicts, sample_interval_s, warmup_for
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,12 @@ async def _drive(minutes: float, workdir: Path, server: Any, sounds: Any) -> dic
             await asyncio.sleep(0.1)
         token = controller_token(server.api_key, server.api_secret, room, CONTROLLER)
         controller = asyncio.ensure_future(control_loop(server.url, token, AGENT, gate, tally))
-        t0 = time.monotonic()
+        start = time.monotonic()
+        t0 = start + warmup_for(minutes)  # times before t0 (the warm-up) are negative
         script = Script(device, peer, sounds, t0)
         every, end = sample_interval_s(minutes), t0 + 60 * minutes
         last: tuple[float, float] | None = None
-        next_sample = t0
+        next_sample = start
         while True:
             if time.monotonic() >= next_sample or time.monotonic() >= end:
                 last = await _sample(device, gate, t0, last, samples)
