@@ -10,7 +10,7 @@ room participant (:mod:`edgeagent.bench.participant`) that speaks questions and 
 and ``set`` at its allowed rate. The spoken script (:mod:`edgeagent.bench.soak_drive`)
 loops for N minutes; between two steps, every 30 s (10 s in a run under 10 minutes), the
 device is sampled: RSS, open descriptors, threads, asyncio tasks, CPU. A run under 30
-minutes is driven for one more minute first, as a warm-up. The verdict is
+minutes first goes twice through the script as a warm-up. The verdict is
 :func:`edgeagent.bench.soak_judge.judge` (its docstring says how a short run's windows and
 RSS limit scale). Prints a table, writes a PNG chart and ``soak.json``, prints one JSON
 line last; exit 0 passed, 1 a check failed, 2 it could not be set up.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.aio import wait_for
-from edgeagent.bench.soak_judge import Sample, judge, sample_dicts, sample_interval_s, warmup_for
+from edgeagent.bench.soak_judge import Sample, judge, sample_dicts, sample_interval_s, warmup_cycles
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +102,7 @@ async def _drive(minutes: float, workdir: Path, server: Any, sounds: Any) -> dic
             await asyncio.sleep(0.1)
         token = controller_token(server.api_key, server.api_secret, room, CONTROLLER)
         controller = asyncio.ensure_future(control_loop(server.url, token, AGENT, gate, tally))
-        start = time.monotonic()
-        t0 = start + warmup_for(minutes)  # times before t0 (the warm-up) are negative
-        script = Script(device, peer, sounds, t0)
-        every, end = sample_interval_s(minutes), t0 + 60 * minutes
-        last: tuple[float, float] | None = None
-        next_sample = start
-        while True:
-            if time.monotonic() >= next_sample or time.monotonic() >= end:
-                last = await _sample(device, gate, t0, last, samples)
-                next_sample += every
-            if time.monotonic() >= end or device.exited is not None:
-                break
-            steps.append(await script.step())
-            log.info("soak %.0f s: %s", time.monotonic() - t0, steps[-1])
+        await _loop(Script(device, peer, sounds, time.monotonic()), device, gate, minutes, steps, samples)
     finally:
         if controller is not None:
             controller.cancel()
@@ -123,6 +111,35 @@ async def _drive(minutes: float, workdir: Path, server: Any, sounds: Any) -> dic
         rc = await device.stop()
         await peer.leave()
     return figures(steps, samples, tally, minutes, rc if crashed is None else crashed, crashed is not None)
+
+
+async def _loop(script: Any, device: Any, gate: asyncio.Lock, minutes: float, steps: list[Any],
+                samples: list[Sample]) -> None:
+    """The warm-up's steps (:func:`warmup_steps`), then ``minutes`` of steps, sampled every
+    :func:`sample_interval_s` between two steps; the warm-up's times end up negative."""
+    from edgeagent.bench.soak_drive import CYCLE
+
+    start = time.monotonic()
+    every, warm = sample_interval_s(minutes), warmup_cycles(minutes) * len(CYCLE)
+    end = start + 60 * minutes if not warm else float("inf")
+    last: tuple[float, float] | None = None
+    next_sample = start
+    while True:
+        now = time.monotonic()
+        if warm and len(steps) == warm:  # the warm-up is over: the clock starts now
+            shift = now - start
+            samples[:] = [dataclasses.replace(x, t_s=round(x.t_s - shift, 1)) for x in samples]
+            for st in steps:
+                st.t_s -= shift
+            start, script.t0, end, warm = now, now, now + 60 * minutes, 0
+            next_sample = now
+        if now >= next_sample or now >= end:
+            last = await _sample(device, gate, start, last, samples)
+            next_sample += every
+        if time.monotonic() >= end or device.exited is not None:
+            return
+        steps.append(await script.step())
+        log.info("soak %.0f s: %s", time.monotonic() - start, steps[-1])
 
 
 async def _sample(device: Any, gate: asyncio.Lock, t0: float, last: tuple[float, float] | None,
@@ -201,5 +218,5 @@ def main(argv: list[str], root: Path) -> int:
 
 
 async def _bounded(run: Any, minutes: float) -> Any:
-    """The run, with room for setup (models, services) and the last step: 5 minutes over."""
-    return await wait_for(run, 60 * minutes + 300)
+    """The run, with room for setup (models, services), a warm-up and the last step: 10 minutes over."""
+    return await wait_for(run, 60 * minutes + 600)
