@@ -49,7 +49,9 @@ def table(fig: dict[str, Any]) -> str:
         lines.append(f"{name}: least {fig[f'{name}_first']} in the first window's second half, "
                      f"{fig[f'{name}_last']} in the last")
     lines.append(f"p50 latency: {_v(fig['p50_first_ms'])} ms in the first window, "
-                 f"{_v(fig['p50_last_ms'])} ms in the last ({fig['turns_timed']} turns timed)")
+                 f"{_v(fig['p50_last_ms'])} ms in the last ({fig['turns_timed']} turns timed, "
+                 f"{fig['p50_window_turns']} in the smaller window: limit +"
+                 f"{_v(None if fig['p50_limit_ratio'] is None else 100 * (fig['p50_limit_ratio'] - 1))} %)")
     lines.append(f"answered {fig['answered']}/{fig['asked']}; device exit {fig['device_exit']}; "
                  f"wall {fig.get('wall_s', 0):.0f} s")
     lines.append("PASSED" if not fig["failed"] else "FAILED:\n  " + "\n  ".join(fig["failed"]))
