@@ -18,7 +18,10 @@ sent (``T``: when the block holding its last loud 10 ms was handed to the SDK);
 ``{"cmd": "first_loud", "after": T, "timeout": S}`` -> ``{"event": "first_loud", "at":
 T2 | null}``; ``{"cmd": "quiet", "for": S, "timeout": S2}`` -> ``{"event": "quiet",
 "ok": BOOL}`` once nothing loud came for ``S`` seconds; ``{"cmd": "clear"}`` forgets
-what was heard; ``{"cmd": "leave"}`` -> ``{"event": "left"}`` and exit. Events it sends
+what was heard; ``{"cmd": "chat", "text": TEXT}`` -> ``{"event": "chatted"}`` once TEXT was
+sent on ``lk.chat`` (typed to the agent); ``{"cmd": "settled", "for": S, "timeout": S2}`` ->
+``{"event": "settled", "ok": BOOL}`` once the agent's ``lk.agent.state`` has been listening
+(or idle) and its track quiet for ``S`` seconds; ``{"cmd": "leave"}`` -> ``{"event": "left"}`` and exit. Events it sends
 on its own: ``joined``, ``hearing`` (the agent's first frame arrived), ``error``.
 :class:`ParticipantProcess` is the agent side's client.
 """
@@ -190,6 +193,29 @@ class Speaker:
             await asyncio.sleep(0.02)
         return True
 
+    def agent_state(self) -> str | None:
+        p = self.room.remote_participants.get(self.agent)
+        return None if p is None else p.attributes.get("lk.agent.state")
+
+    async def settled(self, seconds: float, timeout: float) -> bool:
+        """Whether the agent was listening (or idle) with a quiet track for ``seconds`` within ``timeout``."""
+        start = time.monotonic()
+        since = start
+        while True:
+            now = time.monotonic()
+            busy = self.agent_state() not in ("listening", "idle")
+            if busy or (self.last_loud is not None and now - self.last_loud < seconds):
+                since = now
+            elif now - since >= seconds:
+                return True
+            if now - start >= timeout:
+                return False
+            await asyncio.sleep(0.05)
+
+    async def chat(self, text: str) -> None:
+        """Type ``text`` to the agent (a text stream on ``lk.chat``)."""
+        await wait_for(self.room.local_participant.send_text(text, topic="lk.chat"), 10)
+
     async def leave(self) -> None:
         for t in self._tasks:
             t.cancel()
@@ -239,6 +265,11 @@ async def _serve(args: argparse.Namespace) -> int:
                     _emit(event="quiet", ok=await speaker.quiet(cmd["for"], cmd["timeout"]))
                 case "clear":
                     speaker.heard.clear()
+                case "chat":
+                    await speaker.chat(cmd["text"])
+                    _emit(event="chatted")
+                case "settled":
+                    _emit(event="settled", ok=await speaker.settled(cmd["for"], cmd["timeout"]))
                 case "leave":
                     break
         return 0
@@ -327,6 +358,16 @@ class ParticipantProcess:
 
     def clear(self) -> None:
         self._send(cmd="clear")
+
+    async def settled(self, seconds: float, timeout: float) -> bool:
+        """Whether the agent was listening with a quiet track for ``seconds`` within ``timeout``."""
+        self._send(cmd="settled", **{"for": seconds}, timeout=timeout)
+        return bool((await self._expect("settled", timeout + 10.0))["ok"])
+
+    async def chat(self, text: str) -> None:
+        """Type ``text`` to the agent on ``lk.chat``; returns once it was sent."""
+        self._send(cmd="chat", text=text)
+        await self._expect("chatted", 20.0)
 
     async def leave(self) -> None:
         proc = self._proc

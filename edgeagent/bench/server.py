@@ -39,6 +39,8 @@ class Server:
     binary: Path | None = None
     config: Path | None = None
     log_path: Path | None = None
+    prefix: tuple[str, ...] = ()
+    """What the binary is started under (e.g. ``ip netns exec NAME``: a network namespace)."""
 
     def token(self, identity: str, room: str) -> str:
         """A join token for ``identity`` in ``room`` (a test participant's: room_join only)."""
@@ -74,13 +76,13 @@ class Server:
         if self.binary is None or self.config is None or self.log_path is None:
             raise EdgeAgentError("this server was not started here: it cannot be restarted")
         self.stop()
-        self.process = _launch(self.binary, self.config, self.log_path)
+        self.process = _launch(self.binary, self.config, self.log_path, self.prefix)
         _wait_up(self)
 
 
-def _launch(binary: Path, conf: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _launch(binary: Path, conf: Path, log_path: Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
-        return subprocess.Popen([str(binary), "--config", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen([*prefix, str(binary), "--config", str(conf)], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
 
 
@@ -100,9 +102,13 @@ def _wait_up(server: Server) -> None:
     raise EdgeAgentError(f"livekit-server did not answer within {START_TIMEOUT_S:.0f} s (log: {server.log_path})")
 
 
-def start_server(root: Path, workdir: Path) -> Server:
+def start_server(root: Path, workdir: Path, *, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> Server:
     """livekit-server on 127.0.0.1 (free ports, a fresh secret, config and log in ``workdir``);
-    EdgeAgentError if it cannot be built or does not come up."""
+    EdgeAgentError if it cannot be built or does not come up.
+
+    ``host`` and ``prefix``: listen on that address instead, started under ``prefix``, e.g.
+    ``ip netns exec NAME`` and the namespace's end of a veth pair (its ports are then free
+    whatever this namespace uses)."""
     try:
         binary = subprocess.run([str(root / "scripts" / "install-livekit-server")], capture_output=True,
                                 text=True, check=True, timeout=900).stdout.strip()
@@ -113,13 +119,13 @@ def start_server(root: Path, workdir: Path) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "livekit.yaml"
     conf.write_text(
-        f"port: {port}\nbind_addresses: [127.0.0.1]\nkeys: {{devkey: {secret}}}\n"
-        f"rtc:\n  udp_port: {udp}\n  tcp_port: 0\n  node_ip: 127.0.0.1\n  use_external_ip: false\n"
-        "  enable_loopback_candidate: true\n  ips: {includes: [127.0.0.1/32]}\n"
-        '  stun_servers: ["127.0.0.1:3478"]\nlogging: {level: info}\n')
+        f"port: {port}\nbind_addresses: [{host}]\nkeys: {{devkey: {secret}}}\n"
+        f"rtc:\n  udp_port: {udp}\n  tcp_port: 0\n  node_ip: {host}\n  use_external_ip: false\n"
+        f"  enable_loopback_candidate: true\n  ips: {{includes: [{host}/32]}}\n"
+        f'  stun_servers: ["{host}:3478"]\nlogging: {{level: info}}\n')
     conf.chmod(0o600)
     log_path = workdir / "livekit-server.log"
-    server = Server(f"ws://127.0.0.1:{port}", "devkey", secret, _launch(Path(binary), conf, log_path),
-                    Path(binary), conf, log_path)
+    server = Server(f"ws://{host}:{port}", "devkey", secret, _launch(Path(binary), conf, log_path, prefix),
+                    Path(binary), conf, log_path, prefix)
     _wait_up(server)
     return server
