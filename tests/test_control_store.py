@@ -326,6 +326,7 @@ def test_state_dir_follows_the_environment(tmp_path: Path) -> None:
 KILLS = 200
 
 
+@pytest.mark.reliability
 def test_sigkill_during_writes_leaves_the_old_or_the_new_config(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     overlay = tmp_path / "state" / "remote-config.json"

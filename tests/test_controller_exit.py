@@ -75,6 +75,7 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.reliability
 async def test_get_into_head_then_set_with_that_identity_20_times(livekit_server: LiveKitServer,
                                                                   tmp_path: Path) -> None:
     async with device(livekit_server, tmp_path, rate_per_minute=6000, rate_burst=1000) as dev:

@@ -45,7 +45,7 @@ from edgeagent.voice import Models
 if TYPE_CHECKING:
     from conftest import PulseDevices
 
-pytestmark = [pytest.mark.livekit, pytest.mark.pulse]
+pytestmark = [pytest.mark.livekit, pytest.mark.pulse, pytest.mark.reliability]
 ROOT = Path(__file__).resolve().parents[1]
 BLACKOUT_S = 30.0
 TAIL_S = 1.5

@@ -38,7 +38,7 @@ from edgeagent.voice import Models
 if TYPE_CHECKING:
     from conftest import PulseDevices
 
-pytestmark = [pytest.mark.livekit, pytest.mark.pulse]
+pytestmark = [pytest.mark.livekit, pytest.mark.pulse, pytest.mark.reliability]
 ROOT = Path(__file__).resolve().parents[1]
 BACK_WITHIN_S = 15.0  # from the restart to the agent seen again, with its voice, by a new participant
 LOCAL_TAIL_S = 1.5  # silence after the local question (the reply starts in it)
