@@ -1,0 +1,170 @@
+"""A fleet of workers on the real livekit-server: the worker protocol and the room join, no models.
+
+Ten workers register under one agent name; ten dispatches into ten rooms land on ten
+different workers within 2 s; a dispatch for an unknown agent name reaches nobody; a
+deleted room ends the job and the worker is available again; a worker killed mid-job
+(SIGKILL, its own process: tests/fleet_worker.py) is dropped by the server at once, the
+job is not offered to another worker, and its participant stays in the room until the
+server notices the lost peer connection (about 20 s later, measured with 1.13.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from livekit import api
+
+from edgeagent.config_room import LiveKitConfig
+from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher
+from edgeagent.worker.link import WorkerLink
+from edgeagent.worker.run import room_only
+
+if TYPE_CHECKING:
+    from conftest import LiveKitServer
+
+FLEET = 10
+ACTIVE = 2  # ParticipantInfo.State.ACTIVE
+
+
+def _lk(server: LiveKitServer, name: str, identity: str) -> LiveKitConfig:
+    return LiveKitConfig(url=server.url, api_key=server.api_key, api_secret=server.api_secret, mode="worker",
+                         agent_name=name, identity=identity)
+
+
+@contextlib.asynccontextmanager
+async def fleet(server: LiveKitServer, name: str, n: int) -> AsyncIterator[list[Dispatcher]]:
+    workers = []
+    for i in range(n):
+        lk = _lk(server, name, f"{name}-dev{i}")
+        d = Dispatcher(lk, room_only(lk))
+        d.link = WorkerLink(lk, d)
+        workers.append(d)
+    try:
+        for d in workers:
+            assert d.link is not None
+            await d.link.start()
+        await until(lambda: all(d.state == "available" for d in workers), 10, "the workers registered")
+        yield workers
+    finally:
+        for d in workers:
+            await asyncio.wait_for(d.aclose(), 25)
+            assert d.link is not None
+            await asyncio.wait_for(d.link.aclose(), 15)
+
+
+async def until(cond: object, timeout: float, what: str) -> float:
+    """Poll ``cond()`` every 20 ms; the seconds it took. Fails the test after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() - t0 < timeout, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def _http(server: LiveKitServer) -> api.LiveKitAPI:
+    return api.LiveKitAPI(server.url.replace("ws", "http", 1), server.api_key, server.api_secret)
+
+
+async def test_ten_dispatches_land_on_ten_workers(livekit_server: LiveKitServer) -> None:
+    name = f"fleet-{uuid.uuid4().hex[:6]}"
+    rooms = [f"{name}-room{i}" for i in range(FLEET)]
+    lkapi = _http(livekit_server)
+    try:
+        async with fleet(livekit_server, name, FLEET) as workers:
+            t0 = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*(lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=name, room=r)) for r in rooms)), 10)
+            joined: dict[str, float] = {}
+            while len(joined) < FLEET:
+                waiting = [r for r in rooms if r not in joined]
+                listed = await asyncio.wait_for(asyncio.gather(*(lkapi.room.list_participants(
+                    api.ListParticipantsRequest(room=r)) for r in waiting)), 5)
+                for r, res in zip(waiting, listed, strict=True):
+                    if any(p.state == ACTIVE for p in res.participants):
+                        joined[r] = time.monotonic() - t0
+                assert time.monotonic() - t0 < 2.0, f"joined within 2 s: only {sorted(joined.values())}"
+                await asyncio.sleep(0.02)
+            print(f"\ndispatch -> agent in the room, {FLEET} rooms: "
+                  f"{', '.join(f'{s:.2f}' for s in sorted(joined.values()))} s")
+            worker_ids = set()
+            for r in rooms:
+                people = (await asyncio.wait_for(lkapi.room.list_participants(api.ListParticipantsRequest(room=r)),
+                                                 5)).participants
+                assert len(people) == 1, (r, people)
+                worker_ids.add(people[0].attributes[WORKER_ID_ATTRIBUTE])
+            assert worker_ids == {d.worker_id for d in workers}, "each dispatch on a different worker"
+            assert all(d.state == "full" for d in workers)
+
+            offers = sum(d.offers for d in workers)
+            await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=f"{name}-nobody", room=rooms[0])), 10)
+            await asyncio.sleep(1.0)
+            assert sum(d.offers for d in workers) == offers, "a dispatch for an unknown agent name reached a worker"
+
+            await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=rooms[0])), 10)
+            took = await until(lambda: sum(d.done for d in workers) == 1 and sum(
+                d.state == "available" for d in workers) == 1, 5, "the job of the deleted room ended")
+            print(f"room deleted -> job done, worker available: {took:.2f} s")
+    finally:
+        for r in rooms:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=r)), 5)
+        await lkapi.aclose()
+
+
+async def _line(proc: asyncio.subprocess.Process, want: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    t0 = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - t0)
+        assert left > 0, f"the worker process never printed {want!r}"
+        line = (await asyncio.wait_for(proc.stdout.readline(), left)).decode()
+        assert line, f"the worker process ended before printing {want!r}"
+        if want in line:
+            return line
+
+
+async def test_a_worker_killed_mid_job(livekit_server: LiveKitServer) -> None:
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    room = f"{name}-room"
+    lkapi = _http(livekit_server)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("fleet_worker.py")), livekit_server.url,
+        livekit_server.api_key, livekit_server.api_secret, name, f"{name}-victim", stdout=asyncio.subprocess.PIPE)
+    try:
+        await _line(proc, "worker available", 20)
+        await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=name, room=room)), 10)
+        await _line(proc, "worker full", 5)
+
+        async def people() -> list[api.ParticipantInfo]:
+            res = await asyncio.wait_for(lkapi.room.list_participants(api.ListParticipantsRequest(room=room)), 5)
+            return list(res.participants)
+
+        t0 = time.monotonic()
+        while not [p for p in await people() if p.state == ACTIVE]:
+            assert time.monotonic() - t0 < 5, "the victim's agent never became active in the room"
+            await asyncio.sleep(0.05)
+        async with fleet(livekit_server, name, 1) as (survivor,):
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 10)
+            await asyncio.sleep(3.0)
+            # What livekit-server 1.13.5 does: the worker is gone at once, its job with it; the
+            # job is not offered to the worker that is free, and the dead agent is still listed.
+            assert survivor.offers == 0, "the server offered the killed worker's job again"
+            assert [p.identity for p in await people()] == [f"{name}-victim"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 5)
+        await lkapi.aclose()
