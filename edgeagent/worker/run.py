@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,16 +121,19 @@ def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None)
 
 async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
                      store: ConfigStore | None = None, life: Lifecycle | None = None,
-                     run_job: JobRunner | None = None) -> int:
-    """Be a worker until ``stop`` (0) or the server refuses our credentials (1)."""
+                     run_job: JobRunner | None = None, on_status: Callable[[str], None] | None = None) -> int:
+    """Be a worker until ``stop`` (0) or the server refuses our credentials (1). ``run_job``: what a
+    job does (default: the agent in the room); ``on_status``: called with each status line too."""
     from edgeagent.worker.link import WorkerLink
 
     effective = store.config if store is not None else cfg
     notifier = life.notifier if life is not None else None
     ready = False
 
-    def on_status(text: str) -> None:
+    def status(text: str) -> None:
         nonlocal ready
+        if on_status is not None:
+            on_status(text)
         if notifier is None:
             return
         if not ready and dispatcher.state != "connecting":
@@ -138,7 +142,7 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
         else:
             notifier.status(text)
 
-    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store), on_status=on_status)
+    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store), on_status=status)
     link = WorkerLink(effective.livekit, dispatcher)
     dispatcher.link = link
     watchdog = _watchdog(life)
