@@ -16,12 +16,14 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from livekit import api
 
+from edgeagent.bench.server import Server, start_server
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher
 from edgeagent.worker.link import WorkerLink
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from conftest import LiveKitServer
 
 FLEET = 10
+ROOT = Path(__file__).resolve().parents[1]
 ACTIVE = 2  # ParticipantInfo.State.ACTIVE
 
 
@@ -167,4 +170,58 @@ async def test_a_worker_killed_mid_job(livekit_server: LiveKitServer) -> None:
             await asyncio.wait_for(proc.wait(), 10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 5)
+        await lkapi.aclose()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """A livekit-server of this test's own (the shared one of scripts/test is never killed)."""
+    srv = start_server(ROOT, tmp_path / "livekit")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on(own_server: Server) -> None:
+    """A server killed and restarted under a worker with a job: the worker registers again (a new
+    worker id, still full), the job's room comes back (the SDK's own reconnect), and once that
+    room is deleted the worker is available and takes a new dispatch."""
+    from conftest import LiveKitServer
+
+    srv = own_server
+    server = LiveKitServer(srv.url, srv.api_key, srv.api_secret)
+    lkapi = _http(server)
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    try:
+        async with fleet(server, name, 1) as (worker,):
+            assert worker.link is not None
+            first_id = worker.worker_id
+            await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=name, room=f"{name}-a")), 10)
+            await until(lambda: worker.state == "full", 5, "the job was taken")
+            srv.kill()
+            await until(lambda: not worker.link.registered.is_set(), 5, "the worker saw the server go")  # type: ignore[union-attr]
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(srv.restart)
+            took = await until(lambda: worker.link.registrations == 2 and worker.state == "full", 15,  # type: ignore[union-attr]
+                               "registered again, still full")
+            assert worker.worker_id != first_id
+            print(f"\nserver back -> worker registered again: {took:.2f} s")
+
+            async def in_room() -> bool:
+                res = await asyncio.wait_for(lkapi.room.list_participants(
+                    api.ListParticipantsRequest(room=f"{name}-a")), 5)
+                return any(p.state == ACTIVE for p in res.participants)
+
+            t0 = time.monotonic()
+            while not await in_room():
+                assert time.monotonic() - t0 < 15, "the job's room did not come back within 15 s"
+                await asyncio.sleep(0.1)
+            await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=f"{name}-a")), 10)
+            await until(lambda: worker.state == "available" and worker.done == 1, 5, "available after the job")
+            await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=name, room=f"{name}-b")), 10)
+            await until(lambda: worker.state == "full", 5, "a new dispatch taken after the restart")
+    finally:
         await lkapi.aclose()
