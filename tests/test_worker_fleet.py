@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -224,4 +225,29 @@ async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on
                 api.CreateAgentDispatchRequest(agent_name=name, room=f"{name}-b")), 10)
             await until(lambda: worker.state == "full", 5, "a new dispatch taken after the restart")
     finally:
+        await lkapi.aclose()
+
+
+async def test_the_readme_dispatch_example_reaches_a_worker(livekit_server: LiveKitServer) -> None:
+    """The README's Python dispatch example, as written, lands on a worker named as it says."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```py\n(.*?)```", text, re.S)
+    assert len(blocks) == 1, "one dispatch example (```py) expected in the README"
+    name = re.search(r'agent_name="([^"]+)"', blocks[0])
+    assert name, blocks[0]
+    example: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), example)
+    room = f"readme-{uuid.uuid4().hex[:6]}"
+    lkapi = _http(livekit_server)
+    try:
+        async with fleet(livekit_server, name[1], 1) as (worker,):
+            await asyncio.wait_for(example["call_the_helper"](room), 10)  # type: ignore[operator]
+            await until(lambda: worker.state == "full" and worker.job is not None and worker.job.room == room, 5,
+                        "the README's dispatch reached the worker")
+            assert worker.job is not None and json.loads(worker.job.metadata) == {"tts": {"speed": 1.1}}
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 5)
         await lkapi.aclose()
