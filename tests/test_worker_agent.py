@@ -13,22 +13,25 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from live import words
+from live import Recorder, loud_blocks, play, words
 from livekit import api, rtc
+from speech import piper, save, with_silence
 
 from edgeagent.config import Config
 from edgeagent.config_room import LiveKitConfig
+from edgeagent.config_voice import ActivationConfig
 from edgeagent.room.controller import Controller, controller_token
 from edgeagent.voice import Models
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE
 from edgeagent.worker.run import run_worker
 
 if TYPE_CHECKING:
-    from conftest import LiveKitServer
+    from conftest import LiveKitServer, PulseDevices
 
 
 class User:
@@ -167,3 +170,68 @@ async def test_dispatched_agent_answers_and_is_free_again(livekit_server: LiveKi
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=r)), 5)
         await lkapi.aclose()
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("worker_local")
+    return save(with_silence(piper("What is the capital of France?"), 0.5, 1.5), d / "question.wav")
+
+
+async def test_worker_local_answers_on_the_board_between_jobs_and_during_one(
+        livekit_server: LiveKitServer, models: Models, pulse: PulseDevices, question_wav: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """worker+local: between jobs the local mic and speaker are `edgeagent run`'s; a job takes them
+    over (room+local) and gives them back when it ends."""
+    name = f"local-{uuid.uuid4().hex[:6]}"
+    cfg = dataclasses.replace(Config(), activation=ActivationConfig(mode="always"), livekit=LiveKitConfig(
+        url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret,
+        mode="worker+local", agent_name=name, identity=f"{name}-device"))
+    statuses: list[str] = []
+    out: list[str] = []
+
+    async def local_answer(what: str) -> None:
+        """Ask into the local mic; wait for the local agent's answer in the transcript on stdout."""
+        await asyncio.wait_for(play(pulse.mic_sink, question_wav), 30)
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("agent: ") for line in out):
+            out.extend(capsys.readouterr().out.splitlines())
+            assert time.monotonic() < deadline, f"no local answer {what}: {out}"
+            await asyncio.sleep(0.1)
+        assert any(line.startswith("user: ") and "capital" in line.lower() for line in out), out
+        out.clear()
+
+    stop = asyncio.Event()
+    rec = await asyncio.wait_for(Recorder.start(pulse.speaker_monitor), 10)
+    worker = asyncio.create_task(run_worker(models, cfg, stop, on_status=statuses.append))
+    room = f"{name}-room"
+    lkapi = api.LiveKitAPI(livekit_server.url.replace("ws", "http", 1), livekit_server.api_key,
+                           livekit_server.api_secret)
+    try:
+        await _until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await _until(lambda: "listening" in capsys.readouterr().out, 15, "the local agent listening")
+        await local_answer("before any job")
+        await asyncio.sleep(3.0)  # the rest of the reply on the speaker
+        async with user_in(livekit_server, room) as user:
+            await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+                agent_name=name, room=room)), 10)
+            t_job = time.monotonic()
+            answer = await user.ask("How many legs does a spider have?")
+            assert words(answer), answer
+            await asyncio.sleep(2.0)
+            t_job_end = time.monotonic()
+        await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 10)
+        await _until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
+        capsys.readouterr()
+        await local_answer("after the job")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(worker, 30) == 0
+        t_end = time.monotonic()
+        audio = await asyncio.wait_for(rec.stop(), 15)
+        await lkapi.aclose()
+    heard = [t_end - audio.duration + i * 0.02 for i in loud_blocks(audio)]
+    assert sum(1 for t in heard if t < t_job) * 0.02 > 0.5, "no local answer on the speaker before the job"
+    assert sum(1 for t in heard if t_job <= t < t_job_end) * 0.02 > 0.5, \
+        "the room's answer was not played on the local speaker during the job (room+local)"
+    assert sum(1 for t in heard if t >= t_job_end) * 0.02 > 0.5, "no local answer on the speaker after the job"

@@ -11,8 +11,13 @@ offers the job to a free worker; this device takes one job at a time
 the LiveKit Agents conventions, remote config over the room, metrics), with the settings
 of the dispatch's metadata for that job (:mod:`edgeagent.worker.metadata`). The job ends
 when the room is deleted, the agent is removed or the dispatch is deleted; the device is
-then available again. Under systemd: ``READY=1`` once registered, ``STATUS=`` the worker's
-state and room, and the watchdog.
+then available again. Under systemd: ``READY=1`` at start, ``STATUS=`` the worker's
+state and room, and the watchdog. SIGHUP does not reload the config file of a worker (yet):
+restart it.
+
+``mode = "worker+local"`` (``edgeagent worker --local``): the local mic and speaker work too,
+as ``edgeagent run`` between jobs and as ``room+local`` during a job
+(:mod:`edgeagent.worker.local`).
 
 Needs ``livekit.url`` and ``livekit.api_key``/``api_secret`` (or a ``livekit.token`` with
 the ``agent`` grant); ``livekit.room`` is not used.
@@ -35,6 +40,7 @@ from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.worker.jobs import Dispatcher, Job, JobRunner
+from edgeagent.worker.local import LocalAgent
 
 if TYPE_CHECKING:
     from edgeagent.control.store import ConfigStore
@@ -50,8 +56,10 @@ JOIN_TIMEOUT_S = 15.0
 
 def job_livekit(lk: LiveKitConfig, job: Job) -> LiveKitConfig:
     """The ``[livekit]`` of one job: its room, URL and token; the rest (E2EE key, listening) as configured."""
+    local = lk.mode == "worker+local"
     return dataclasses.replace(lk, url=job.url, token=job.token, api_key=None, api_secret=None, room=job.room,
-                               identity=job.identity, mode="room", publish_local_mic=False)
+                               identity=job.identity, mode="room+local" if local else "room",
+                               publish_local_mic=local and lk.publish_local_mic)
 
 
 async def _joined(link: RoomLink, stop: asyncio.Event, job: Job) -> str | None:
@@ -86,8 +94,10 @@ def room_only(lk: LiveKitConfig) -> JobRunner:
     return run
 
 
-def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None) -> JobRunner:
-    """A job that runs the voice agent in the room (:func:`edgeagent.room.job.run_room`)."""
+def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None,
+              local: LocalAgent | None = None) -> JobRunner:
+    """A job that runs the voice agent in the room (:func:`edgeagent.room.job.run_room`); ``local``
+    (worker+local) hands the local mic and speaker over to it for the job."""
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.job import run_room
     from edgeagent.worker.metadata import apply_job_settings, job_settings
@@ -106,11 +116,15 @@ def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None)
         def adjust(c: config_mod.Config) -> config_mod.Config:
             return apply_job_settings(dataclasses.replace(c, livekit=lk), settings)
 
+        if local is not None:
+            await local.pause()
         watch = asyncio.ensure_future(_joined(link, stop, job))
         try:
             code = await run_room(models, cfg, stop, store=store, adjust=adjust, link=link)
         finally:
             watch.cancel()
+            if local is not None:
+                local.resume()  # nothing once the worker is stopping
         joined_error = watch.result() if watch.done() and not watch.cancelled() else None
         if joined_error:
             return joined_error
@@ -128,21 +142,15 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
 
     effective = store.config if store is not None else cfg
     notifier = life.notifier if life is not None else None
-    ready = False
 
     def status(text: str) -> None:
-        nonlocal ready
         if on_status is not None:
             on_status(text)
-        if notifier is None:
-            return
-        if not ready and dispatcher.state != "connecting":
-            ready = True
-            notifier.ready(text)
-        else:
+        if notifier is not None:
             notifier.status(text)
 
-    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store), on_status=status)
+    local = LocalAgent(models, effective) if effective.livekit.mode == "worker+local" and run_job is None else None
+    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store, local), on_status=status)
     link = WorkerLink(effective.livekit, dispatcher)
     dispatcher.link = link
     watchdog = _watchdog(life)
@@ -150,6 +158,10 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
         await link.start()
         print(f"edgeagent: worker for agent {effective.livekit.worker_agent_name!r} at {effective.livekit.url} "
               f"(Ctrl-C stops)", flush=True)
+        if notifier is not None:
+            notifier.ready(dispatcher.status_text)
+        if local is not None:
+            local.resume()
         waits = [asyncio.ensure_future(e.wait()) for e in (stop, link.failed)]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
@@ -159,6 +171,8 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
             return 1
         return 0
     finally:
+        if local is not None:
+            await local.aclose()  # first: a job that ends now does not start it again
         await dispatcher.aclose()
         await link.aclose()
         if watchdog is not None:
@@ -189,6 +203,8 @@ def register(sub: Any) -> None:
     p.add_argument("--url", help="LiveKit server URL (livekit.url)")
     p.add_argument("--agent-name", help="the agent name applications dispatch (livekit.agent_name)")
     p.add_argument("--identity", help="participant identity in the rooms (livekit.identity)")
+    p.add_argument("--local", action="store_true",
+                   help="the local mic and speaker work too, between jobs and during one (mode worker+local)")
     p.add_argument("--config", type=Path, default=None, help="config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     terminal.add_log_options(p)
@@ -198,7 +214,7 @@ def register(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     from edgeagent import runner
 
-    overrides = [*args.set, "livekit.mode=worker"]
+    overrides = [*args.set, f"livekit.mode={'worker+local' if args.local else 'worker'}"]
     for key, value in (("url", args.url), ("agent_name", args.agent_name), ("identity", args.identity)):
         if value is not None:
             overrides.append(f"livekit.{key}={value}")
