@@ -379,7 +379,7 @@ class RoomLink:
         if room is self.room or self.room is None:
             if not self._closed:
                 name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else reason  # type: ignore[arg-type]
-                log.warning("room: disconnected (%s)", name)
+                (log.warning if self.rejoin else log.info)("room: disconnected (%s)", name)  # a job's room: its end
                 self._lost_reason = str(name)
                 if room is self.room and reason == rtc.DisconnectReason.DUPLICATE_IDENTITY:
                     self._ousted = True
