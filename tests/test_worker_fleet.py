@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from livekit import api
+from livekit.protocol import agent, models
 
 from edgeagent.bench.server import Server, start_server
 from edgeagent.config_room import LiveKitConfig
@@ -250,4 +252,40 @@ async def test_the_readme_dispatch_example_reaches_a_worker(livekit_server: Live
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 5)
+        await lkapi.aclose()
+
+
+async def test_a_busy_worker_refuses_at_once_and_the_server_does_not_offer_again(
+        livekit_server: LiveKitServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Two dispatches for one worker: it takes one; the other is not offered (the worker reported
+    itself full) or refused at once, and livekit-server 1.13.5 never offers it again, not even once
+    the worker is free (so an application must retry or dispatch elsewhere, as the README says).
+    An offer that reaches the worker while it is busy (the race before the server has its full
+    status, seen in the fleet test) is refused at once: sent here as the server would send it."""
+    name = f"busy-{uuid.uuid4().hex[:6]}"
+    rooms = [f"{name}-a", f"{name}-b"]
+    lkapi = _http(livekit_server)
+    try:
+        async with fleet(livekit_server, name, 1) as (worker,):
+            await asyncio.wait_for(asyncio.gather(*(lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=name, room=r)) for r in rooms)), 10)
+            await until(lambda: worker.state == "full", 5, "one job taken")
+            await asyncio.sleep(0.5)
+            assert worker.accepted == 1 and worker.offers in (1, 2), (worker.accepted, worker.offers)
+            assert worker.job is not None
+            taken, other = worker.job.room, next(r for r in rooms if r != worker.job.room)
+            caplog.set_level(logging.INFO, logger="edgeagent.worker")
+            worker.availability(agent.AvailabilityRequest(job=agent.Job(id="AJ_late", room=models.Room(name=other))))
+            assert worker.accepted == 1 and worker.job.room == taken and worker.state == "full"
+            assert any("refused job AJ_late" in r.getMessage() for r in caplog.records)
+            await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=taken)), 10)
+            await until(lambda: worker.state == "available", 5, "free again")
+            await asyncio.sleep(1.5)
+            assert worker.accepted == 1, "the refused job was offered again"
+            people = await asyncio.wait_for(lkapi.room.list_participants(api.ListParticipantsRequest(room=other)), 5)
+            assert not people.participants
+    finally:
+        for r in rooms:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=r)), 5)
         await lkapi.aclose()
