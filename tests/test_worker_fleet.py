@@ -203,6 +203,16 @@ async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on
             await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=name, room=f"{name}-a")), 10)
             await until(lambda: worker.state == "full", 5, "the job was taken")
+
+            async def in_room() -> bool:
+                res = await asyncio.wait_for(lkapi.room.list_participants(
+                    api.ListParticipantsRequest(room=f"{name}-a")), 5)
+                return any(p.state == ACTIVE for p in res.participants)
+
+            t0 = time.monotonic()
+            while not await in_room():
+                assert time.monotonic() - t0 < 5, "the job's room was not joined"
+                await asyncio.sleep(0.05)
             srv.kill()
             await until(lambda: not worker.link.registered.is_set(), 5, "the worker saw the server go")  # type: ignore[union-attr]
             await asyncio.sleep(1.0)
@@ -212,14 +222,15 @@ async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on
             assert worker.worker_id != first_id
             print(f"\nserver back -> worker registered again: {took:.2f} s")
 
-            async def in_room() -> bool:
+            async def worker_id_shown() -> str:
                 res = await asyncio.wait_for(lkapi.room.list_participants(
                     api.ListParticipantsRequest(room=f"{name}-a")), 5)
-                return any(p.state == ACTIVE for p in res.participants)
+                return next((p.attributes.get(WORKER_ID_ATTRIBUTE, "") for p in res.participants), "")
 
             t0 = time.monotonic()
-            while not await in_room():
-                assert time.monotonic() - t0 < 15, "the job's room did not come back within 15 s"
+            while not await in_room() or await worker_id_shown() != worker.worker_id:
+                assert time.monotonic() - t0 < 15, \
+                    f"the room, with the new worker id, not back in 15 s: {await worker_id_shown()!r}"
                 await asyncio.sleep(0.1)
             await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=f"{name}-a")), 10)
             await until(lambda: worker.state == "available" and worker.done == 1, 5, "available after the job")

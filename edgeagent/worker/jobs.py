@@ -60,6 +60,9 @@ class Job:
     dispatch_id: str = ""
     worker_id: str = ""
     assigned_at: float = field(default_factory=time.monotonic)
+    #: Called with the new worker id when the worker registers again during the job (the runner
+    #: updates the ``edgeagent.worker_id`` attribute of its participant).
+    on_worker_id: list[Callable[[str], None]] = field(default_factory=list, compare=False)
 
 
 JobRunner = Callable[[Job, asyncio.Event], Awaitable["str | None"]]
@@ -126,6 +129,9 @@ class Dispatcher:
     # -- WorkerHandler --------------------------------------------------------------------
 
     def registered(self, worker_id: str) -> None:
+        if self.job is not None:
+            for hook in self.job.on_worker_id:
+                hook(worker_id)
         self._set("full" if self.job is not None else "accepting" if self._offer is not None else "available")
         self._spawn(self._send_status())
 

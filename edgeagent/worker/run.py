@@ -39,10 +39,12 @@ from edgeagent import config as config_mod
 from edgeagent import terminal
 from edgeagent.aio import wait_for
 from edgeagent.config_room import LiveKitConfig
-from edgeagent.worker.jobs import Dispatcher, Job, JobRunner
+from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher, Job, JobRunner
 from edgeagent.worker.local import LocalAgent
 
 if TYPE_CHECKING:
+    from livekit import rtc
+
     from edgeagent.control.store import ConfigStore
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.room.connection import RoomLink
@@ -74,12 +76,45 @@ async def _joined(link: RoomLink, stop: asyncio.Event, job: Job) -> str | None:
     return f"could not join room {job.room}: {link.last_error or 'timeout'}"
 
 
+def follow_worker_id(job: Job, link: RoomLink) -> None:
+    """Keep the ``edgeagent.worker_id`` attribute of the job's participant true when the worker
+    registers again (a new id) during the job: set at once when the room is joined, and again
+    after the SDK's own reconnect of the room (the server may have lost it too)."""
+    current = [job.worker_id]
+    tasks: set[asyncio.Future[None]] = set()
+
+    async def update(room: rtc.Room) -> None:
+        try:
+            await wait_for(room.local_participant.set_attributes({WORKER_ID_ATTRIBUTE: current[0]}), 10)
+        except (Exception, asyncio.TimeoutError) as exc:
+            log.info("worker: could not update the worker id attribute (yet): %s", exc or "timeout")
+
+    def spawn(room: rtc.Room | None) -> None:
+        if room is not None and current[0] != job.worker_id:
+            task = asyncio.ensure_future(update(room))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def changed(worker_id: str) -> None:
+        current[0] = worker_id
+        if link.connected.is_set():
+            spawn(link.room)
+
+    def joined(room: rtc.Room) -> None:
+        room.on("reconnected", lambda: spawn(room))
+        spawn(room)  # registered again before the room was first joined
+
+    job.on_worker_id.append(changed)
+    link.add_connected_hook(joined)
+
+
 def room_only(lk: LiveKitConfig) -> JobRunner:
     """A job that joins the room and stays, without a session (the fleet test; a dry run)."""
     from edgeagent.room.connection import RoomLink
 
     async def run(job: Job, stop: asyncio.Event) -> str | None:
         link = RoomLink(job_livekit(lk, job), rejoin=False)
+        follow_worker_id(job, link)
         try:
             await link.start()
             error = await _joined(link, stop, job)
@@ -112,6 +147,7 @@ def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None,
             log.info("worker: job %s settings from its metadata: %s", job.id, settings, extra={"JOB_ID": job.id})
         lk = job_livekit(effective.livekit, job)
         link = RoomLink(lk, rejoin=False)
+        follow_worker_id(job, link)
 
         def adjust(c: config_mod.Config) -> config_mod.Config:
             return apply_job_settings(dataclasses.replace(c, livekit=lk), settings)
