@@ -218,7 +218,7 @@ async def test_worker_local_answers_on_the_board_between_jobs_and_during_one(
             t_job = time.monotonic()
             answer = await user.ask("How many legs does a spider have?")
             assert words(answer), answer
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(0.5)  # ask() returned with the agent listening again: the reply was said
             t_job_end = time.monotonic()
         await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 10)
         await _until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")

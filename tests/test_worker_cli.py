@@ -54,7 +54,7 @@ async def test_worker_command(livekit_server: LiveKitServer) -> None:
                     break
                 await asyncio.sleep(0.1)
         await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 10)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
     finally:
         await lkapi.aclose()
         if proc.poll() is None:
