@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.audio.devices_cli",
     "edgeagent.config_cli",
     "edgeagent.room.job",
+    "edgeagent.worker.run",
     "edgeagent.device.service",
     "edgeagent.web.job",
 )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from edgeagent.settings import HOT, JOIN, setting
 
 LISTEN_MODES = ("linked", "identities", "all")
-ROOM_MODES = ("room", "room+local")
+ROOM_MODES = ("room", "room+local", "worker", "worker+local")
 
 
 def default_identity() -> str:
@@ -43,9 +43,16 @@ class LiveKitConfig:
     """The participant identities the agent listens to (with listen = "identities")."""
     mode: str = "room"
     """room: the room is the agent's only ears and voice; room+local: the local mic and
-    speaker work too (and keep working while the room is unreachable)."""
+    speaker work too (and keep working while the room is unreachable); worker: no room of
+    its own: the device registers with the server as an agent worker and joins the rooms
+    that applications dispatch it into, one at a time (edgeagent worker); worker+local: the
+    same, and the local mic and speaker work too, between jobs and (as room+local) during one."""
+    agent_name: str | None = None
+    """worker: the agent name that applications dispatch; None = the participant identity.
+    Devices that share a name form one pool: the server sends a job to any free one."""
     publish_local_mic: bool = False
-    """room+local: also publish the local mic as a second track (the sound around the board)."""
+    """room+local (worker+local: during a job): also publish the local mic as a second track
+    (the sound around the board)."""
     e2ee_key: str | None = setting(None, min_len=1, max_len=4096, remote=JOIN, secret=True)
     """Shared end-to-end encryption key; None = no E2EE. Every participant needs the same key."""
     token_ttl_s: int = 600
@@ -59,6 +66,15 @@ class LiveKitConfig:
     def participant_identity(self) -> str:
         return self.identity or default_identity()
 
+    @property
+    def worker(self) -> bool:
+        """Whether the device is an agent worker (mode worker or worker+local)."""
+        return self.mode in ("worker", "worker+local")
+
+    @property
+    def worker_agent_name(self) -> str:
+        return self.agent_name or self.participant_identity
+
 
 def check_livekit(cfg: LiveKitConfig) -> str | None:
     """What is wrong with ``cfg`` (one line), or None when it is usable."""
@@ -68,12 +84,14 @@ def check_livekit(cfg: LiveKitConfig) -> str | None:
         return "livekit.identities: listen = 'identities' needs at least one identity"
     if cfg.mode not in ROOM_MODES:
         return f"livekit.mode: expected one of {', '.join(ROOM_MODES)}, got {cfg.mode!r}"
-    if cfg.publish_local_mic and cfg.mode != "room+local":
-        return "livekit.publish_local_mic: needs mode = 'room+local'"
+    if cfg.publish_local_mic and not cfg.mode.endswith("+local"):
+        return "livekit.publish_local_mic: needs mode = 'room+local' or 'worker+local'"
     if not 60 <= cfg.token_ttl_s <= 86_400:
         return f"livekit.token_ttl_s: expected 60-86400 s, got {cfg.token_ttl_s}"
     if cfg.e2ee_key is not None and len(cfg.e2ee_key) < 8:
         return "livekit.e2ee_key: use a shared key of at least 8 characters"
+    if cfg.agent_name is not None and not 1 <= len(cfg.agent_name) <= 128:
+        return "livekit.agent_name: expected 1-128 characters"
     if not cfg.url:
         return None
     if not cfg.url.startswith(("ws://", "wss://", "http://", "https://")):
@@ -84,6 +102,8 @@ def check_livekit(cfg: LiveKitConfig) -> str | None:
         return None
     if not (cfg.api_key and cfg.api_secret):
         return "livekit: a url needs a token, or api_key and api_secret to mint one"
+    if cfg.worker:
+        return None  # each job names its room
     if not cfg.room:
         return "livekit.room: minting a token (api_key/api_secret) needs a room name"
     return None

@@ -215,6 +215,10 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
                 from edgeagent.home_assistant.job import run_satellite
 
                 return await run_satellite(models, effective, stop, life=life)
+            if effective.livekit.worker and input_wav is None and output_wav is None:
+                from edgeagent.worker.run import run_worker
+
+                return await run_worker(models, cfg, stop, store=store, life=life)
             if effective.livekit.enabled and input_wav is None and output_wav is None:
                 from edgeagent.room.job import run_room
 

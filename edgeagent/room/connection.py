@@ -49,6 +49,9 @@ Tokens: a configured token is used as is; with api_key/api_secret each join uses
 token minted for ``token_ttl_s`` and renewed once 80% of its life has passed. A joined
 room does not need a fresh token: the server refreshes the session's own token, and
 the SDK uses it to resume.
+
+A dispatched job (:mod:`edgeagent.worker`) has ``rejoin=False``: a room the SDK reports lost
+is not joined again (that would create it anew); :attr:`RoomLink.ended` is set instead.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class RoomLink:
         max_backoff_s: float = 8.0,
         connect_timeout_s: float = 10.0,
         abandon_s: float = ABANDONED_JOIN_S,
+        rejoin: bool = True,
     ) -> None:
         if not cfg.url:
             raise ConfigError("livekit.url: set the server URL to join a room")
@@ -124,6 +128,10 @@ class RoomLink:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.connect_timeout_s = connect_timeout_s
         self.abandon_s = abandon_s
+        self.rejoin = rejoin
+        #: Set when a link with ``rejoin=False`` has lost its room for good; :attr:`end_reason` says why.
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
         #: The joined room; None while (re)connecting.
         self.room: rtc.Room | None = None
         #: Set while joined.
@@ -146,6 +154,7 @@ class RoomLink:
         self._closed = False
         self._lost_at: float | None = None  # when the current outage began
         self._ousted = False  # the server dropped the joined room for a duplicate identity
+        self._lost_reason: str | None = None  # the DisconnectReason name of the last loss
 
     # -- public ------------------------------------------------------------------------
 
@@ -245,6 +254,11 @@ class RoomLink:
                 await self._leave(room)
                 return
             await self._leave(room)
+            if not self.rejoin:
+                self.end_reason = self._lost_reason or "disconnected"
+                log.info("room: left %r (%s); not joining again", room.name, self.end_reason)
+                self.ended.set()
+                return
             if self._ousted:
                 self._give_up(f"another participant joined room {room.name!r} as {self.identity!r} and the "
                               "server dropped this one (DUPLICATE_IDENTITY); staying out so that the two do not "
@@ -365,7 +379,8 @@ class RoomLink:
         if room is self.room or self.room is None:
             if not self._closed:
                 name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else reason  # type: ignore[arg-type]
-                log.warning("room: disconnected (%s)", name)
+                (log.warning if self.rejoin else log.info)("room: disconnected (%s)", name)  # a job's room: its end
+                self._lost_reason = str(name)
                 if room is self.room and reason == rtc.DisconnectReason.DUPLICATE_IDENTITY:
                     self._ousted = True
                 if room is self.room and self._lost_at is None:

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,12 +75,16 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
 
 
 async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
-                   store: ConfigStore | None = None, life: Lifecycle | None = None) -> int:
-    """Join the room and talk there until ``stop`` (0), or until the link gives up (1).
+                   store: ConfigStore | None = None, life: Lifecycle | None = None,
+                   adjust: Callable[[config_mod.Config], config_mod.Config] | None = None,
+                   link: RoomLink | None = None) -> int:
+    """Join the room and talk there until ``stop`` (0), until the link gives up (1) or, with
+    ``rejoin=False``, until it has left the room for good (0).
 
     ``cfg`` is the file config; the remote changes of ``store`` (default: the one in the state
     directory) apply over it, and the room's controllers may change them while it runs.
-    ``models`` should be loaded from ``store.config``.
+    ``models`` should be loaded from ``store.config``. A dispatched job (:mod:`edgeagent.worker`)
+    passes ``adjust`` (its room and settings, over the config in effect) and its own ``link``.
     """
     from edgeagent.control.live import LiveApplier, open_store
     from edgeagent.home_assistant.tools import home_assistant_tools
@@ -91,8 +96,9 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     from edgeagent.voice.compose import session_for, without_wake_word
 
     store = store or open_store(cfg)
-    cfg = without_wake_word(store.config if store is not None else cfg, "in a room")
-    link = RoomLink(cfg.livekit)
+    cfg = store.config if store is not None else cfg
+    cfg = without_wake_word(adjust(cfg) if adjust is not None else cfg, "in a room")
+    link = link or RoomLink(cfg.livekit)
     room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
     inp: AudioInput = room_in
     out: RoomOutput | LocalRoomOutput = RoomOutput(link)
@@ -139,11 +145,10 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
               f"as {link.identity} (Ctrl-C stops)", flush=True)
         if life is not None:  # READY=1, watchdog, GPIO, SIGHUP reloads
             await life.started(session, applier=applier)
-        failed = asyncio.ensure_future(link.failed.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({failed, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        failed.cancel()
-        stopper.cancel()
+        waits = [asyncio.ensure_future(e.wait()) for e in (link.failed, stop, link.ended)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         if link.failed.is_set() and not stop.is_set():
             print(f"edgeagent: {link.last_error}", file=sys.stderr)
             return 1

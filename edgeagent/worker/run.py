@@ -1,0 +1,262 @@
+"""``edgeagent worker`` (or ``edgeagent run`` with ``[livekit] mode = "worker"``): the device as a
+LiveKit agent worker, dispatched into rooms on demand.
+
+The device registers with the server (:class:`~edgeagent.worker.link.WorkerLink`) under
+its agent name (``livekit.agent_name``, default: its participant identity) and waits. When
+an application dispatches that agent into a room (``lk dispatch create``, the server API's
+``create_dispatch``, or a ``RoomAgentDispatch`` in a participant's token), the server
+offers the job to a free worker; this device takes one job at a time
+(:class:`~edgeagent.worker.jobs.Dispatcher`), joins the job's room with the job's token as
+``livekit.identity`` and runs the same session as a configured room (:func:`run_room`:
+the LiveKit Agents conventions, remote config over the room, metrics), with the settings
+of the dispatch's metadata for that job (:mod:`edgeagent.worker.metadata`). The job ends
+when the room is deleted, the agent is removed or the dispatch is deleted; the device is
+then available again. Under systemd: ``READY=1`` at start, ``STATUS=`` the worker's
+state and room, and the watchdog. SIGHUP does not reload the config file of a worker (yet):
+restart it.
+
+``mode = "worker+local"`` (``edgeagent worker --local``): the local mic and speaker work too,
+as ``edgeagent run`` between jobs and as ``room+local`` during a job
+(:mod:`edgeagent.worker.local`).
+
+Needs ``livekit.url`` and ``livekit.api_key``/``api_secret`` (or a ``livekit.token`` with
+the ``agent`` grant); ``livekit.room`` is not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeagent import config as config_mod
+from edgeagent import terminal
+from edgeagent.aio import wait_for
+from edgeagent.config_room import LiveKitConfig
+from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher, Job, JobRunner
+from edgeagent.worker.local import LocalAgent
+
+if TYPE_CHECKING:
+    from livekit import rtc
+
+    from edgeagent.control.store import ConfigStore
+    from edgeagent.device.lifecycle import Lifecycle
+    from edgeagent.room.connection import RoomLink
+    from edgeagent.voice.stages import Models
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 15.0
+"""A job whose room is not joined within this long fails (the server is told, the device is free again)."""
+
+
+def job_livekit(lk: LiveKitConfig, job: Job) -> LiveKitConfig:
+    """The ``[livekit]`` of one job: its room, URL and token; the rest (E2EE key, listening) as configured."""
+    local = lk.mode == "worker+local"
+    return dataclasses.replace(lk, url=job.url, token=job.token, api_key=None, api_secret=None, room=job.room,
+                               identity=job.identity, mode="room+local" if local else "room",
+                               publish_local_mic=local and lk.publish_local_mic)
+
+
+async def _joined(link: RoomLink, stop: asyncio.Event, job: Job) -> str | None:
+    """Wait for the job's room to be joined; the error (``stop`` set) when it is not in time."""
+    if await link.wait_connected(JOIN_TIMEOUT_S):
+        log.info("worker: joined room %s for job %s, %.2f s after the assignment", job.room, job.id,
+                 time.monotonic() - job.assigned_at, extra={"JOB_ID": job.id, "ROOM": job.room})
+        return None
+    if stop.is_set():
+        return None
+    stop.set()
+    return f"could not join room {job.room}: {link.last_error or 'timeout'}"
+
+
+def follow_worker_id(job: Job, link: RoomLink) -> None:
+    """Keep the ``edgeagent.worker_id`` attribute of the job's participant true when the worker
+    registers again (a new id) during the job: set at once when the room is joined, and again
+    after the SDK's own reconnect of the room (the server may have lost it too)."""
+    current = [job.worker_id]
+    tasks: set[asyncio.Future[None]] = set()
+
+    async def update(room: rtc.Room) -> None:
+        try:
+            await wait_for(room.local_participant.set_attributes({WORKER_ID_ATTRIBUTE: current[0]}), 10)
+        except (Exception, asyncio.TimeoutError) as exc:
+            log.info("worker: could not update the worker id attribute (yet): %s", exc or "timeout")
+
+    def spawn(room: rtc.Room | None) -> None:
+        if room is not None and current[0] != job.worker_id:
+            task = asyncio.ensure_future(update(room))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    def changed(worker_id: str) -> None:
+        current[0] = worker_id
+        if link.connected.is_set():
+            spawn(link.room)
+
+    def joined(room: rtc.Room) -> None:
+        room.on("reconnected", lambda: spawn(room))
+        spawn(room)  # registered again before the room was first joined
+
+    job.on_worker_id.append(changed)
+    link.add_connected_hook(joined)
+
+
+def room_only(lk: LiveKitConfig) -> JobRunner:
+    """A job that joins the room and stays, without a session (the fleet test; a dry run)."""
+    from edgeagent.room.connection import RoomLink
+
+    async def run(job: Job, stop: asyncio.Event) -> str | None:
+        link = RoomLink(job_livekit(lk, job), rejoin=False)
+        follow_worker_id(job, link)
+        try:
+            await link.start()
+            error = await _joined(link, stop, job)
+            waits = [asyncio.ensure_future(e.wait()) for e in (stop, link.ended, link.failed)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            return error or (link.last_error if link.failed.is_set() else None)
+        finally:
+            await wait_for(link.aclose(), 15)
+
+    return run
+
+
+def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None,
+              local: LocalAgent | None = None) -> JobRunner:
+    """A job that runs the voice agent in the room (:func:`edgeagent.room.job.run_room`); ``local``
+    (worker+local) hands the local mic and speaker over to it for the job."""
+    from edgeagent.room.connection import RoomLink
+    from edgeagent.room.job import run_room
+    from edgeagent.worker.metadata import apply_job_settings, job_settings
+
+    async def run(job: Job, stop: asyncio.Event) -> str | None:
+        effective = store.config if store is not None else cfg
+        settings, problems = job_settings(effective, job.metadata)
+        for p in problems:
+            log.error("worker: job %s metadata: %s: %s; the job runs without it", job.id, p.path or "(all)",
+                      p.reason, extra={"JOB_ID": job.id})
+        if settings:
+            log.info("worker: job %s settings from its metadata: %s", job.id, settings, extra={"JOB_ID": job.id})
+        lk = job_livekit(effective.livekit, job)
+        link = RoomLink(lk, rejoin=False)
+        follow_worker_id(job, link)
+
+        def adjust(c: config_mod.Config) -> config_mod.Config:
+            return apply_job_settings(dataclasses.replace(c, livekit=lk), settings)
+
+        if local is not None:
+            await local.pause()
+        watch = asyncio.ensure_future(_joined(link, stop, job))
+        try:
+            code = await run_room(models, cfg, stop, store=store, adjust=adjust, link=link)
+        finally:
+            watch.cancel()
+            if local is not None:
+                local.resume()  # nothing once the worker is stopping
+        joined_error = watch.result() if watch.done() and not watch.cancelled() else None
+        if joined_error:
+            return joined_error
+        return link.last_error if code != 0 else None
+
+    return run
+
+
+async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
+                     store: ConfigStore | None = None, life: Lifecycle | None = None,
+                     run_job: JobRunner | None = None, on_status: Callable[[str], None] | None = None) -> int:
+    """Be a worker until ``stop`` (0) or the server refuses our credentials (1). ``run_job``: what a
+    job does (default: the agent in the room); ``on_status``: called with each status line too."""
+    from edgeagent.worker.link import WorkerLink
+
+    effective = store.config if store is not None else cfg
+    notifier = life.notifier if life is not None else None
+
+    def status(text: str) -> None:
+        if on_status is not None:
+            on_status(text)
+        if notifier is not None:
+            notifier.status(text)
+
+    local = LocalAgent(models, effective) if effective.livekit.mode == "worker+local" and run_job is None else None
+    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store, local), on_status=status)
+    link = WorkerLink(effective.livekit, dispatcher)
+    dispatcher.link = link
+    watchdog = _watchdog(life)
+    try:
+        await link.start()
+        print(f"edgeagent: worker for agent {effective.livekit.worker_agent_name!r} at {effective.livekit.url} "
+              f"(Ctrl-C stops)", flush=True)
+        if notifier is not None:
+            notifier.ready(dispatcher.status_text)
+        if local is not None:
+            local.resume()
+        waits = [asyncio.ensure_future(e.wait()) for e in (stop, link.failed)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if link.failed.is_set() and not stop.is_set():
+            print(f"edgeagent: {link.last_error}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if local is not None:
+            await local.aclose()  # first: a job that ends now does not start it again
+        await dispatcher.aclose()
+        await link.aclose()
+        if watchdog is not None:
+            await watchdog.aclose()
+
+
+def _watchdog(life: Lifecycle | None) -> Any:
+    if life is None or life.notifier is None:
+        return None
+    from edgeagent.device.watchdog import Watchdog, watchdog_interval
+
+    timeout = watchdog_interval()
+    if timeout is None:
+        return None
+    dog = Watchdog(life.notifier, timeout)
+    dog.start()
+    return dog
+
+
+# -- `edgeagent worker` ----------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "worker", help="be a LiveKit agent worker: join the rooms applications dispatch this device into",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--url", help="LiveKit server URL (livekit.url)")
+    p.add_argument("--agent-name", help="the agent name applications dispatch (livekit.agent_name)")
+    p.add_argument("--identity", help="participant identity in the rooms (livekit.identity)")
+    p.add_argument("--local", action="store_true",
+                   help="the local mic and speaker work too, between jobs and during one (mode worker+local)")
+    p.add_argument("--config", type=Path, default=None, help="config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    terminal.add_log_options(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgeagent import runner
+
+    overrides = [*args.set, f"livekit.mode={'worker+local' if args.local else 'worker'}"]
+    for key, value in (("url", args.url), ("agent_name", args.agent_name), ("identity", args.identity)):
+        if value is not None:
+            overrides.append(f"livekit.{key}={value}")
+    ns = argparse.Namespace(config=args.config, set=overrides, check=False, input=None, output=None,
+                            input_device=None, output_device=None, fast=False)
+    if not runner.load_config(ns).livekit.url:
+        print("edgeagent: a worker needs a server: give --url (and livekit.api_key/api_secret)", file=sys.stderr)
+        return terminal.USAGE
+    return runner.main(ns)
