@@ -48,3 +48,21 @@ async def _wait_for_310(aw: Awaitable[T], timeout: float | None) -> T:
         await asyncio.wait({fut})  # let it finish its cancellation, as asyncio.wait_for does
         raise asyncio.TimeoutError
     return fut.result()
+
+
+async def until_first(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set (the waits on the others are cancelled)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+def exit_status(failed: asyncio.Event, stop: asyncio.Event, error: object) -> int:
+    """1 (with ``error`` on stderr) when ``failed`` ended a run that ``stop`` did not, else 0."""
+    if failed.is_set() and not stop.is_set():
+        print(f"edgeagent: {error}", file=sys.stderr)
+        return 1
+    return 0

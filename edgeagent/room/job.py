@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
 from edgeagent import terminal
-from edgeagent.aio import wait_for
+from edgeagent.aio import exit_status, until_first, wait_for
 from edgeagent.paths import config_file
 
 if TYPE_CHECKING:
@@ -145,14 +145,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
               f"as {link.identity} (Ctrl-C stops)", flush=True)
         if life is not None:  # READY=1, watchdog, GPIO, SIGHUP reloads
             await life.started(session, applier=applier)
-        waits = [asyncio.ensure_future(e.wait()) for e in (link.failed, stop, link.ended)]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        if link.failed.is_set() and not stop.is_set():
-            print(f"edgeagent: {link.last_error}", file=sys.stderr)
-            return 1
-        return 0
+        await until_first(link.failed, stop, link.ended)
+        return exit_status(link.failed, stop, link.last_error)
     finally:
         # The link first: a shutdown that comes while it is rejoining (the room closed) must
         # not wait for that attempt, nor let the other parts wait on a room that is going.

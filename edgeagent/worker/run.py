@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
 from edgeagent import terminal
-from edgeagent.aio import wait_for
+from edgeagent.aio import exit_status, until_first, wait_for
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher, Job, JobRunner
 from edgeagent.worker.local import LocalAgent
@@ -198,14 +198,8 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
             notifier.ready(dispatcher.status_text)
         if local is not None:
             local.resume()
-        waits = [asyncio.ensure_future(e.wait()) for e in (stop, link.failed)]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        if link.failed.is_set() and not stop.is_set():
-            print(f"edgeagent: {link.last_error}", file=sys.stderr)
-            return 1
-        return 0
+        await until_first(stop, link.failed)
+        return exit_status(link.failed, stop, link.last_error)
     finally:
         if local is not None:
             await local.aclose()  # first: a job that ends now does not start it again
