@@ -27,7 +27,6 @@ from edgeagent.bench.stt import normalize, wer
 from edgeagent.errors import ModelError
 from edgeagent.metrics import STTMetrics
 from edgeagent.stage import StageStream
-from edgeagent.stt import whisper as whisper_stream
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.stt.buffer import UtteranceBuffer
 from edgeagent.stt.vosk import VoskSTT
@@ -356,27 +355,6 @@ async def test_a_consonant_release_after_the_end_guess_is_covered_by_it(
                                       AudioFrame.from_float(burst, RECOGNITION_RATE))
     assert len(final) == 1 and "hamlet" in final[0].text.lower(), final
     assert decode_calls == [speech.num_samples + round(0.08 * RECOGNITION_RATE)], "the FINAL decoded again"
-
-
-@pytest.mark.parametrize(("gap_s", "covered"), [(0.03, False), (0.08, True)])
-def test_a_short_sound_after_a_decode_is_a_release_only_after_a_closure(gap_s: float, covered: bool) -> None:
-    """A partial decode begun at 20 ms of quiet, then 60 ms of sound and the end: a consonant's
-    release after a closure (>= 60 ms of quiet in all) leaves the decode whole; a short word after
-    a short gap ("Who painted | the") does not."""
-    rng = np.random.default_rng(5)
-
-    def sound(s: float) -> AudioFrame:
-        return AudioFrame.from_float(rng.normal(0, 0.1, round(s * RECOGNITION_RATE)), RECOGNITION_RATE)
-
-    buf = UtteranceBuffer()
-    buf.push(sound(0.5))
-    buf.push(AudioFrame.silence(0.02, RECOGNITION_RATE))
-    decode = whisper_stream._Decode(buf.num_samples, None, quiet_s=0.02)  # type: ignore[arg-type]
-    buf.push(AudioFrame.silence(gap_s - 0.02, RECOGNITION_RATE))
-    buf.push(sound(0.06))
-    buf.push(AudioFrame.silence(0.3, RECOGNITION_RATE))
-    assert buf.sound_after(decode.samples, -35.0) == 6
-    assert whisper_stream._covers(decode, buf, -35.0) is covered
 
 
 async def test_a_word_after_the_end_guess_is_decoded_again(

@@ -119,17 +119,6 @@ class UtteranceBuffer:
         """
         return self.sound_after(n, rel_db) == 0
 
-    def quiet_run_after(self, n: int, rel_db: float) -> int:
-        """How many whole 10 ms blocks from sample ``n`` on are quiet (as :meth:`quiet_after`
-        judges) before the first one that is not."""
-        limit = max(self._peak * 10.0 ** (rel_db / 20.0), 10.0 ** (SILENT_DBFS / 20.0))
-        run = 0
-        for level in self._levels[max(0, n // BLOCK):]:
-            if level > limit:
-                break
-            run += 1
-        return run
-
     def sound_after(self, n: int, rel_db: float) -> int:
         """How many 10 ms blocks from sample ``n`` on are louder than :meth:`quiet_after` allows
         (the last partial block counts as one)."""

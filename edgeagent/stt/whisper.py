@@ -36,7 +36,7 @@ from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Float32Array
 from edgeagent.metrics import STTMetrics
 from edgeagent.stage import Flush, InferenceThread, StageClosedError, StageStream
 from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
-from edgeagent.stt.buffer import BLOCK, UtteranceBuffer
+from edgeagent.stt.buffer import UtteranceBuffer
 from edgeagent.stt.whisper_decoder import DEFAULT_MODEL, Transcript, WhisperDecoder
 
 __all__ = ["DEFAULT_MODEL", "Transcript", "WhisperSTT", "WhisperStream"]
@@ -50,16 +50,14 @@ keeps the thread busy when speech ends (then the FINAL would wait for it)."""
 END_GUESS_SAMPLES = 6 * RECOGNITION_RATE // 100
 """This much quiet (60 ms) after new sound may be the end of the utterance: decode it now."""
 
-END_GUESS_S = END_GUESS_SAMPLES / RECOGNITION_RATE
-
 END_GUESS_SOUND = RECOGNITION_RATE // 4
 """... if at least this much audio (0.25 s) came since the last decode."""
 
 
 RELEASE_BLOCKS = 8
-"""A decode that missed at most this many sounding 10 ms blocks at the end, after a closure
-(:func:`_covers`), still covers the utterance: an end guess (or a due partial) often starts
-in the closure of a last stop consonant ("Hamlet", "joke", "world": 60 ms of quiet and more) and misses only its
+"""A decode started in a pause that missed at most this many sounding 10 ms blocks at the end
+still covers the utterance: an end guess (or a due partial) often starts in the closure of a
+last stop consonant ("Hamlet", "joke", "world": 60 ms of quiet and more) and misses only its
 release (60 ms of sound in the bench's voices), which changed no transcript there and cost a
 second decode (~170 ms, after the first one ended) before the FINAL. A word, even a short one,
 sounds longer."""
@@ -70,9 +68,8 @@ class _Decode:
     samples: int
     """How many samples of the utterance this decode saw."""
     task: asyncio.Task[Transcript | None]
-    quiet_s: float = 0.0
-    """The quiet it ended with when it started: an end guess :data:`END_GUESS_SAMPLES`, a due
-    partial in a pause :data:`PAUSE_SAMPLES`, else none."""
+    at_pause: bool = False
+    """Started in a pause: an end guess, or a due partial at :data:`PAUSE_SAMPLES` of quiet."""
 
 
 class _Reopen:
@@ -248,7 +245,7 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
             return  # nothing but quiet since the last decode
         new = buf.num_samples - done
         if new >= self._guess_gap() and buf.quiet_after(buf.num_samples - END_GUESS_SAMPLES, stt.reuse_quiet_db):
-            self._start_decode(utt, partial=True).quiet_s = END_GUESS_S  # perhaps the end: the FINAL will reuse it
+            self._start_decode(utt, partial=True).at_pause = True  # perhaps the end: the FINAL will reuse it
             return
         if not stt.partials_enabled:
             return
@@ -258,7 +255,7 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
         in_pause = buf.quiet_after(buf.num_samples - PAUSE_SAMPLES, stt.reuse_quiet_db)
         if not in_pause and new < 2 * interval * RECOGNITION_RATE:
             return  # due, but wait (up to one more interval) for a pause
-        self._start_decode(utt, partial=True).quiet_s = PAUSE_SAMPLES / RECOGNITION_RATE if in_pause else 0.0
+        self._start_decode(utt, partial=True).at_pause = in_pause
 
     def _guess_gap(self) -> float:
         """Least new audio (samples) between end guesses: :data:`END_GUESS_SOUND`, more on a
@@ -321,15 +318,10 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
 
 
 def _covers(decode: _Decode, buf: UtteranceBuffer, quiet_db: float) -> bool:
-    """Whether ``decode`` heard the whole utterance: nothing but a quiet tail came after it, or
-    a consonant's release (:data:`RELEASE_BLOCKS`) after a closure: at least
-    :data:`END_GUESS_SAMPLES` of quiet, counting the quiet the decode ended with. A short word
-    after a short gap ("Who painted | the") is heard again."""
+    """Whether ``decode`` heard the whole utterance: nothing but a quiet tail came after it, or,
+    for one started in a pause, a consonant's release (:data:`RELEASE_BLOCKS`)."""
     sound = buf.sound_after(decode.samples, quiet_db)
-    if sound == 0:
-        return True
-    gap = decode.quiet_s + buf.quiet_run_after(decode.samples, quiet_db) * BLOCK / RECOGNITION_RATE
-    return sound <= RELEASE_BLOCKS and gap >= END_GUESS_S - 1e-9
+    return sound == 0 or (decode.at_pause and sound <= RELEASE_BLOCKS)
 
 
 def _join(previous: _Utterance, current: _Utterance) -> _Utterance:
