@@ -12,9 +12,11 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from edgeagent.bench.server import Server, start_server
 from edgeagent.voice import Models
 
 # Remote config changes made by tests (run_room and the runner open the store) go to a state
@@ -104,3 +106,14 @@ def livekit_server() -> LiveKitServer:
     if missing:
         pytest.fail(f"{', '.join(missing)} not set: run the tests via scripts/test, which starts livekit-server")
     return LiveKitServer(env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """A livekit-server of the test's own, to kill and restart (the shared one of scripts/test
+    is never killed)."""
+    srv = start_server(Path(__file__).resolve().parents[1], tmp_path / "livekit")
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from test_room_local import AGENT, RATE, Peer, agent_finals, device_in_room, lou
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.wav import read_wav
-from edgeagent.bench.server import Server, start_server
+from edgeagent.bench.server import Server
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.room.connection import RoomLink
 from edgeagent.voice import Models
@@ -39,19 +39,14 @@ if TYPE_CHECKING:
     from conftest import PulseDevices
 
 pytestmark = [pytest.mark.livekit, pytest.mark.pulse, pytest.mark.reliability]
-ROOT = Path(__file__).resolve().parents[1]
 BACK_WITHIN_S = 15.0  # from the restart to the agent seen again, with its voice, by a new participant
 LOCAL_TAIL_S = 1.5  # silence after the local question (the reply starts in it)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """A livekit-server of this test's own (the shared one of scripts/test is never killed)."""
-    srv = start_server(ROOT, tmp_path / "livekit")
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(own_server: Server) -> Server:
+    """A livekit-server of this test's own (conftest.py)."""
+    return own_server
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ import pytest
 from livekit import api
 from livekit.protocol import agent, models
 
-from edgeagent.bench.server import Server, start_server
+from edgeagent.bench.server import Server
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher
 from edgeagent.worker.link import WorkerLink
@@ -174,16 +174,6 @@ async def test_a_worker_killed_mid_job(livekit_server: LiveKitServer) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 5)
         await lkapi.aclose()
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Server]:
-    """A livekit-server of this test's own (the shared one of scripts/test is never killed)."""
-    srv = start_server(ROOT, tmp_path / "livekit")
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on(own_server: Server) -> None:
