@@ -344,19 +344,6 @@ async def _after_an_end_guess(whisper: CountingWhisperSTT, calls: list[int], spe
     return finals(events)
 
 
-async def test_a_consonant_release_after_the_end_guess_is_covered_by_it(
-    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
-) -> None:
-    """An end guess in the closure of a last stop consonant misses only its release: 60 ms of
-    sound (as espeak-ng's "Hamlet" and "joke" in scripts/bench). The FINAL is the guess."""
-    speech = trim(espeak("Who wrote Hamlet?"))
-    burst = np.random.default_rng(3).normal(0, 0.05, round(0.06 * RECOGNITION_RATE))
-    final = await _after_an_end_guess(unpaced_whisper, decode_calls, speech,
-                                      AudioFrame.from_float(burst, RECOGNITION_RATE))
-    assert len(final) == 1 and "hamlet" in final[0].text.lower(), final
-    assert decode_calls == [speech.num_samples + round(0.08 * RECOGNITION_RATE)], "the FINAL decoded again"
-
-
 async def test_a_word_after_the_end_guess_is_decoded_again(
     unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
 ) -> None:

@@ -117,15 +117,11 @@ class UtteranceBuffer:
         The last partial block (under 10 ms) is judged too. Used to tell a trailing
         pause from the end of a word that a decode of the first ``n`` samples missed.
         """
-        return self.sound_after(n, rel_db) == 0
-
-    def sound_after(self, n: int, rel_db: float) -> int:
-        """How many 10 ms blocks from sample ``n`` on are louder than :meth:`quiet_after` allows
-        (the last partial block counts as one)."""
         limit = max(self._peak * 10.0 ** (rel_db / 20.0), 10.0 ** (SILENT_DBFS / 20.0))
         first = max(0, n // BLOCK)
-        loud = sum(1 for level in self._levels[first:] if level > limit)
+        if any(level > limit for level in self._levels[first:]):
+            return False
         if self._partial_block.size:
             x = self._partial_block.astype(np.float32) / 32768.0
-            loud += float(np.sqrt(np.mean(x * x))) > limit
-        return loud
+            return bool(float(np.sqrt(np.mean(x * x))) <= limit)
+        return True

@@ -18,8 +18,7 @@ window), so a :class:`WhisperStream`:
 - on ``flush()`` (the session calls it when the VAD first reports silence)
   starts the FINAL decode at once, or reuses a decode that already covers the
   utterance: one of exactly the current audio, or one whose only missing audio
-  is a quiet tail (every 10 ms block ``reuse_quiet_db`` below the loudest) but for
-  a consonant's release (:data:`RELEASE_BLOCKS`).
+  is a quiet tail (every 10 ms block ``reuse_quiet_db`` below the loudest).
 """
 
 from __future__ import annotations
@@ -54,22 +53,11 @@ END_GUESS_SOUND = RECOGNITION_RATE // 4
 """... if at least this much audio (0.25 s) came since the last decode."""
 
 
-RELEASE_BLOCKS = 8
-"""A decode started in a pause that missed at most this many sounding 10 ms blocks at the end
-still covers the utterance: an end guess (or a due partial) often starts in the closure of a
-last stop consonant ("Hamlet", "joke", "world": 60 ms of quiet and more) and misses only its
-release (60 ms of sound in the bench's voices), which changed no transcript there and cost a
-second decode (~170 ms, after the first one ended) before the FINAL. A word, even a short one,
-sounds longer."""
-
-
 @dataclass
 class _Decode:
     samples: int
     """How many samples of the utterance this decode saw."""
     task: asyncio.Task[Transcript | None]
-    at_pause: bool = False
-    """Started in a pause: an end guess, or a due partial at :data:`PAUSE_SAMPLES` of quiet."""
 
 
 class _Reopen:
@@ -245,7 +233,7 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
             return  # nothing but quiet since the last decode
         new = buf.num_samples - done
         if new >= self._guess_gap() and buf.quiet_after(buf.num_samples - END_GUESS_SAMPLES, stt.reuse_quiet_db):
-            self._start_decode(utt, partial=True).at_pause = True  # perhaps the end: the FINAL will reuse it
+            self._start_decode(utt, partial=True)  # perhaps the end: the FINAL will reuse it
             return
         if not stt.partials_enabled:
             return
@@ -255,7 +243,7 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
         in_pause = buf.quiet_after(buf.num_samples - PAUSE_SAMPLES, stt.reuse_quiet_db)
         if not in_pause and new < 2 * interval * RECOGNITION_RATE:
             return  # due, but wait (up to one more interval) for a pause
-        self._start_decode(utt, partial=True).at_pause = in_pause
+        self._start_decode(utt, partial=True)
 
     def _guess_gap(self) -> float:
         """Least new audio (samples) between end guesses: :data:`END_GUESS_SOUND`, more on a
@@ -300,7 +288,9 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
         result: Transcript | None = None
         buf = utt.buffer
         how = "decoded"
-        if last is not None and _covers(last, buf, self._stt.reuse_quiet_db):
+        if last is not None and (
+            last.samples == buf.num_samples or buf.quiet_after(last.samples, self._stt.reuse_quiet_db)
+        ):
             how = "reused a finished decode" if last.task.done() else "reused a running decode"
             result = await last.task  # it covers the whole utterance: reuse it
         if result is None:
@@ -315,13 +305,6 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
             SpeechEvent(SpeechEventType.FINAL, result.text, self._language, result.confidence, audio_s, delay)
         )
         self._stt._report(STTMetrics(self._stt.provider, audio_s, utt.processing_s, delay, utt.partials))
-
-
-def _covers(decode: _Decode, buf: UtteranceBuffer, quiet_db: float) -> bool:
-    """Whether ``decode`` heard the whole utterance: nothing but a quiet tail came after it, or,
-    for one started in a pause, a consonant's release (:data:`RELEASE_BLOCKS`)."""
-    sound = buf.sound_after(decode.samples, quiet_db)
-    return sound == 0 or (decode.at_pause and sound <= RELEASE_BLOCKS)
 
 
 def _join(previous: _Utterance, current: _Utterance) -> _Utterance:
