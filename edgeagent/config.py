@@ -63,7 +63,11 @@ class AudioConfig:
     """Cancel the agent's own voice from the microphone (WebRTC AEC). Off: the mic is
     ignored while the agent speaks, so there is no barge-in."""
     noise_suppression: bool = False
-    """WebRTC noise suppression on the microphone (with echo cancellation on)."""
+    """WebRTC noise suppression on the microphone (with echo cancellation on), for every stage."""
+    wake_noise_suppression: bool = True
+    """WebRTC noise suppression on what the wake word model hears only (the STT hears the
+    audio without it): more wake-ups heard in noise and when spoken fast, without the
+    suppressor's artefacts in the transcript (scripts/bench-accuracy)."""
     output_volume: float = setting(1.0, lo=0.0, hi=2.0, remote=HOT)
     """Gain (0.0-2.0) applied to what the agent plays; 1.0 leaves it as it is."""
 

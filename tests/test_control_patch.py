@@ -238,7 +238,7 @@ def test_merge_patch_sets_and_resets_to_the_default() -> None:
     assert current.tts.speed == 1.5  # the input is never changed
     assert [(c.path, c.old, c.new, c.needs_reload) for c in changes] == [
         ("activation.wake_words", ["alexa", "hey_mycroft"], ["hey_rhasspy"], False),
-        ("activation.wake_threshold", 0.5, 0.7, False),
+        ("activation.wake_threshold", 0.1, 0.7, False),
         ("llm.max_tokens", 120, 64, False),
         ("tts.provider", "piper", "espeak", True),
         ("tts.speed", 1.5, 1.0, False),

@@ -213,9 +213,9 @@ class CountingWhisperSTT(WhisperSTT):
         super().__init__(**options)
         self.decodes: list[int] = []
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str | None = None, prefix: str = "") -> Transcript:
         self.decodes.append(audio.size)
-        return super().transcribe(audio, language)
+        return super().transcribe(audio, language, prefix)
 
 
 @pytest.fixture(scope="module")

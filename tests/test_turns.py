@@ -15,8 +15,8 @@ from edgeagent.vad.base import VADEvent, VADEventType
 from edgeagent.voice.agent import Agent
 from edgeagent.voice.detectors import Detector, endpoint_delay, make_detector, untrusted_punctuation
 from edgeagent.voice.events import EventEmitter, WakeWordDetectedEvent
-from edgeagent.voice.hearing import _is_stop
 from edgeagent.voice.turns import Action, Phase, TurnTracker
+from edgeagent.voice.words import is_stop
 
 W = 0.032  # one VAD window
 
@@ -199,9 +199,9 @@ async def test_the_combined_detector_hears_words_and_voice_at_once() -> None:
 
 def test_stop_words_match_only_alone() -> None:
     words = ("stop", "never mind")
-    assert _is_stop("Stop.", words) and _is_stop("Never mind!", words)
-    assert not _is_stop("Stop the music and play jazz", words)
-    assert not _is_stop("", words)
+    assert is_stop("Stop.", words) and is_stop("Never mind!", words)
+    assert not is_stop("Stop the music and play jazz", words)
+    assert not is_stop("", words)
 
 
 @function_tool

@@ -37,7 +37,7 @@ class OpenAISTT(STT):
     def label(self) -> str:
         return f"openai:{self.model}@{self.http.base_url}"
 
-    def stream(self, language: str | None = None) -> StageStream[AudioFrame, SpeechEvent]:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
         return OpenAISTTStream(self, language or self.language)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

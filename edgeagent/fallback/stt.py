@@ -46,8 +46,8 @@ class FallbackSTT(STT):
             if warm is not None:
                 await warm()
 
-    def stream(self, language: str | None = None) -> FallbackSTTStream:
-        return FallbackSTTStream(self.chain, language)
+    def stream(self, language: str | None = None, *, prefix: str = "") -> FallbackSTTStream:
+        return FallbackSTTStream(self.chain, language, prefix)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
         errors = []
@@ -67,9 +67,9 @@ class FallbackSTT(STT):
 
 
 class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
-    def __init__(self, chain: Chain, language: str | None) -> None:
+    def __init__(self, chain: Chain, language: str | None, prefix: str = "") -> None:
         self._chain = chain
-        self._language = language
+        self._language, self._prefix = language, prefix
         self._events: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
         self._order = chain.candidates()
         self._pos = 0
@@ -172,7 +172,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
 
     def _open(self) -> None:
         self._gen += 1
-        inner: StageStream[AudioFrame, SpeechEvent] = self._member.stage.stream(self._language)
+        inner: StageStream[AudioFrame, SpeechEvent] = self._member.stage.stream(self._language, prefix=self._prefix)
         self._inner = inner
         self._reader = asyncio.ensure_future(forward(inner, self._gen, self._events))
         self._deadline = None

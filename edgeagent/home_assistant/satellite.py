@@ -78,7 +78,7 @@ class _Relay(STT):
         super().__init__()
         self._sink = sink
 
-    def stream(self, language: str | None = None) -> StageStream[AudioFrame, SpeechEvent]:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
         return _RelayStream(self._sink)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

@@ -32,10 +32,13 @@ class STT(Stage):
     kind = "stt"
 
     @abc.abstractmethod
-    def stream(self, language: str | None = None) -> StageStream[AudioFrame, SpeechEvent]:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
         """Push the frames of an utterance; flush() ends it and yields FINAL.
 
         After a FINAL the stream starts a new utterance; end_input() ends the stream.
+        ``prefix``: words the audio is known to begin with (a wake phrase the wake word model
+        heard); an STT that can be told them (Whisper) writes them so and hears what follows
+        better; the transcripts may begin with them either way.
         """
 
     @abc.abstractmethod

@@ -138,7 +138,7 @@ class VoskSTT(STT):
 
     # -- the STT contract -------------------------------------------------------
 
-    def stream(self, language: str | None = None) -> VoskStream:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> VoskStream:
         return VoskStream(self, language or self.language)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

@@ -141,22 +141,22 @@ class WhisperSTT(STT):
 
     # -- decoding (on the inference thread) ---------------------------------------
 
-    def transcribe(self, audio: Float32Array, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: Float32Array, language: str | None = None, prefix: str = "") -> Transcript:
         """Decode 16 kHz float32 samples synchronously (call it off the event loop)."""
-        return self.decoder.transcribe(audio, language)
+        return self.decoder.transcribe(audio, language, prefix)
 
     @property
     def last_decode_s(self) -> float:
         """Wall time of the latest decode; paces partials."""
         return self.decoder.last_decode_s
 
-    async def _decode(self, audio: Float32Array, language: str | None) -> Transcript:
-        return await self._thread.run(self.transcribe, audio, language)
+    async def _decode(self, audio: Float32Array, language: str | None, prefix: str = "") -> Transcript:
+        return await self._thread.run(self.transcribe, audio, language, prefix)
 
     # -- the STT contract -------------------------------------------------------
 
-    def stream(self, language: str | None = None) -> WhisperStream:
-        return WhisperStream(self, language or self.language)
+    def stream(self, language: str | None = None, *, prefix: str = "") -> WhisperStream:
+        return WhisperStream(self, language or self.language, prefix)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
         buf = UtteranceBuffer()
@@ -181,9 +181,10 @@ class WhisperSTT(STT):
 class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
     """One stream of utterances: INTERIM while audio arrives, FINAL on each flush()."""
 
-    def __init__(self, stt: WhisperSTT, language: str) -> None:
+    def __init__(self, stt: WhisperSTT, language: str, prefix: str = "") -> None:
         self._stt = stt
         self._language = language
+        self._prefix = prefix
         self._flush_times: collections.deque[float] = collections.deque()
         self._tasks: set[asyncio.Task[Transcript | None]] = set()
         super().__init__()
@@ -264,7 +265,7 @@ class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
 
     async def _decode(self, utt: _Utterance, n: int, partial: bool) -> Transcript | None:
         try:
-            result = await self._stt._decode(utt.buffer.float32(n), self._language)
+            result = await self._stt._decode(utt.buffer.float32(n), self._language, self._prefix)
         except Exception:
             if not partial:
                 raise

@@ -114,8 +114,9 @@ class WhisperDecoder:
         self.last_decode_s = 0.0
         """Wall time of the latest decode that ran the model."""
 
-    def transcribe(self, audio: Float32Array, language: str | None = None) -> Transcript:
-        """Decode 16 kHz float32 samples (blocks: call it off the event loop)."""
+    def transcribe(self, audio: Float32Array, language: str | None = None, prefix: str = "") -> Transcript:
+        """Decode 16 kHz float32 samples (blocks: call it off the event loop). ``prefix``: words
+        the audio begins with, given to Whisper as the start of its text (which keeps them)."""
         start = time.perf_counter()
         if audio.size == 0 or float(abs(audio).max()) < SILENT_PEAK:
             return Transcript("", 0.0, time.perf_counter() - start)
@@ -124,9 +125,9 @@ class WhisperDecoder:
         with self._lock:
             seconds = max(self.encoder_window, audio.size / RECOGNITION_RATE + self.encoder_margin)
             self._model.window_frames = min(FULL_WINDOW_FRAMES, 2 * math.ceil(seconds * MEL_FRAMES_PER_S / 2))
-            return self._transcribe(audio, language, start)
+            return self._transcribe(audio, language, start, prefix)
 
-    def _transcribe(self, audio: Float32Array, language: str | None, start: float) -> Transcript:
+    def _transcribe(self, audio: Float32Array, language: str | None, start: float, prefix: str) -> Transcript:
         segments, _info = self._model.transcribe(
             audio,
             language=language or self.language,
@@ -139,6 +140,7 @@ class WhisperDecoder:
             condition_on_previous_text=False,
             no_speech_threshold=self.no_speech_threshold,
             log_prob_threshold=self.logprob_threshold,
+            prefix=prefix or None,
         )
         texts: list[str] = []
         logprobs: list[float] = []

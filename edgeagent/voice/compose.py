@@ -36,6 +36,7 @@ def session_for(models: Models, cfg: Config, *, echo_path: bool) -> AgentSession
         audio_turn=models.audio_turn, activation=cfg.activation, turn=cfg.turn, interruption=cfg.interruption,
         echo_cancellation=cfg.audio.echo_cancellation and echo_path,
         noise_suppression=cfg.audio.noise_suppression and echo_path, ignore_own_playback=echo_path,
+        wake_noise_suppression=cfg.audio.wake_noise_suppression,
     )
 
 

@@ -10,6 +10,9 @@ words stop it, no words or only fillers resume it.
 As soon as the transcript of a pause is final, the reply to it begins ahead of the
 turn decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it
 over, the user carrying on drops it.
+
+A wake word whose score is not trusted is checked by its words before the question it
+opened is answered (:mod:`edgeagent.voice.wake_check`); the phrase comes off the text.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -34,6 +36,8 @@ from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
 from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
+from edgeagent.voice.wake_check import CHECK_AFTER_S, TRUSTED_SCORE, SpeechSpan, WakeCheck, WakePhrases, WakeStats
+from edgeagent.voice.words import is_stop, only_fillers
 from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
@@ -43,9 +47,6 @@ log = logging.getLogger(__name__)
 
 AUDIO_TURN_S = 8.0
 """The audio end-of-turn model hears at most this much of the turn (Smart Turn's window)."""
-WAKE_OVERLAP_S = 0.16
-"""The question's audio starts this long before the wake word fired (it fires at the end of
-an 80 ms step, sometimes after the next word began; see the issue 3 notes)."""
 
 
 class Hearing:
@@ -65,7 +66,12 @@ class Hearing:
         """The user turn being heard."""
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
         self._vad_in_speech = False
+        self._speech = SpeechSpan()
         self.preemption = Preemption(session)
+        self.wake_stats = WakeStats()
+        self._phrases = WakePhrases(self.activation.wake_words)
+        self._wake_check: WakeCheck | None = None
+        self._prefix = ""  # the STT utterance being opened begins with these words (a wake phrase)
         self._preparing: asyncio.Future[None] | None = None
 
     @property
@@ -83,6 +89,9 @@ class Hearing:
         self.muted = self._listener.muted = muted
         if muted:
             self.ptt = False
+            if self._wake_check is not None:
+                self._wake_check.now.set()  # its task ends
+                self._wake_check = None
             if self.tracker.active:
                 self.tracker.close()
                 self.turn = None
@@ -97,6 +106,7 @@ class Hearing:
         start (always: open; wake and ptt: closed until the wake word or the button); a turn
         being heard carries on, and an open wake window keeps its end."""
         old, self.activation = self.activation, activation
+        self._phrases = WakePhrases(activation.wake_words)
         if activation.mode != old.mode:
             if activation.mode == "always":
                 self.armed_until = math.inf
@@ -154,6 +164,7 @@ class Hearing:
 
     def _on_vad(self, ev: VADEvent) -> None:
         self._vad_in_speech = ev.speaking
+        self._speech.on_vad(ev)
         if self.activation.mode == "ptt" and not self.tracker.active:
             return
         if self.tracker.phase is Phase.NONE and not self._accepting():
@@ -188,36 +199,99 @@ class Hearing:
             reply.resume()
 
     def _on_wake(self, ev: WakeEvent) -> None:
-        listener = self._listener
         if self.muted:
             return  # heard just before the mute
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
+        self.wake_stats.fired += 1
         self._s.emit(WakeWordDetectedEvent(ev.word, ev.score))
-        if self._s.current_reply is not None:
+        reply, start = self._s.current_reply, self._speech.phrase_start(ev.timestamp)
+        if ev.score >= TRUSTED_SCORE or not self.activation.verify_wake:
+            self._accept_wake(self._wake_check)  # a check pending: the model is now sure
+        elif self._wake_check is None:
+            self._wake_check = self._check_wake(ev, start)
+            if reply is not None and not reply.paused:
+                reply.pause()  # until the words decide: stopped, or resumed
+                self._s._set_playing(False)
+                self._wake_check.paused_reply = True
+        if self._s.current_reply is not None and self._wake_check is None:
             log.info("wake word during the reply: stopped")
             self._s.interrupt()
-        self.armed_until = listener.now + self.activation.listen_s
+        self.armed_until = self._listener.now + self.activation.listen_s
         if not self.tracker.active and self._vad_in_speech:
-            self._apply(self.tracker.open_at(max(0.0, ev.timestamp - WAKE_OVERLAP_S), speaking=True))
+            # The question's audio starts with the phrase (no first word lost); its text loses it.
+            self._prefix = self._phrases.spoken(ev.word)
+            self._apply(self.tracker.open_at(start, speaking=True))
+            self._prefix = ""
+
+    def _check_wake(self, ev: WakeEvent, start: float) -> WakeCheck:
+        """Decode the stretch of the phrase (in the background): :meth:`_hear_phrase`."""
+        check = WakeCheck(ev.word, ev.score, self.armed_until, self.tracker.active, start,
+                          ev.phrase_end + CHECK_AFTER_S)
+        task = asyncio.ensure_future(self._hear_phrase(check))
+        task.add_done_callback(self._s._report_failure("the wake word check"))
+        return check
+
+    async def _hear_phrase(self, check: WakeCheck) -> None:
+        """Decode the phrase with what follows it once due, then accept or drop the wake-up;
+        words that miss it while the question goes on get one more decode at its end."""
+        while check is self._wake_check:
+            text = await check.words(self._s.stt, self._listener.history, lambda: self._listener.now)
+            if check is not self._wake_check:
+                return  # muted, or accepted meanwhile
+            if text is None or self._phrases.said(text):  # None: the STT failed, the model decides
+                log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, text)
+                self._accept_wake(check)
+            elif check.retry or check.held is not None or not self.tracker.active:
+                self._drop_wake(check, f"the words {text!r} do not begin with it")
+            else:
+                check.again_at_the_end()
+                continue
+            self._s._update_state()
+
+    def _accept_wake(self, check: WakeCheck | None) -> None:
+        self.wake_stats.accepted += 1
+        if check is None:
+            return
+        self._wake_check = None
+        if check.paused_reply and self._s.current_reply is not None:
+            log.info("wake word during the reply: stopped")
+            self._s.interrupt()
+        if check.held is not None:
+            self._apply([check.held])
+
+    def _drop_wake(self, check: WakeCheck, why: str) -> None:
+        """The wake-up was not meant: as if it had never fired."""
+        self._wake_check = None
+        self.wake_stats.rejected += 1
+        log.debug("wake word %s (score %.2f) dropped: %s", check.word, check.score, why)
+        self.armed_until = check.armed_before
+        if not check.turn_before and (self.tracker.active or check.held is not None):
+            self.tracker.close()
+            self.turn = None
+            self._listener.drop_utterance()
+            self.preemption.drop()
+        if check.paused_reply:
+            self._resume("the wake word was not said")
 
     def _on_stt(self, uid: int, ev: SpeechEvent) -> None:
         listener = self._listener
         if listener is None or uid != listener.utterance_id or self.turn is None:
             return
+        said = self._phrases.without_phrase(ev.text) if self.activation.mode == "wake" else ev.text
         if ev.type is SpeechEventType.INTERIM:
-            self._s.emit(UserInputTranscribedEvent(ev.text, is_final=False))
-            self._prepare(ev.text)
+            self._s.emit(UserInputTranscribedEvent(said, is_final=False))
+            self._prepare(said)
             return
         self.turn.final_at = time.monotonic()
         stt = self._s.stt
         self.turn.stt_provider = getattr(stt, "last_served", None) or stt.provider
-        steps = self.tracker.on_final(ev.text)
+        steps = self.tracker.on_final(said)
         self._apply(steps)
         text = self.tracker.pending_text
         if text:
             task = asyncio.ensure_future(self._judge(text, self._turn_audio()))
             task.add_done_callback(self._s._report_failure("turn detection"))
-            if not (_only_fillers(text) or _is_stop(text, self.activation.stop_words)):
+            if not (only_fillers(text) or is_stop(text, self.activation.stop_words)):
                 self.preemption.start(text)  # after the judge: the LLM evaluates the text once
 
     def _prepare(self, interim: str) -> None:
@@ -249,7 +323,7 @@ class Hearing:
         listener = self._listener
         for step in steps:
             if step.action is Action.OPEN:
-                listener.open_utterance(step.start)
+                listener.open_utterance(step.start, self._prefix)
                 self.turn = TurnRecord()
                 self.preemption.new_turn()
             elif step.action is Action.FLUSH:
@@ -257,10 +331,15 @@ class Hearing:
             elif step.action is Action.REOPEN:
                 listener.reopen()
                 self.preemption.drop()  # the user carried on: that reply answered a fragment
+            elif step.action is Action.COMMIT and self._wake_check is not None:
+                self._wake_check.held = step  # the words of the wake-up decide first
+                self._wake_check.now.set()
             elif step.action is Action.COMMIT:
                 self._commit(step)
             elif step.action is Action.DISCARD:
                 log.info("user: (nothing recognised)")
+                if self._wake_check is not None and self._wake_check.retry:
+                    self._wake_check.now.set()  # the question is over: decide
                 self.preemption.drop()
                 self.turn = None
                 listener.drop_utterance()
@@ -283,13 +362,13 @@ class Hearing:
             log.info("user: %s (too short to interrupt the reply: ignored)", step.text)
             _drop(ahead)
             return
-        if reply is not None and reply.paused and _only_fillers(step.text):
+        if reply is not None and reply.paused and only_fillers(step.text):
             self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
             _drop(ahead)
             return
         self._s.emit(UserInputTranscribedEvent(step.text, is_final=True))
         log.info("user: %s", step.text, extra=TRANSCRIPT)
-        if _is_stop(step.text, self.activation.stop_words):
+        if is_stop(step.text, self.activation.stop_words):
             log.info("stop word: the agent stops")
             self._s.interrupt()
             if self.activation.mode == "wake":
@@ -313,18 +392,3 @@ def _drop(ahead: Reply | None) -> None:
     """A reply begun ahead that the committed turn does not want after all."""
     if ahead is not None:
         ahead.drop()
-
-
-FILLERS = frozenset(("uh", "um", "umm", "ah", "aah", "oh", "eh", "er", "erm", "huh", "hm", "hmm", "hmmm", "mm",
-                     "mmm", "mhm", "mhmm"))
-"""Sounds that are not words: said over the agent's reply, they do not interrupt it."""
-
-
-def _only_fillers(text: str) -> bool:
-    said = re.findall(r"[a-z']+", text.lower())  # "mm-hmm", "uh-uh": each part a filler
-    return all(w in FILLERS for w in said)
-
-
-def _is_stop(text: str, stop_words: Sequence[str]) -> bool:
-    said = " ".join(re.findall(r"[a-z']+", text.lower()))
-    return bool(said) and said in {" ".join(re.findall(r"[a-z']+", w.lower())) for w in stop_words}

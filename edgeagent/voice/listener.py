@@ -1,7 +1,8 @@
 """The ears of a session: the mic in, echo cancelled, into wake word, VAD and STT, events out.
 
 Every 16 kHz frame goes, in order, through the echo canceller (when there is
-one) to the VAD, to the wake word stream (when wake mode has one) and to the
+one) to the VAD, to the wake word stream (when wake mode has one; through a noise
+suppressor of its own when ``wake_noise_suppression``, :mod:`edgeagent.audio.denoise`) and to the
 history ring; while an utterance is open, to its STT stream too. What the
 streams report comes out of one queue, :attr:`Listener.heard`, in arrival order,
 as ``("vad", VADEvent)``, ``("wake", WakeEvent)``, ``("stt", (utterance id,
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeagent.audio.denoise import NoiseSuppressor
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput
 from edgeagent.audio.resample import Resampler
@@ -54,8 +56,10 @@ class Listener:
     """Runs the input side until :meth:`aclose`; see the module docs."""
 
     def __init__(self, inp: AudioInput, vad: VAD, stt: STT, wake: WakeWord | None, *, echo: Any = None,
-                 ignore_own_playback: bool = True) -> None:
+                 ignore_own_playback: bool = True, wake_noise_suppression: bool = False) -> None:
         self.ignore_own_playback = ignore_own_playback
+        self.wake_noise_suppression = wake_noise_suppression
+        self._wake_ns: NoiseSuppressor | None = None
         self._in = inp
         self._vad_stage = vad
         self._stt_stage = stt
@@ -85,7 +89,7 @@ class Listener:
     def start(self) -> None:
         self._vad = self._start_stream("vad", self._vad_stage.stream())
         if self._wake_stage is not None:
-            self._wake = self._start_stream("wake", self._wake_stage.stream())
+            self._wake = self._start_wake(self._wake_stage)
         self._pump_task = asyncio.ensure_future(self._pump())
 
     def _start_stream(self, name: str, stream: StageStream[AudioFrame, Any]) -> StageStream[AudioFrame, Any]:
@@ -127,7 +131,12 @@ class Listener:
         old, self._wake = self._wake, None
         self._retire("wake", old)
         if wake is not None:
-            self._wake = self._start_stream("wake", wake.stream())
+            self._wake = self._start_wake(wake)
+
+    def _start_wake(self, wake: WakeWord) -> StageStream[AudioFrame, Any]:
+        """A stream of ``wake``, behind a fresh noise suppressor when it has one."""
+        self._wake_ns = NoiseSuppressor.optional() if self.wake_noise_suppression else None
+        return self._start_stream("wake", wake.stream())
 
     async def aclose(self) -> None:
         tasks = [*self._readers.values(), *([self._pump_task] if self._pump_task is not None else [])]
@@ -172,11 +181,12 @@ class Listener:
 
     # -- utterances --------------------------------------------------------------
 
-    def open_utterance(self, start: float) -> int:
-        """A new STT stream fed from stream time ``start`` on; returns its id."""
+    def open_utterance(self, start: float, prefix: str = "") -> int:
+        """A new STT stream fed from stream time ``start`` on (``prefix``: words it begins with,
+        see :meth:`STT.stream`); returns its id."""
         self.drop_utterance()
         self.utterance_id += 1
-        stream = self._stt_stage.stream()
+        stream = self._stt_stage.stream(prefix=prefix)
         self._stt = stream
         for frame in self.history.after(start):
             stream.push(frame)
@@ -243,7 +253,7 @@ class Listener:
         assert self._vad is not None
         self._vad.push(frame)
         if self._wake is not None:
-            self._wake.push(frame)
+            self._wake.push(frame if self._wake_ns is None else self._wake_ns.process(frame))
         if self._stt is not None and not self._stt.closed:
             self._stt.push(frame)
 

@@ -57,6 +57,7 @@ from edgeagent.voice.hearing import Hearing
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.wake_check import WakeStats
 from edgeagent.wake.base import WakeWord
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class AgentSession:
         interruption: InterruptionConfig | None = None,
         echo_cancellation: bool = True,
         noise_suppression: bool = False,
+        wake_noise_suppression: bool = True,
         ignore_own_playback: bool = True,
         max_reply_tokens: int | None = None,
         userdata: Any = None,
@@ -91,7 +93,7 @@ class AgentSession:
         self.audio_turn = audio_turn
         """The audio end-of-turn model (Smart Turn) of the ``audio`` and ``combined`` detectors."""
         self.echo_cancellation = echo_cancellation
-        self.noise_suppression = noise_suppression
+        self.noise_suppression, self.wake_noise_suppression = noise_suppression, wake_noise_suppression
         self.ignore_own_playback = ignore_own_playback
         self.max_reply_tokens = max_reply_tokens
         self.userdata: Any = {} if userdata is None else userdata
@@ -145,7 +147,8 @@ class AgentSession:
                 echo.attach(output)
         wake = self.wake if self.activation.mode == "wake" else None
         self._listener = Listener(input, self.vad, self.stt, wake, echo=echo,
-                                  ignore_own_playback=self.ignore_own_playback)
+                                  ignore_own_playback=self.ignore_own_playback,
+                                  wake_noise_suppression=self.wake_noise_suppression)
         self._out = output
         self._hearing = Hearing(self, self._listener)
         await self.conversation.set_agent(agent)
@@ -188,6 +191,11 @@ class AgentSession:
         if self._hearing is not None:
             self._hearing.push_to_talk(pressed)
             self._update_state()
+
+    @property
+    def wake_stats(self) -> WakeStats:
+        """What became of the wake word's firings: fired, accepted, dropped by their words."""
+        return self._hearing.wake_stats if self._hearing is not None else WakeStats()
 
     @property
     def muted(self) -> bool:

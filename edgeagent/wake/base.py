@@ -8,13 +8,64 @@ from dataclasses import dataclass
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.stage import Stage, StageStream
 
+PEAK_STEPS = 5
+"""A firing is reported once its score stops rising, at most this many scoring steps after it
+fired (openWakeWord: 80 ms each): its event carries the peak (:class:`PeakHold`)."""
+
 
 @dataclass(frozen=True)
 class WakeEvent:
     word: str
     score: float
+    """The highest score of this firing (the score rises for a few steps after it fires)."""
     timestamp: float
     """Stream time in seconds (audio pushed so far) when the word fired."""
+    peak_at: float = -1.0
+    """Stream time of the peak score (about the end of the phrase); -1: :attr:`timestamp`."""
+
+    @property
+    def phrase_end(self) -> float:
+        """About where the wake phrase ended: at its peak score, or where it fired."""
+        return self.peak_at if self.peak_at >= 0 else self.timestamp
+
+
+class PeakHold:
+    """Holds each word's firing until its score stops rising, so that the event carries the
+    peak: the words check trusts a high peak (``voice/wake_check.py`` ``TRUSTED_SCORE``).
+    Costs at most :data:`PEAK_STEPS` steps before the event; none of the question's audio (the
+    turn starts at the speech start)."""
+
+    def __init__(self, steps: int = PEAK_STEPS) -> None:
+        self.steps = steps
+        self._held: dict[str, tuple[float, float, float, int]] = {}  # word: (fired at, best, its time, steps)
+
+    def fired(self, word: str, score: float, at: float) -> WakeEvent | None:
+        """The word fired at ``at``: held (None), or out at once when holding is off."""
+        if self.steps <= 0:
+            return WakeEvent(word, score, at, at)
+        self._held[word] = (at, score, at, 0)
+        return None
+
+    def step(self, word: str, score: float, now: float) -> WakeEvent | None:
+        """The score of ``word`` at the step ending at ``now``: the held event once the score
+        stops rising (or after :attr:`steps` steps)."""
+        held = self._held.get(word)
+        if held is None:
+            return None
+        at, best, best_at, steps = held
+        if score > best and steps + 1 < self.steps:
+            self._held[word] = (at, score, now, steps + 1)
+            return None
+        del self._held[word]
+        if score > best:
+            best, best_at = score, now
+        return WakeEvent(word, best, at, best_at)
+
+    def flush(self) -> list[WakeEvent]:
+        """The events still held (the input ended)."""
+        out = [WakeEvent(w, best, at, best_at) for w, (at, best, best_at, _) in self._held.items()]
+        self._held.clear()
+        return out
 
 
 class WakeWord(Stage):

@@ -42,7 +42,7 @@ from edgeagent.audio.resample import FrameAssembler, Resampler
 from edgeagent.errors import ConfigError, ModelError
 from edgeagent.metrics import WakeMetrics
 from edgeagent.stage import Flush, InferenceThread, StageStream
-from edgeagent.wake.base import WakeEvent, WakeWord
+from edgeagent.wake.base import PeakHold, WakeEvent, WakeWord
 from edgeagent.wake.features import (
     CHUNK,
     EMBEDDING_DIM,
@@ -314,6 +314,7 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
         self.max_scores = dict.fromkeys(owner.words, 0.0)
         self._resampler: Resampler | None = None
         self._assembler = FrameAssembler(RECOGNITION_RATE, CHUNK)
+        self._peaks = PeakHold()
         self._steps = 0
         self._stat_steps = 0
         self._stat_seconds = 0.0
@@ -339,6 +340,8 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
         if self._resampler is not None:
             tail = self._assembler.push(self._resampler.flush())
         await self._process(tail + self._assembler.flush(pad=True))
+        for event in self._peaks.flush():
+            self._emit(event)
         self._report_metrics()
 
     def _chunks_of(self, frame: AudioFrame) -> list[AudioFrame]:
@@ -374,8 +377,11 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
                 if trigger is None:  # scored just before the words changed
                     continue
                 self.max_scores[word] = max(self.max_scores[word], score)
+                event = self._peaks.step(word, score, now)
                 if trigger.update(score, now):
-                    self._emit(WakeEvent(word=word, score=score, timestamp=now))
+                    event = self._peaks.fired(word, score, now)
+                if event is not None:
+                    self._emit(event)
             if self._stat_steps >= self._owner.metrics_steps:
                 self._report_metrics()
 

@@ -1,0 +1,173 @@
+"""The words check of a wake-up: is the wake phrase what the user said?
+
+The wake word model fires on sounds, late in the phrase (at the end of "Jarvis", often
+as the question's first word begins), and near misses ("Hey Travis") fire it too. When
+it fires with a peak score under :data:`TRUSTED_SCORE`, the session decodes the stretch
+the phrase was said in, from :func:`phrase_start`, with :data:`CHECK_AFTER_S` of what
+follows (Whisper writes a phrase cut off at its end, or alone, worse than one followed
+by the question: "Hey, I'm just watching" for a fast "Hey Jarvis, what"), on the STT,
+once, while the user goes on to the question; :class:`WakePhrases` (a phonetic match,
+:mod:`edgeagent.wake.phrase`) says whether it begins with the phrase. Until then
+the wake-up is pending (:class:`WakeCheck`): the question is heard as usual (its turn
+opens as for any wake-up, so the check adds nothing to the answer's latency unless the
+question ends before the decode), but it is not answered, and a reply the wake word
+spoke over is paused. A match accepts the wake-up; anything else drops it without a
+word: the listening window closes again, the question heard meanwhile is dropped, a
+paused reply resumes, a debug line says why and :attr:`WakeStats.rejected` counts it.
+
+The question's audio, for a wake word said in the same breath, starts where the phrase
+started (:func:`phrase_start`): the model fires late, often in the question's first word,
+and any later start cut that word. So its transcript begins with the phrase, which
+:meth:`WakePhrases.without_phrase` takes off by the same match (or its last word, should
+the VAD have started late: "Jarvis, what…"); a final that is the phrase alone is no words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from edgeagent import aio
+from edgeagent.audio.frame import AudioFrame
+from edgeagent.stt.base import STT
+from edgeagent.vad.base import VADEvent, VADEventType
+from edgeagent.voice.listen import AudioHistory
+from edgeagent.voice.turns import Step
+from edgeagent.wake.phrase import MAX_DISTANCE, Verdict, match_wake, phrase_of
+
+WAKE_LOOKBACK_S = 2.5
+"""The phrase's audio starts at most this long before the wake word fired: "hey jarvis" said
+slowly lasts about 1.2 s and the model fires up to ~0.5 s after its end."""
+PREFIX_S = 0.3
+"""Audio kept before the speech start the VAD found (its onset lags the first sound)."""
+TRUSTED_SCORE = 0.7
+"""A wake-up whose model score peaks at or above this is accepted without the words. Measured
+with scripts/bench-accuracy's set (threshold 0.1, noise suppression before the wake model only):
+the words check alone dropped 2 of the 30 tuning calls, both with peaks of 0.98-0.99 (Whisper
+garbled the phrase in 10-12 dB noise); trusting a peak of 0.5, 0.7 or 0.9 kept all 30 and
+answered no near miss ("Hey Travis", the highest, peaked between 0.3 and 0.5: trusting 0.3
+answered it in 3 voices). 0.7 sits between the two."""
+CHECK_AFTER_S = 1.0
+"""The words check decodes the phrase with this much of what follows it (sooner when the
+question's turn ends first)."""
+log = logging.getLogger(__name__)
+
+RECENT_SPEECH_S = 1.5
+"""A wake word fired this long after the speech ended still belongs to that speech."""
+
+
+def phrase_start(fired_at: float, speech_start: float | None) -> float:
+    """Stream time the phrase of a wake-up fired at ``fired_at`` starts at, given the start of
+    the speech it fired in (None: the VAD saw none)."""
+    earliest = max(0.0, fired_at - WAKE_LOOKBACK_S)
+    if speech_start is None:
+        return earliest
+    return max(earliest, speech_start - PREFIX_S)
+
+
+@dataclass
+class SpeechSpan:
+    """Where the VAD's latest speech began and ended (stream times; inf: still going)."""
+
+    began: float = -math.inf
+    ended: float = -math.inf
+
+    def on_vad(self, ev: VADEvent) -> None:
+        if ev.type is VADEventType.START_OF_SPEECH:
+            self.began, self.ended = ev.timestamp - ev.speech_duration, math.inf
+        elif ev.type is VADEventType.END_OF_SPEECH:
+            self.ended = ev.timestamp - ev.silence_duration
+
+    def phrase_start(self, fired_at: float) -> float:
+        """:func:`phrase_start` of a wake word fired at ``fired_at`` in (or just after) this speech."""
+        return phrase_start(fired_at, self.began if self.ended >= fired_at - RECENT_SPEECH_S else None)
+
+
+@dataclass
+class WakeStats:
+    """What became of the wake word's firings in this session; read them, don't reset them."""
+
+    fired: int = 0
+    """The wake word model fired (outside a muted mic)."""
+    accepted: int = 0
+    """Trusted by its score, or its words began with the wake phrase (or the check is off)."""
+    rejected: int = 0
+    """Dropped: the words of the phrase's stretch did not begin with the wake phrase."""
+
+
+@dataclass
+class WakeCheck:
+    """One wake-up waiting for the decode of its phrase."""
+
+    word: str
+    score: float
+    armed_before: float
+    """The listening window before the wake-up (restored when it is dropped)."""
+    turn_before: bool
+    """A user turn was open when it fired (kept when the wake-up is dropped)."""
+    start: float
+    """Stream time the phrase's audio starts (:func:`phrase_start`)."""
+    due: float
+    """Stream time the decode may start at the latest (:data:`CHECK_AFTER_S` after the phrase)."""
+    now: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set: decode at once (the question's turn has ended)."""
+    retry: bool = False
+    """The first decode missed the phrase; the next one (at the question's end) decides."""
+
+    async def words(self, stt: STT, history: AudioHistory, clock: Callable[[], float]) -> str | None:
+        """The transcript of the phrase's stretch, once due by ``clock`` (stream time) or told
+        :attr:`now`; None when the STT failed."""
+        with contextlib.suppress(TimeoutError):
+            await aio.wait_for(self.now.wait(), max(0.0, self.due - clock()))
+        self.now.clear()
+        frames = list(history.after(self.start))
+        try:
+            return (await stt.recognize(AudioFrame.concat(frames))).text if frames else ""
+        except Exception as exc:  # the STT failing must not lose the question
+            log.warning("the wake word check failed, the wake-up stands: %s", exc)
+            return None
+
+    def again_at_the_end(self) -> None:
+        """Decode once more when the question's turn ends (Whisper writes a phrase cut off
+        after a second worse than the whole: "Thank you, I will be set" for "Hey Jarvis, set")."""
+        self.retry, self.due = True, math.inf
+    paused_reply: bool = False
+    """The wake-up paused the agent's reply (stopped when accepted, resumed when dropped)."""
+    held: Step | None = None
+    """The commit of the question, held until the words decide."""
+
+
+@dataclass
+class WakePhrases:
+    """The spoken phrases of the wake words, and the match against a transcript."""
+
+    words: Sequence[str]
+    max_distance: float = MAX_DISTANCE
+    phrases: tuple[str, ...] = field(init=False)
+    tails: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.phrases = tuple(phrase_of(w) for w in self.words)
+        self.tails = tuple(p.rsplit(" ", 1)[-1] for p in self.phrases if " " in p)
+
+    def spoken(self, word: str) -> str:
+        """How the phrase of ``word`` is written at the start of a question ("Hey Jarvis,")."""
+        phrase = self.phrases[list(self.words).index(word)] if word in self.words else phrase_of(word)
+        return phrase.title() + ","
+
+    def said(self, text: str) -> bool:
+        """Does ``text`` begin with one of the wake phrases?"""
+        return bool(self.phrases) and match_wake(text, self.phrases, self.max_distance).verdict is Verdict.MATCH
+
+    def without_phrase(self, text: str) -> str:
+        """``text`` without a wake phrase (or a phrase's last word: "Jarvis, what…") it begins
+        with; the rest starts with a capital."""
+        for phrases in (self.phrases, self.tails):
+            found = match_wake(text, phrases, self.max_distance) if phrases else None
+            if found is not None and found.verdict is Verdict.MATCH:
+                return self.without_phrase(found.rest)  # Whisper told the phrase may write it twice
+        return text
