@@ -11,8 +11,7 @@ As soon as the transcript of a pause is final, the reply to it begins ahead of t
 turn decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it
 over, the user carrying on drops it.
 
-A wake word whose score is not trusted is checked by its words before the question it
-opened is answered (:mod:`edgeagent.voice.wake_check`); the phrase comes off the text.
+An untrusted wake word is checked by its words (:mod:`edgeagent.voice.wake_check`).
 """
 
 from __future__ import annotations
@@ -36,7 +35,15 @@ from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
 from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
-from edgeagent.voice.wake_check import CHECK_AFTER_S, TRUSTED_SCORE, SpeechSpan, WakeCheck, WakePhrases, WakeStats
+from edgeagent.voice.wake_check import (
+    CHECK_AFTER_S,
+    PHRASE_ALONE_S,
+    TRUSTED_SCORE,
+    SpeechSpan,
+    WakeCheck,
+    WakePhrases,
+    WakeStats,
+)
 from edgeagent.voice.words import is_stop, only_fillers
 from edgeagent.wake.base import WakeEvent
 
@@ -72,6 +79,7 @@ class Hearing:
         self._phrases = WakePhrases(self.activation.wake_words)
         self._wake_check: WakeCheck | None = None
         self._prefix = ""  # the STT utterance being opened begins with these words (a wake phrase)
+        self._phrase_end = -math.inf  # stream time the wake phrase the turn began with ended
         self._preparing: asyncio.Future[None] | None = None
 
     @property
@@ -159,8 +167,7 @@ class Hearing:
         """May speech open a user turn now?"""
         if self.activation.mode == "ptt" or self.muted:
             return False  # the button opens turns
-        listener = self._listener
-        return listener.now <= self.armed_until or self._s.current_reply is not None
+        return self._listener.now <= self.armed_until or self._s.current_reply is not None
 
     def _on_vad(self, ev: VADEvent) -> None:
         self._vad_in_speech = ev.speaking
@@ -207,8 +214,11 @@ class Hearing:
         reply, start = self._s.current_reply, self._speech.phrase_start(ev.timestamp)
         if ev.score >= TRUSTED_SCORE or not self.activation.verify_wake:
             self._accept_wake(self._wake_check)  # a check pending: the model is now sure
-        elif self._wake_check is None:
-            self._wake_check = self._check_wake(ev, start)
+        elif self._wake_check is None:  # decode the phrase's stretch in the background
+            self._wake_check = WakeCheck(ev.word, ev.score, self.armed_until, self.tracker.active, start,
+                                         ev.phrase_end + CHECK_AFTER_S)
+            task = asyncio.ensure_future(self._hear_phrase(self._wake_check))
+            task.add_done_callback(self._s._report_failure("the wake word check"))
             if reply is not None and not reply.paused:
                 reply.pause()  # until the words decide: stopped, or resumed
                 self._s._set_playing(False)
@@ -221,15 +231,7 @@ class Hearing:
             # The question's audio starts with the phrase (no first word lost); its text loses it.
             self._prefix = self._phrases.spoken(ev.word)
             self._apply(self.tracker.open_at(start, speaking=True))
-            self._prefix = ""
-
-    def _check_wake(self, ev: WakeEvent, start: float) -> WakeCheck:
-        """Decode the stretch of the phrase (in the background): :meth:`_hear_phrase`."""
-        check = WakeCheck(ev.word, ev.score, self.armed_until, self.tracker.active, start,
-                          ev.phrase_end + CHECK_AFTER_S)
-        task = asyncio.ensure_future(self._hear_phrase(check))
-        task.add_done_callback(self._s._report_failure("the wake word check"))
-        return check
+            self._prefix, self._phrase_end = "", ev.phrase_end
 
     async def _hear_phrase(self, check: WakeCheck) -> None:
         """Decode the phrase with what follows it once due, then accept or drop the wake-up;
@@ -241,7 +243,7 @@ class Hearing:
             if text is None or self._phrases.said(text):  # None: the STT failed, the model decides
                 log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, text)
                 self._accept_wake(check)
-            elif check.retry or check.held is not None or not self.tracker.active:
+            elif check.retry or check.held is not None or self.tracker.phase is not Phase.SPEAKING:
                 self._drop_wake(check, f"the words {text!r} do not begin with it")
             else:
                 check.again_at_the_end()
@@ -278,6 +280,9 @@ class Hearing:
         if listener is None or uid != listener.utterance_id or self.turn is None:
             return
         said = self._phrases.without_phrase(ev.text) if self.activation.mode == "wake" else ev.text
+        if ev.type is SpeechEventType.FINAL and self.tracker.speech_end - self._phrase_end <= PHRASE_ALONE_S:
+            said = ""  # the wake phrase alone: Whisper, told it, may go on with words nobody said;
+            listener.open_utterance(self.tracker.speech_end)  # what follows is heard on its own
         if ev.type is SpeechEventType.INTERIM:
             self._s.emit(UserInputTranscribedEvent(said, is_final=False))
             self._prepare(said)
@@ -324,10 +329,13 @@ class Hearing:
         for step in steps:
             if step.action is Action.OPEN:
                 listener.open_utterance(step.start, self._prefix)
+                self._phrase_end = -math.inf
                 self.turn = TurnRecord()
                 self.preemption.new_turn()
             elif step.action is Action.FLUSH:
                 listener.flush()
+                if self._wake_check is not None and self._wake_check.retry:
+                    self._wake_check.now.set()  # the question paused: check its words again now
             elif step.action is Action.REOPEN:
                 listener.reopen()
                 self.preemption.drop()  # the user carried on: that reply answered a fragment
@@ -338,8 +346,6 @@ class Hearing:
                 self._commit(step)
             elif step.action is Action.DISCARD:
                 log.info("user: (nothing recognised)")
-                if self._wake_check is not None and self._wake_check.retry:
-                    self._wake_check.now.set()  # the question is over: decide
                 self.preemption.drop()
                 self.turn = None
                 listener.drop_utterance()

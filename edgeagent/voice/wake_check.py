@@ -56,6 +56,9 @@ CHECK_AFTER_S = 1.0
 question's turn ends first)."""
 log = logging.getLogger(__name__)
 
+PHRASE_ALONE_S = 0.35
+"""A wake-up's turn whose speech ended this soon after the phrase's peak score is the phrase
+alone ("Hey Jarvis." and a pause): its final has no words, whatever Whisper wrote."""
 RECENT_SPEECH_S = 1.5
 """A wake word fired this long after the speech ended still belongs to that speech."""
 
@@ -116,7 +119,7 @@ class WakeCheck:
     now: asyncio.Event = field(default_factory=asyncio.Event)
     """Set: decode at once (the question's turn has ended)."""
     retry: bool = False
-    """The first decode missed the phrase; the next one (at the question's end) decides."""
+    """The first decode missed the phrase; the next one (at the question's pause) decides."""
 
     async def words(self, stt: STT, history: AudioHistory, clock: Callable[[], float]) -> str | None:
         """The transcript of the phrase's stretch, once due by ``clock`` (stream time) or told
@@ -132,7 +135,7 @@ class WakeCheck:
             return None
 
     def again_at_the_end(self) -> None:
-        """Decode once more when the question's turn ends (Whisper writes a phrase cut off
+        """Decode once more when the question pauses (Whisper writes a phrase cut off
         after a second worse than the whole: "Thank you, I will be set" for "Hey Jarvis, set")."""
         self.retry, self.due = True, math.inf
     paused_reply: bool = False
