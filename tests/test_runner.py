@@ -258,7 +258,7 @@ def test_the_sample_question_is_16k_mono_and_says_the_wake_word() -> None:
 def test_stage_options_follow_the_config(tmp_path: Path) -> None:
     specs = {kind: (name, opts) for kind, name, opts in stage_specs(Config())}
     assert specs["vad"] == ("silero", {"activation_threshold": 0.5})
-    assert specs["wake"] == ("openwakeword", {"words": ("hey_jarvis",), "threshold": 0.5})
+    assert specs["wake"] == ("openwakeword", {"words": ("hey_jarvis",), "threshold": 0.1})
     assert specs["stt"] == ("whisper", {"partials": True})
     assert specs["llm"] == ("llama", {"temperature": 0.2, "max_tokens": 120})
     assert specs["tts"] == ("piper", {})
