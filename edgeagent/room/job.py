@@ -57,9 +57,9 @@ CLOSE_TIMEOUT_S = 15.0
 async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
                       ) -> tuple[LocalRoomInput, LocalRoomOutput] | None:
     """room+local: the local mic and speaker opened; None (one line printed) when they do not open."""
+    from edgeagent.audio.local_devices import DEVICE_OPEN_TIMEOUT_S
     from edgeagent.errors import EdgeAgentError
     from edgeagent.room.local import room_and_local
-    from edgeagent.runner import DEVICE_OPEN_TIMEOUT_S
 
     inp, out = room_and_local(link, room_in, cfg.audio, cfg.livekit)
     try:
