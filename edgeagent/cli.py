@@ -33,7 +33,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.config_cli",
     "edgeagent.room.job",
     "edgeagent.worker.run",
-    "edgeagent.device.service",
+    "edgeagent.device.service_cli",
     "edgeagent.web.job",
 )
 

@@ -108,24 +108,28 @@ class Config:
 # -- conversion -------------------------------------------------------------------
 
 
+def _coerce_union(value: Any, args: tuple[Any, ...], path: str) -> Any:
+    """``value`` as the first of ``args`` it converts to (None for "none", "null" or "")."""
+    if value is None and type(None) in args:
+        return None
+    if isinstance(value, str) and value.lower() in ("none", "null", "") and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, path)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp``; convert strings from env/CLI."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("none", "null", "") and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+        return _coerce_union(value, typing.get_args(tp), path)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")

@@ -52,20 +52,34 @@ class InferenceThread:
 
     def __init__(self, name: str) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._in_flight = 0
+        self._jobs = 0
 
     @property
     def busy(self) -> bool:
-        """A call is running or waiting (work that can wait for an idle thread checks this)."""
-        return self._in_flight > 0
+        """A job is running or waiting (work that can wait for an idle thread checks this).
+
+        It counts jobs, not callers: a caller that was cancelled no longer waits, but the job it
+        submitted still occupies the thread until it ends, and work queued meanwhile waits for it.
+        """
+        return self._jobs > 0
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:
         loop = asyncio.get_running_loop()
-        self._in_flight += 1
+        job = self._pool.submit(fn, *args)
+        self._jobs += 1
+        job.add_done_callback(lambda _: self._job_ended(loop))
+        return await asyncio.wrap_future(job, loop=loop)
+
+    def _job_ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A job ended (on the worker thread, or cancelled before it ran): count it on the loop,
+        the only thread that reads and writes the count."""
         try:
-            return await loop.run_in_executor(self._pool, fn, *args)
-        finally:
-            self._in_flight -= 1
+            loop.call_soon_threadsafe(self._count_down)
+        except RuntimeError:  # the loop is closed: nobody asks any more
+            self._count_down()
+
+    def _count_down(self) -> None:
+        self._jobs -= 1
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import pytest
 
 from edgeagent.audio.frame import AudioFrame
+from edgeagent.audio.local_devices import make_devices
 from edgeagent.config import AudioConfig
-from edgeagent.runner import make_devices
 from edgeagent.voice import Agent, AgentSession, AgentState, AgentStateChangedEvent, Models
 from edgeagent.voice.events import EVENT_NAMES
 

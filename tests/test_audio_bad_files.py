@@ -18,7 +18,7 @@ import soundfile as sf
 
 from edgeagent.audio.wav import WavFileInput
 from edgeagent.errors import AudioError
-from edgeagent.runner import open_wav
+from edgeagent.local_job import open_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 

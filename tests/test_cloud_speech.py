@@ -27,7 +27,7 @@ from edgeagent.cloud.speech_server import make_app, serve
 from edgeagent.fallback.chain import Chain, FallbackEvent, Member
 from edgeagent.fallback.stt import FallbackSTT
 from edgeagent.fallback.tts import FallbackTTS
-from edgeagent.runner import SAMPLE_QUESTION
+from edgeagent.local_job import SAMPLE_QUESTION
 from edgeagent.stt.base import STT, SpeechEventType
 from edgeagent.tts.base import TTS, SynthesizedAudio
 

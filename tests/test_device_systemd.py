@@ -34,7 +34,7 @@ from edgeagent.device.journal import JournalHandler, journal_wanted, setup_loggi
 from edgeagent.device.lifecycle import STOP_DEADLINE_S
 from edgeagent.device.notify import Notifier
 from edgeagent.device.watchdog import Watchdog, watchdog_interval
-from edgeagent.runner import SAMPLE_QUESTION
+from edgeagent.local_job import SAMPLE_QUESTION
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edgeagent.service"
 

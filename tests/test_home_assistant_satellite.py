@@ -40,11 +40,11 @@ from wyoming.tts import Synthesize
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from edgeagent.audio.frame import AudioFrame
+from edgeagent.audio.local_devices import make_devices
 from edgeagent.config import AudioConfig
 from edgeagent.config_home_assistant import HomeAssistantConfig
 from edgeagent.home_assistant.satellite import Satellite
 from edgeagent.home_assistant.server import SERVICE_TYPE, SatelliteServer
-from edgeagent.runner import make_devices
 from edgeagent.voice import AgentState, Models
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from edgeagent.control.live import LiveApplier
 from edgeagent.control.store import ConfigStore
 from edgeagent.llm.llama import LlamaLLM
 from edgeagent.llm.tools import function_tool
+from edgeagent.local_job import SAMPLE_QUESTION
 from edgeagent.realtime.protocol import RealtimeClient
 from edgeagent.realtime.session import RealtimeSession
-from edgeagent.runner import SAMPLE_QUESTION
 from edgeagent.voice.agent import Agent
 from edgeagent.voice.stages import Models
 

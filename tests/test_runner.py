@@ -31,7 +31,7 @@ from edgeagent import registry
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.wav import read_wav
 from edgeagent.config import Config, load
-from edgeagent.runner import SAMPLE_QUESTION
+from edgeagent.local_job import SAMPLE_QUESTION
 from edgeagent.stt.base import STT
 from edgeagent.voice.stages import stage_specs, tts_options
 from edgeagent.wake.base import WakeEvent, WakeWord

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -49,59 +50,61 @@ def make_app(stt: STT | None, tts: TTS | None, *, api_key: str | None = None) ->
                 for name, stage in (("whisper-1", stt), ("tts-1", tts)) if stage is not None]
         return web.json_response({"object": "list", "data": data})
 
-    async def transcriptions(request: web.Request) -> web.StreamResponse:
-        assert stt is not None
-        try:
-            form = await request.post()
-        except ValueError as exc:
-            return _error(400, f"expected multipart/form-data ({exc})")
-        upload = form.get("file")
-        if not isinstance(upload, web.FileField):
-            return _error(400, "no file field")
-        try:
-            audio = resample(read_wav_bytes(upload.file.read()), RECOGNITION_RATE)
-        except AudioFormatError as exc:
-            return _error(400, str(exc))
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        event = await stt.recognize(audio, fields.get("language") or None)
-        if fields.get("response_format") == "text":
-            return web.Response(text=event.text)
-        return web.json_response({"text": event.text})
-
-    async def speech(request: web.Request) -> web.StreamResponse:
-        assert tts is not None
-        try:
-            body = await request.json()
-            text = str(body["input"])
-        except (ValueError, KeyError, TypeError):
-            return _error(400, "expected a JSON body with 'input'")
-        fmt = body.get("response_format", "pcm")
-        if fmt not in ("pcm", "wav"):
-            return _error(400, f"response_format {fmt!r} is not served here (pcm or wav)")
-        if fmt == "wav":
-            frame = resample(await tts.synthesize(text), PCM_RATE)
-            return web.Response(body=wav_bytes(frame), content_type="audio/wav")
-        resp = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
-        await resp.prepare(request)
-        stream = tts.stream()
-        try:
-            stream.push(text)
-            stream.end_input()
-            async for chunk in stream:
-                if chunk.frame.num_samples:
-                    await resp.write(resample(chunk.frame, PCM_RATE).to_bytes())
-        finally:
-            await stream.aclose()
-        await resp.write_eof()
-        return resp
-
     app = web.Application(middlewares=[auth], client_max_size=32 * 1024 * 1024)
     app.router.add_get("/v1/models", models)
     if stt is not None:
-        app.router.add_post("/v1/audio/transcriptions", transcriptions)
+        app.router.add_post("/v1/audio/transcriptions", functools.partial(_transcriptions, stt))
     if tts is not None:
-        app.router.add_post("/v1/audio/speech", speech)
+        app.router.add_post("/v1/audio/speech", functools.partial(_speech, tts))
     return app
+
+
+async def _transcriptions(stt: STT, request: web.Request) -> web.StreamResponse:
+    """``POST /v1/audio/transcriptions``: a WAV upload, its text as JSON or plain text."""
+    try:
+        form = await request.post()
+    except ValueError as exc:
+        return _error(400, f"expected multipart/form-data ({exc})")
+    upload = form.get("file")
+    if not isinstance(upload, web.FileField):
+        return _error(400, "no file field")
+    try:
+        audio = resample(read_wav_bytes(upload.file.read()), RECOGNITION_RATE)
+    except AudioFormatError as exc:
+        return _error(400, str(exc))
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    event = await stt.recognize(audio, fields.get("language") or None)
+    if fields.get("response_format") == "text":
+        return web.Response(text=event.text)
+    return web.json_response({"text": event.text})
+
+
+async def _speech(tts: TTS, request: web.Request) -> web.StreamResponse:
+    """``POST /v1/audio/speech``: the voice of ``input``, as a WAV or streamed 24 kHz PCM."""
+    try:
+        body = await request.json()
+        text = str(body["input"])
+    except (ValueError, KeyError, TypeError):
+        return _error(400, "expected a JSON body with 'input'")
+    fmt = body.get("response_format", "pcm")
+    if fmt not in ("pcm", "wav"):
+        return _error(400, f"response_format {fmt!r} is not served here (pcm or wav)")
+    if fmt == "wav":
+        frame = resample(await tts.synthesize(text), PCM_RATE)
+        return web.Response(body=wav_bytes(frame), content_type="audio/wav")
+    resp = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
+    await resp.prepare(request)
+    stream = tts.stream()
+    try:
+        stream.push(text)
+        stream.end_input()
+        async for chunk in stream:
+            if chunk.frame.num_samples:
+                await resp.write(resample(chunk.frame, PCM_RATE).to_bytes())
+    finally:
+        await stream.aclose()
+    await resp.write_eof()
+    return resp
 
 
 async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:

@@ -54,7 +54,7 @@ from edgeagent.errors import ConfigError
 from edgeagent.voice.compose import without_wake_word
 from edgeagent.voice.detectors import make_detector
 from edgeagent.voice.events import AgentState, ErrorEvent
-from edgeagent.voice.stages import _create, check_loadable, stage_specs
+from edgeagent.voice.stages import check_loadable, create_stage, stage_specs
 
 if TYPE_CHECKING:
     from edgeagent.audio.io import AudioOutput
@@ -323,7 +323,7 @@ class LiveApplier:
         old = getattr(self.session, kind)
         try:
             log.info("config: loading the new %s (%s) while the old one serves", kind, _short(key))
-            stage = await asyncio.to_thread(_create, kind, provider, options)
+            stage = await asyncio.to_thread(create_stage, kind, provider, options)
         except Exception as exc:
             log.error("config: the new %s (%s) could not be loaded, the old one stays: %s", kind, _short(key), exc)
             self.session.emit(ErrorEvent(exc, f"reload {kind}"))

@@ -7,7 +7,8 @@
 - :mod:`~edgeagent.device.lifecycle`: what ``edgeagent run`` does as a service: signals
   (SIGTERM stops, SIGHUP reloads the config file), notifications, GPIO;
 - :mod:`~edgeagent.device.gpio`: a status LED (or RGB LED) and push-to-talk and mute buttons;
-- :mod:`~edgeagent.device.service`: ``edgeagent service install | uninstall | status``.
+- :mod:`~edgeagent.device.service`: ``edgeagent service install | uninstall | status``
+  (its command line: :mod:`~edgeagent.device.service_cli`).
 
 Each module imports its optional dependency (systemd-python, gpiozero) only when used.
 """

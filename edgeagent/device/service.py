@@ -28,7 +28,6 @@ other than root the ownership is left as it is: a test, or an image being built.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -38,7 +37,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgeagent.errors import EdgeAgentError
 
@@ -352,58 +350,3 @@ def status(layout: Layout) -> tuple[bool, list[str]]:
     present = [m.name for m in default if models.model_status(m, layout.models).startswith("installed")]
     lines.append(f"models:  {layout.models}: {len(present)} of {len(default)} default models installed")
     return installed, lines
-
-
-# -- the command line ------------------------------------------------------------------
-
-
-def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "service", help="install, remove or inspect edgeagent as a systemd service", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    actions = p.add_subparsers(dest="service_command", metavar="ACTION")
-
-    def usage(_args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return 2
-
-    p.set_defaults(func=usage)
-
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        a: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
-        a.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
-                       help="install under this root instead of / (an image, a test)")
-        return a
-
-    a = add("install", "create the user and directories, the config template and the models; install and "
-                       "enable the unit")
-    a.add_argument("--exe", type=Path, default=None, help="the edgeagent command the service runs "
-                                                           "(default: the one running now)")
-    a.add_argument("--models-from", type=Path, default=None, metavar="DIR",
-                   help="copy the models from here when they are there (default: fetch them)")
-    a.add_argument("--no-models", action="store_true", help="do not install the models")
-    a.add_argument("--no-enable", action="store_true", help="install the unit but do not enable it")
-    a.add_argument("--start", action="store_true", help="start the service now (systemd running, root /)")
-    a.set_defaults(func=_install)
-    a = add("uninstall", "disable and remove the unit; keep config and models unless --purge")
-    a.add_argument("--purge", action="store_true", help="also remove the config, the models and the state")
-    a.set_defaults(func=_uninstall)
-    a = add("status", "show what is installed and whether it runs (exit 3 when not installed)")
-    a.set_defaults(func=_status)
-
-
-def _install(args: argparse.Namespace) -> int:
-    install(Layout(args.root.resolve()), args.exe or default_exe(), models_from=args.models_from,
-            pull_models=not args.no_models, enable=not args.no_enable, start=args.start)
-    return 0
-
-
-def _uninstall(args: argparse.Namespace) -> int:
-    uninstall(Layout(args.root.resolve()), purge=args.purge)
-    return 0
-
-
-def _status(args: argparse.Namespace) -> int:
-    installed, lines = status(Layout(args.root.resolve()))
-    print("\n".join(lines))
-    return 0 if installed else 3

@@ -25,17 +25,18 @@ log = logging.getLogger(__name__)
 
 async def run_satellite(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
                         life: Lifecycle | None = None) -> int:
+    from edgeagent.audio.local_devices import make_input, make_output, open_device
     from edgeagent.audio.playback import BufferedOutput
     from edgeagent.home_assistant.satellite import Satellite
     from edgeagent.home_assistant.server import SatelliteServer, satellite_name
-    from edgeagent.runner import CLOSE_TIMEOUT_S, _open, make_input, make_output
+    from edgeagent.local_job import CLOSE_TIMEOUT_S
     from edgeagent.voice.stages import wake_for
 
     ha = cfg.home_assistant
     inp, out = make_input(cfg.audio), make_output(cfg.audio)
     try:
-        await _open(inp)
-        await _open(out)
+        await open_device(inp)
+        await open_device(out)
         if isinstance(out, BufferedOutput):
             out.volume = cfg.audio.output_volume
         sat = Satellite(vad=models.vad, wake=wake_for(models, cfg.activation), activation=cfg.activation,

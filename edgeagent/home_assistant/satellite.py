@@ -26,18 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.playback import BufferedOutput
 from edgeagent.config_voice import ActivationConfig, InterruptionConfig
-from edgeagent.stage import Flush, StageStream
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.home_assistant.relay import QuestionRelay, Send, chunk_frame, send_or_log
 from edgeagent.vad.base import VAD, VADEvent, VADEventType
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, EventEmitter, UserInputTranscribedEvent
 from edgeagent.voice.listener import Listener
@@ -46,7 +42,11 @@ from edgeagent.wake.base import WakeEvent, WakeWord
 log = logging.getLogger(__name__)
 
 WAKE_OVERLAP_S = 0.16
-"""The question's audio starts this long before the wake word fired (as in voice/hearing.py)."""
+"""The question's audio starts this long before the wake phrase's peak score (about its end)."""
+UNCHECKED_WAKE_SCORE = 0.5
+"""The satellite hands the question to Home Assistant and has no transcript to check the wake
+phrase by (the session's words check, voice/wake_check.py): a firing whose peak stays under
+openWakeWord's own threshold is ignored, whatever the configured (lower) threshold."""
 BARGE_IN_S = 0.25
 """Speech over a reply must last at least this long to stop it: with no words heard locally,
 a cough must not stop Home Assistant's answer."""
@@ -58,42 +58,11 @@ runs of tests/test_home_assistant_satellite.py)."""
 WAKE_TAIL_S = 0.5
 """An end of speech this soon after the wake word is the wake word's own end, not the question's."""
 
-Send = Callable[[Any], Awaitable[None]]
-"""Sends a wyoming Event to Home Assistant."""
-
-
 @dataclass(frozen=True)
 class _Event:
     """A wyoming Event queued for Home Assistant between the question's frames."""
 
     event: Any
-
-
-class _Relay(STT):
-    """The satellite's "speech recognition": the question's frames, handed to the run streaming it."""
-
-    provider = "home_assistant"
-
-    def __init__(self, sink: Callable[[AudioFrame], None]) -> None:
-        super().__init__()
-        self._sink = sink
-
-    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
-        return _RelayStream(self._sink)
-
-    async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
-        return SpeechEvent(SpeechEventType.FINAL, "")  # Home Assistant transcribes
-
-
-class _RelayStream(StageStream[AudioFrame, SpeechEvent]):
-    def __init__(self, sink: Callable[[AudioFrame], None]) -> None:
-        self._sink = sink
-        super().__init__()
-
-    async def _run(self) -> None:
-        async for item in self._inputs():
-            if not isinstance(item, Flush):
-                self._sink(item)
 
 
 class Satellite:
@@ -153,7 +122,7 @@ class Satellite:
             if isinstance(out, BufferedOutput):
                 echo.attach(out)
         wake = self.wake if self.activation.wake_words else None
-        self._listener = Listener(inp, self.vad, _Relay(self._relay), wake, echo=echo)
+        self._listener = Listener(inp, self.vad, QuestionRelay(self._relay), wake, echo=echo)
         self._out = out
         self._listener.start()
         self._tasks = [asyncio.ensure_future(self._hear()), asyncio.ensure_future(self._stream_question())]
@@ -240,12 +209,15 @@ class Satellite:
     def _on_wake(self, ev: WakeEvent) -> None:
         if self.muted:
             return
+        if ev.score < UNCHECKED_WAKE_SCORE:  # nothing here can check its words: the model alone decides
+            log.debug("wake word %s (score %.2f) under %.2f: ignored", ev.word, ev.score, UNCHECKED_WAKE_SCORE)
+            return
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
         if self._phase == "streaming":
             return  # said again inside the question
         if self._phase == "playing":
             log.info("wake word during the reply: stopped")
-        self._begin(max(0.0, ev.timestamp - WAKE_OVERLAP_S), f"wake word {ev.word}", word=ev.word)
+        self._begin(max(0.0, ev.phrase_end - WAKE_OVERLAP_S), f"wake word {ev.word}", word=ev.word)
 
     def _on_vad(self, ev: VADEvent) -> None:
         listener = self._listener
@@ -333,18 +305,19 @@ class Satellite:
             send = self._send
             if isinstance(item, _Event):  # queued by _begin, in order with the audio
                 if send is not None:
-                    await _safe(send, item.event)
+                    await send_or_log(send, item.event)
                 continue
             if send is None:
                 continue
             if item is None:
-                await _safe(send, AudioStop().event())
+                await send_or_log(send, AudioStop().event())
                 started_for = 0
                 continue
             if started_for != self._run_id:
                 started_for = self._run_id
-                await _safe(send, AudioStart(rate=RECOGNITION_RATE, width=2, channels=1).event())
-            await _safe(send, AudioChunk(rate=RECOGNITION_RATE, width=2, channels=1, audio=item.to_bytes()).event())
+                await send_or_log(send, AudioStart(rate=RECOGNITION_RATE, width=2, channels=1).event())
+            chunk = AudioChunk(rate=RECOGNITION_RATE, width=2, channels=1, audio=item.to_bytes())
+            await send_or_log(send, chunk.event())
 
     # -- the answer ---------------------------------------------------------------------
 
@@ -365,16 +338,8 @@ class Satellite:
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     def _reply_chunk(self, chunk: Any) -> None:
-        if self._reply is None:
-            return
-        if chunk.width != 2 or chunk.channels < 1:
-            log.warning("Home Assistant's audio is %d-byte x %d channels: only 16-bit is played",
-                        chunk.width, chunk.channels)
-            return
-        samples = np.frombuffer(chunk.audio[: len(chunk.audio) // (2 * chunk.channels) * 2 * chunk.channels], "<i2")
-        if chunk.channels > 1:
-            samples = samples.reshape(-1, chunk.channels).mean(axis=1)
-        self._reply.put_nowait(AudioFrame.from_int16(samples, chunk.rate))
+        if self._reply is not None and (frame := chunk_frame(chunk)) is not None:
+            self._reply.put_nowait(frame)
 
     async def _play(self, queue: asyncio.Queue[AudioFrame | None], run: int) -> None:
         from wyoming.snd import Played
@@ -394,7 +359,7 @@ class Satellite:
         self._reply = None
         self._listener.set_playing(False)
         if self._send is not None:
-            await _safe(self._send, Played().event())
+            await send_or_log(self._send, Played().event())
         self._finish("the answer has played")
 
     def _stop_reply(self) -> None:
@@ -412,10 +377,3 @@ class Satellite:
             old, self.state = self.state, state
             self._events.emit(AgentStateChangedEvent(old, state))
 
-
-async def _safe(send: Send, event: Any) -> None:
-    """Send, or log why not (the connection went away: the server attaches the next one)."""
-    try:
-        await send(event)
-    except (ConnectionError, OSError, RuntimeError) as exc:
-        log.info("could not send %s to Home Assistant: %s", event.type, exc)

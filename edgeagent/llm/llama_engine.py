@@ -127,18 +127,8 @@ class LlamaEngine:
         if not 0 <= mark < len(tokens) or len(new) > self.llm.n_batch:
             return None
         self.truncate(keep)
-        llm = self.llm
-        if len(self._tokens) + len(new) > self.n_ctx:
-            raise ValueError(f"context full: {len(self._tokens)} + {len(new)} tokens > n_ctx {self.n_ctx}")
-        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-        llm._batch.set_batch(batch=new, n_past=keep, logits_all=False)
-        llm._batch.batch.logits[mark - keep] = True
-        llm._ctx.decode(llm._batch)
-        llm.input_ids[keep : keep + len(new)] = new
-        llm.n_tokens = keep + len(new)
-        self._tokens.extend(new)
-        self._logits_valid = True
-        row = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(llm.ctx, mark - keep), shape=(self.n_vocab,))
+        self._decode(new, mark=mark - keep)
+        row = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self.llm.ctx, mark - keep), shape=(self.n_vocab,))
         return _log_softmax(row)
 
     def _common(self, tokens: Sequence[int]) -> int:
@@ -160,12 +150,29 @@ class LlamaEngine:
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Append ``tokens`` to the cache (one decode per batch)."""
+        self._decode(tokens)
+
+    def _decode(self, tokens: Sequence[int], *, mark: int | None = None) -> None:
+        """Append ``tokens`` to the cache, one llama.cpp decode per ``n_batch`` of them: the one
+        place that checks the context has room and keeps llama.cpp's count of cached tokens and
+        ours in step. The logits after the last token are kept; with ``mark``, also those after
+        ``tokens[mark]``, which must then lie in the last batch (``llama_get_logits_ith`` reads
+        them at ``mark`` minus the start of that batch)."""
         if len(self._tokens) + len(tokens) > self.n_ctx:
             raise ValueError(f"context full: {len(self._tokens)} + {len(tokens)} tokens > n_ctx {self.n_ctx}")
-        self.llm.n_tokens = len(self._tokens)
+        llm = self.llm
+        llm.n_tokens = len(self._tokens)
         self._logits_valid = False  # until the decode is through
-        self.llm.eval(list(tokens))
-        self._tokens.extend(tokens)
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        for start in range(0, len(tokens), llm.n_batch):
+            batch = list(tokens[start : start + llm.n_batch])
+            llm._batch.set_batch(batch=batch, n_past=llm.n_tokens, logits_all=False)
+            if mark is not None and start <= mark < start + len(batch):
+                llm._batch.batch.logits[mark - start] = True
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[llm.n_tokens : llm.n_tokens + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            self._tokens.extend(batch)
         self._logits_valid = bool(tokens)
 
     def logits(self) -> npt.NDArray[np.float32]:

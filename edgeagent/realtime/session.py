@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
 from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.fallback.chain import FallbackEvent
-from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
-from edgeagent.llm.tools import RunContext, ToolError
+from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.realtime.live import RealtimeLive
 from edgeagent.realtime.protocol import (
     RATE,
@@ -54,6 +51,7 @@ from edgeagent.realtime.protocol import (
     TranscriptDelta,
     UserTranscript,
 )
+from edgeagent.realtime.tools import answer_tool_calls
 from edgeagent.vad.base import VADEventType
 from edgeagent.voice.agent import Agent
 from edgeagent.voice.events import AgentState, ConversationItemAddedEvent, ErrorEvent, EventEmitter
@@ -323,7 +321,8 @@ class RealtimeSession(RealtimeLive):
         calls, self._calls = self._calls, []
         text = "".join(self._text).strip()
         if calls:
-            await self._run_tools(calls, text)
+            assert self._agent is not None
+            await answer_tool_calls(self._agent, self.client, calls, text, self._add)
             self._response, self._text = None, []
             with contextlib.suppress(RealtimeError):
                 await self.client.create_response()
@@ -332,24 +331,6 @@ class RealtimeSession(RealtimeLive):
             self._add(ChatMessage("assistant", text))
             self._pending_user, self._turn_audio = None, []
         self._response, self._text = None, []
-
-    async def _run_tools(self, calls: list[FunctionCall], text: str) -> None:
-        assert self._agent is not None
-        tools = {t.name: t for t in self._agent.tools}
-        self._add(ChatMessage("assistant", text, tool_calls=tuple(ToolCall(c.call_id, c.name, c.arguments)
-                                                                  for c in calls)))
-        for call in calls:
-            tool = tools.get(call.name)
-            try:
-                if tool is None:
-                    raise ToolError(f"no tool named {call.name!r}")
-                result = await wait_for(tool.call(call.arguments, RunContext(agent=self._agent)), 30)
-            except (ToolError, asyncio.TimeoutError) as exc:
-                result = f"error: {exc or 'the tool took too long'}"
-            out = result if isinstance(result, str) else json.dumps(result)
-            self._add(ChatMessage("tool", out, tool_call_id=call.call_id))
-            with contextlib.suppress(RealtimeError):
-                await self.client.function_output(call.call_id, out)
 
     def _add(self, msg: ChatMessage) -> None:
         self.history.messages.append(msg)

@@ -61,7 +61,6 @@ import contextlib
 import inspect
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -71,6 +70,7 @@ from livekit import rtc
 from edgeagent.aio import wait_for
 from edgeagent.config_room import LiveKitConfig
 from edgeagent.errors import ConfigError
+from edgeagent.room.join_problems import describe_error, hide_tokens, missing_grants
 from edgeagent.room.token import TokenSource
 
 log = logging.getLogger(__name__)
@@ -79,32 +79,6 @@ ABANDONED_JOIN_S = 30.0
 """How long a join attempt that timed out may go on in the SDK before the next one starts."""
 
 Hook = Callable[[rtc.Room], "Awaitable[None] | None"]
-
-_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
-
-
-def describe_error(exc: BaseException, url: str) -> tuple[str, bool]:
-    """One line saying what went wrong, and whether retrying is pointless."""
-    text = _JWT.sub("<token>", str(exc)).strip() or type(exc).__name__
-    low = text.lower()
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"no answer from {url} in time", False
-    if "401" in low or "403" in low or "unauthorized" in low or "forbidden" in low:
-        if "permission" in low:
-            why = "the token lacks the room_join grant for this room"
-        elif "expired" in low:
-            why = "the token has expired"
-        elif "invalid authorization" in low:
-            why = "the token is not a valid JWT"
-        else:
-            why = "the token is invalid, expired or signed with another secret"
-        return f"{url} refused the join: {why} ({text})", True
-    if "connection refused" in low:
-        return f"cannot reach {url}: connection refused (is livekit-server running there?)", False
-    if "lookup address" in low or "name or service" in low:
-        return f"cannot resolve the host of {url}", False
-    return f"cannot join the room at {url}: {text}", False
-
 
 class RoomLink:
     """See the module docs."""
@@ -308,7 +282,8 @@ class RoomLink:
         self._lost_at = None
         log.info("room: joined %r as %s (join %d, %d other participant(s)%s)",
                  room.name, self.identity, self.joins, len(room.remote_participants), lost)
-        self._check_grants(room)
+        for line in missing_grants(room):
+            log.error("room: %s", line)
         self.room = room
         if self._agent_source is not None:
             await self._publish_agent(room)
@@ -322,17 +297,6 @@ class RoomLink:
         log.error("room: %s; not retrying (fix the [livekit] config)", line)
         self.failed.set()
 
-    def _check_grants(self, room: rtc.Room) -> None:
-        perms = room.local_participant.permissions
-        for ok, grant, what in (
-            (perms.can_publish, "can_publish", "the agent cannot speak into the room"),
-            (perms.can_subscribe, "can_subscribe", "the agent cannot hear the room"),
-            (perms.can_publish_data, "can_publish_data", "no transcripts or chat replies"),
-            (perms.can_update_metadata, "can_update_own_metadata", "no lk.agent.state attribute"),
-        ):
-            if not ok:
-                log.error("room: the token lacks the %s grant: %s", grant, what)
-
     async def _publish_agent(self, room: rtc.Room) -> None:
         source = self._agent_source
         if source is None or not room.local_participant.permissions.can_publish:
@@ -342,7 +306,7 @@ class RoomLink:
         try:
             pub = await wait_for(room.local_participant.publish_track(track, opts), 15)
         except (Exception, asyncio.TimeoutError) as exc:
-            log.error("room: cannot publish the agent's voice: %s", _JWT.sub("<token>", str(exc)) or "timeout")
+            log.error("room: cannot publish the agent's voice: %s", hide_tokens(str(exc)) or "timeout")
             return
         if room is self.room:
             self.agent_publication = pub

@@ -42,11 +42,15 @@ if TYPE_CHECKING:
     from livekit import rtc
 
     from edgeagent.audio.io import AudioInput
+    from edgeagent.control.live import LiveApplier
     from edgeagent.control.store import ConfigStore
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
+    from edgeagent.room.control import RoomControl
+    from edgeagent.room.conventions import RoomConventions
     from edgeagent.room.local import LocalRoomInput, LocalRoomOutput
+    from edgeagent.voice.session import AgentSession
     from edgeagent.voice.stages import Models
 
 log = logging.getLogger(__name__)
@@ -57,9 +61,9 @@ CLOSE_TIMEOUT_S = 15.0
 async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
                       ) -> tuple[LocalRoomInput, LocalRoomOutput] | None:
     """room+local: the local mic and speaker opened; None (one line printed) when they do not open."""
+    from edgeagent.audio.local_devices import DEVICE_OPEN_TIMEOUT_S
     from edgeagent.errors import EdgeAgentError
     from edgeagent.room.local import room_and_local
-    from edgeagent.runner import DEVICE_OPEN_TIMEOUT_S
 
     inp, out = room_and_local(link, room_in, cfg.audio, cfg.livekit)
     try:
@@ -74,45 +78,26 @@ async def _open_local(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
     return inp, out
 
 
-async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
-                   store: ConfigStore | None = None, life: Lifecycle | None = None,
-                   adjust: Callable[[config_mod.Config], config_mod.Config] | None = None,
-                   link: RoomLink | None = None) -> int:
-    """Join the room and talk there until ``stop`` (0), until the link gives up (1) or, with
-    ``rejoin=False``, until it has left the room for good (0).
+async def _ends(link: RoomLink, room_in: RoomInput, cfg: config_mod.Config
+               ) -> tuple[AudioInput, RoomOutput | LocalRoomOutput]:
+    """The session's ears and voice: the room's, with the local mic and speaker added in
+    room+local mode when they open."""
+    from edgeagent.room.audio import RoomOutput
 
-    ``cfg`` is the file config; the remote changes of ``store`` (default: the one in the state
-    directory) apply over it, and the room's controllers may change them while it runs.
-    ``models`` should be loaded from ``store.config``. A dispatched job (:mod:`edgeagent.worker`)
-    passes ``adjust`` (its room and settings, over the config in effect) and its own ``link``.
-    """
-    from edgeagent.control.live import LiveApplier, open_store
-    from edgeagent.home_assistant.tools import home_assistant_tools
-    from edgeagent.room.audio import RoomInput, RoomOutput
-    from edgeagent.room.connection import RoomLink
-    from edgeagent.room.control import RoomControl
-    from edgeagent.room.conventions import RoomConventions
-    from edgeagent.voice.agent import Agent
-    from edgeagent.voice.compose import session_for, without_wake_word
-
-    store = store or open_store(cfg)
-    cfg = store.config if store is not None else cfg
-    cfg = without_wake_word(adjust(cfg) if adjust is not None else cfg, "in a room")
-    link = link or RoomLink(cfg.livekit)
-    room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
-    inp: AudioInput = room_in
-    out: RoomOutput | LocalRoomOutput = RoomOutput(link)
     if cfg.livekit.mode == "room+local":
         local = await _open_local(link, room_in, cfg)
         if local is not None:
-            inp, out = local
-    # The room has no echo path to us; room+local cancels the local mic's echo itself.
-    session = session_for(models, cfg, echo_path=False)
-    out.volume = cfg.audio.output_volume
-    conventions: list[RoomConventions] = []
-    applier = LiveApplier(session, models, out, cfg, room_input=room_in, conventions=conventions, link=link,
-                          in_room=True)
-    control = RoomControl(store, cfg.control, applier) if store is not None else None
+            return local
+    return room_in, RoomOutput(link)
+
+
+def _follow_joins(link: RoomLink, session: AgentSession, room_in: RoomInput, applier: LiveApplier,
+                  control: RoomControl | None, conventions: list[RoomConventions]) -> None:
+    """Attach the config RPCs (``control``) and LiveKit Agents' conventions to every room
+    ``link`` joins, and detach them when it goes. The conventions are made at the first join
+    (with the remote changes made before it) and appended to ``conventions``; later joins
+    attach the same object again."""
+    from edgeagent.room.conventions import RoomConventions
 
     def on_connected(room: rtc.Room) -> None:
         if control is not None:
@@ -136,6 +121,43 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
 
     link.add_connected_hook(on_connected)
     link.add_disconnected_hook(on_disconnected)
+
+
+async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
+                   store: ConfigStore | None = None, life: Lifecycle | None = None,
+                   adjust: Callable[[config_mod.Config], config_mod.Config] | None = None,
+                   link: RoomLink | None = None) -> int:
+    """Join the room and talk there until ``stop`` (0), until the link gives up (1) or, with
+    ``rejoin=False``, until it has left the room for good (0).
+
+    ``cfg`` is the file config; the remote changes of ``store`` (default: the one in the state
+    directory) apply over it, and the room's controllers may change them while it runs.
+    ``models`` should be loaded from ``store.config``. A dispatched job (:mod:`edgeagent.worker`)
+    passes ``adjust`` (its room and settings, over the config in effect) and its own ``link``.
+    """
+    from edgeagent.control.live import LiveApplier, open_store
+    from edgeagent.home_assistant.tools import home_assistant_tools
+    from edgeagent.room.audio import RoomInput
+    from edgeagent.room.connection import RoomLink
+    from edgeagent.room.control import RoomControl
+    from edgeagent.voice.agent import Agent
+    from edgeagent.voice.compose import session_for, without_wake_word
+
+    store = store or open_store(cfg)
+    cfg = store.config if store is not None else cfg
+    cfg = without_wake_word(adjust(cfg) if adjust is not None else cfg, "in a room")
+    link = link or RoomLink(cfg.livekit)
+    room_in = RoomInput(link, listen=cfg.livekit.listen, identities=cfg.livekit.identities)
+    inp, out = await _ends(link, room_in, cfg)
+    # The room has no echo path to us; room+local cancels the local mic's echo itself.
+    session = session_for(models, cfg, echo_path=False)
+    out.volume = cfg.audio.output_volume
+    conventions: list[RoomConventions] = []
+    applier = LiveApplier(session, models, out, cfg, room_input=room_in, conventions=conventions, link=link,
+                          in_room=True)
+    control = RoomControl(store, cfg.control, applier) if store is not None else None
+
+    _follow_joins(link, session, room_in, applier, control, conventions)
     try:
         await out.start()
         await link.start()

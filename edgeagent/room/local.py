@@ -336,7 +336,7 @@ class LocalRoomInput(AudioInput):
 def room_and_local(link: RoomLink, room_in: RoomInput, audio: AudioConfig,
                    livekit: LiveKitConfig) -> tuple[LocalRoomInput, LocalRoomOutput]:
     """The ears and voice of room+local mode on the devices of ``audio`` (not yet opened)."""
-    from edgeagent.runner import make_input
+    from edgeagent.audio.local_devices import make_input
 
     speaker = SpeakerOutput(audio.output_device, buffer_ms=audio.output_buffer_ms)
     out = LocalRoomOutput(link, RoomOutput(link), speaker)

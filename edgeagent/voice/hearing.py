@@ -42,7 +42,6 @@ from edgeagent.voice.wake_check import (
     SpeechSpan,
     WakeCheck,
     WakePhrases,
-    WakeStats,
 )
 from edgeagent.voice.words import is_stop, only_fillers
 from edgeagent.wake.base import WakeEvent
@@ -75,7 +74,7 @@ class Hearing:
         self._vad_in_speech = False
         self._speech = SpeechSpan()
         self.preemption = Preemption(session)
-        self.wake_stats = WakeStats()
+        self.wake_stats = session.wake_stats
         self._phrases = WakePhrases(self.activation.wake_words)
         self._wake_check: WakeCheck | None = None
         self._prefix = ""  # the STT utterance being opened begins with these words (a wake phrase)

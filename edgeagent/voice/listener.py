@@ -35,7 +35,8 @@ import numpy as np
 
 from edgeagent.audio.denoise import NoiseSuppressor
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
-from edgeagent.audio.io import AudioInput
+from edgeagent.audio.io import AudioInput, AudioOutput
+from edgeagent.audio.playback import BufferedOutput
 from edgeagent.audio.resample import Resampler
 from edgeagent.stage import StageStream
 from edgeagent.stt.base import STT, SpeechEvent
@@ -83,6 +84,22 @@ class Listener:
         self.muted = False
         """Muted: silence is fed instead of the mic (the streams and the clock keep going)."""
         self.ended = False
+
+    @classmethod
+    def build(cls, inp: AudioInput, out: AudioOutput, vad: VAD, stt: STT, wake: WakeWord | None, *,
+              echo_cancellation: bool, noise_suppression: bool, ignore_own_playback: bool,
+              wake_noise_suppression: bool) -> Listener:
+        """The ears of a session on ``inp``, with an echo canceller that hears ``out`` (when
+        ``echo_cancellation``; with WebRTC's noise suppression when ``noise_suppression``)."""
+        echo = None
+        if echo_cancellation:
+            from edgeagent.audio.echo import EchoCanceller
+
+            echo = EchoCanceller(noise_suppression=noise_suppression)
+            if isinstance(out, BufferedOutput):
+                echo.attach(out)
+        return cls(inp, vad, stt, wake, echo=echo, ignore_own_playback=ignore_own_playback,
+                   wake_noise_suppression=wake_noise_suppression)
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -21,10 +21,8 @@ user may always barge in: speech that lasts ``interruption.min_duration_s``
 pauses it; words (or the wake word) stop it; no words resume it. A stop word
 said alone stops the agent without an answer.
 
-Options and stages can change while it runs (remote configuration,
-:mod:`edgeagent.control.live`): :meth:`AgentSession.set_activation` and
-:meth:`AgentSession.set_turn` at once, :meth:`AgentSession.use_stage` while the session
-is :attr:`~AgentSession.quiet`.
+Options and stages change while it runs (:mod:`edgeagent.control.live`): the options at
+once, a stage (:meth:`AgentSession.use_stage`) while the session is :attr:`~AgentSession.quiet`.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeagent.audio.io import AudioInput, AudioOutput
-from edgeagent.audio.playback import BufferedOutput
 from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext, ChatMessage
@@ -92,11 +89,11 @@ class AgentSession:
         self.vad, self.stt, self.llm, self.tts, self.wake = vad, stt, llm, tts, wake
         self.audio_turn = audio_turn
         """The audio end-of-turn model (Smart Turn) of the ``audio`` and ``combined`` detectors."""
-        self.echo_cancellation = echo_cancellation
+        self.echo_cancellation, self.ignore_own_playback = echo_cancellation, ignore_own_playback
         self.noise_suppression, self.wake_noise_suppression = noise_suppression, wake_noise_suppression
-        self.ignore_own_playback = ignore_own_playback
         self.max_reply_tokens = max_reply_tokens
         self.userdata: Any = {} if userdata is None else userdata
+        self.wake_stats = WakeStats()  # what became of the wake word's firings (voice/wake_check.py)
         self.state = AgentState.INITIALIZING
         self.conversation = Conversation(self)
         self._events = EventEmitter()
@@ -138,17 +135,11 @@ class AgentSession:
         """Start listening and speaking; returns once the session runs."""
         if self._listener is not None:
             raise RuntimeError("the session is already started")
-        echo = None
-        if self.echo_cancellation:
-            from edgeagent.audio.echo import EchoCanceller
-
-            echo = EchoCanceller(noise_suppression=self.noise_suppression)
-            if isinstance(output, BufferedOutput):
-                echo.attach(output)
         wake = self.wake if self.activation.mode == "wake" else None
-        self._listener = Listener(input, self.vad, self.stt, wake, echo=echo,
-                                  ignore_own_playback=self.ignore_own_playback,
-                                  wake_noise_suppression=self.wake_noise_suppression)
+        self._listener = Listener.build(
+            input, output, self.vad, self.stt, wake, echo_cancellation=self.echo_cancellation,
+            noise_suppression=self.noise_suppression, ignore_own_playback=self.ignore_own_playback,
+            wake_noise_suppression=self.wake_noise_suppression)
         self._out = output
         self._hearing = Hearing(self, self._listener)
         await self.conversation.set_agent(agent)
@@ -191,11 +182,6 @@ class AgentSession:
         if self._hearing is not None:
             self._hearing.push_to_talk(pressed)
             self._update_state()
-
-    @property
-    def wake_stats(self) -> WakeStats:
-        """What became of the wake word's firings: fired, accepted, dropped by their words."""
-        return self._hearing.wake_stats if self._hearing is not None else WakeStats()
 
     @property
     def muted(self) -> bool:

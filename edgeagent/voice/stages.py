@@ -133,7 +133,9 @@ class _LazyModel:
         return model_path(self.name, root=self.root)
 
 
-def _create(kind: str, provider: str, options: dict[str, Any]) -> Any:
+def create_stage(kind: str, provider: str, options: dict[str, Any]) -> Any:
+    """A ``kind`` stage of ``provider`` from one of :func:`stage_specs`' options (its manifest
+    model resolved now): what :meth:`Models.load` and a live stage reload both create."""
     opts = {k: v.resolve() if isinstance(v, _LazyModel) else v for k, v in options.items()}
     return registry.create(kind, provider, **opts)
 
@@ -163,7 +165,7 @@ class Models:
         specs = stage_specs(cfg)
         t0 = time.monotonic()
         loaded = await asyncio.gather(
-            *(asyncio.to_thread(_create, kind, name, opts) for kind, name, opts in specs),
+            *(asyncio.to_thread(create_stage, kind, name, opts) for kind, name, opts in specs),
             asyncio.to_thread(_audio_turn, cfg),
             return_exceptions=True,
         )

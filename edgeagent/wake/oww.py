@@ -307,10 +307,7 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
     def __init__(self, owner: OpenWakeWord) -> None:
         self._owner = owner
         self._scorer = owner.scorer()
-        self._triggers = {
-            w: Trigger(owner.thresholds[w], owner.trigger_level, owner.refractory)
-            for w in owner.words
-        }
+        self._triggers = {w: Trigger(owner.thresholds[w], owner.trigger_level, owner.refractory) for w in owner.words}
         self.max_scores = dict.fromkeys(owner.words, 0.0)
         self._resampler: Resampler | None = None
         self._assembler = FrameAssembler(RECOGNITION_RATE, CHUNK)

@@ -30,13 +30,30 @@ from edgeagent.aio import wait_for
 from edgeagent.paths import config_file, state_dir
 
 if TYPE_CHECKING:
+    from edgeagent.config_web import WebConfig
     from edgeagent.control.store import ConfigStore
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.voice.stages import Models
+    from edgeagent.web.pairing import Pairing
+    from edgeagent.web.peer import Peers
+    from edgeagent.web.server import ConsoleServer
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 15.0
+
+
+def _console_server(web_cfg: WebConfig, peers: Peers, pairing: Pairing, state: Path) -> tuple[ConsoleServer, str]:
+    """The console's HTTP server (HTTPS where ``web.tls`` asks for it, with a self-signed
+    certificate kept in ``state``), and what the start-up line says about that certificate."""
+    from edgeagent.web.server import ConsoleServer
+    from edgeagent.web.tls import server_context, wants_tls
+
+    ssl_context, tls_note = None, ""
+    if wants_tls(web_cfg.tls, web_cfg.host):
+        ssl_context, print_ = server_context(state, web_cfg.host)
+        tls_note = f"; self-signed certificate SHA-256 {print_}"
+    return ConsoleServer(web_cfg, peers, pairing, ssl_context=ssl_context), tls_note
 
 
 async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *,
@@ -55,8 +72,6 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
     from edgeagent.web.feed import SessionFeed
     from edgeagent.web.pairing import Pairing
     from edgeagent.web.peer import Peers
-    from edgeagent.web.server import ConsoleServer
-    from edgeagent.web.tls import server_context, wants_tls
 
     store = store or open_store(cfg)
     effective = without_wake_word(store.config if store is not None else cfg, "with a browser")
@@ -71,11 +86,7 @@ async def run_web(models: Models, cfg: config_mod.Config, stop: asyncio.Event, *
                        max_chat_bytes=web_cfg.max_chat_bytes)
     hub = ChannelHub(feed, effective, store, applier)
     peers = Peers(web_cfg, inp, out, on_channel=hub.add, on_closed=hub.remove)
-    ssl_context, tls_note = None, ""
-    if wants_tls(web_cfg.tls, web_cfg.host):
-        ssl_context, print_ = server_context(state or state_dir(), web_cfg.host)
-        tls_note = f"; self-signed certificate SHA-256 {print_}"
-    server = ConsoleServer(web_cfg, peers, pairing, ssl_context=ssl_context)
+    server, tls_note = _console_server(web_cfg, peers, pairing, state or state_dir())
     try:
         await out.start()
         tools = home_assistant_tools(effective.home_assistant)

@@ -4,7 +4,7 @@
     local.resume()            # between jobs: the agent of `edgeagent run` on the [audio] devices
     await local.pause()       # a job starts: the devices are closed (the job's room+local session opens them)
 
-The local agent is the one of ``edgeagent run`` (:func:`edgeagent.runner._talk`: the wake
+The local agent is the one of ``edgeagent run`` (:func:`edgeagent.local_job.run_local`: the wake
 word as configured, echo cancellation, barge-in). A job takes the devices over: its
 session is the room+local one of :func:`edgeagent.room.job.run_room`, so the local mic
 and speaker keep working during the job, now in the room too. Devices that do not open
@@ -64,10 +64,10 @@ class LocalAgent:
                 await task
 
     async def _run(self, stop: asyncio.Event) -> None:
-        from edgeagent.runner import _talk
+        from edgeagent.local_job import run_local
 
         try:
-            await _talk(self.models, self.cfg, stop, None, None, fast=False, fallback=False)
+            await run_local(self.models, self.cfg, stop, None, None, fast=False, fallback=False)
         except EdgeAgentError as exc:
             log.error("worker: the local mic or speaker did not open (%s); the worker goes on without them "
                       "until the next job ends", exc)
