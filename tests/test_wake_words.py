@@ -32,6 +32,7 @@ from edgeagent.voice import (
     Models,
     UserInputTranscribedEvent,
     WakeWordDetectedEvent,
+    wake_gate,
 )
 from edgeagent.voice.wake_check import WakePhrases, phrase_start
 from edgeagent.wake.base import PeakHold, WakeEvent
@@ -176,6 +177,7 @@ async def test_a_near_miss_fires_the_model_but_gets_no_reply(models: Models, tmp
         stats = heard.session.wake_stats
     assert heard.of(WakeWordDetectedEvent), f"the model did not fire: {scores(models.wake, audio)}"
     assert (stats.fired, stats.accepted, stats.rejected) == (len(heard.of(WakeWordDetectedEvent)), 0, stats.fired)
+    assert stats.decodes == 0, stats  # the turn's own final said "Hey Travis": no decode of its own
     assert not heard.finals and not heard.of(ConversationItemAddedEvent), heard.events
     states = {e.new_state for e in heard.events if hasattr(e, "new_state")}
     assert not states & {AgentState.THINKING, AgentState.SPEAKING}, states
@@ -191,9 +193,26 @@ async def test_a_call_at_a_low_model_score_is_accepted_by_its_words(models: Mode
     assert top < 0.5 and trigger >= ActivationConfig().wake_threshold, (top, trigger)
     async with hearing(models, tmp_path, audio) as heard:
         await wait_reply(heard)
-    assert heard.session.wake_stats.accepted == 1, heard.session.wake_stats
+    stats = heard.session.wake_stats
+    assert (stats.accepted, stats.decodes) == (1, 0), stats  # the turn's own transcript had the phrase
     (final,) = heard.finals
     assert final.lower().startswith("what is the capital of france"), final  # the phrase off, the rest whole
+
+
+async def test_a_phrase_said_alone_is_checked_by_its_own_transcript(models: Models, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Hey Jarvis." and a pause, then the question (as scripts/bench asks it). With every
+    firing checked (no score trusted), the final of the phrase alone, not told the phrase,
+    is the check: no decode of its own; the question is heard from the phrase on."""
+    monkeypatch.setattr(wake_gate, "TRUSTED_SCORE", 1.01)
+    audio = with_silence(AudioFrame.concat([piper("Hey Jarvis."), AudioFrame.silence(0.6, RATE),
+                                            piper("Remind me to call my mother tonight.")]), 1.0, 2.0)
+    async with hearing(models, tmp_path, audio) as heard:
+        await wait_reply(heard)
+    stats = heard.session.wake_stats
+    assert (stats.fired, stats.accepted, stats.rejected, stats.decodes) == (1, 1, 0, 0), stats
+    (final,) = heard.finals
+    assert final.lower().startswith("remind me to call my mother"), final
 
 
 async def test_the_first_word_survives_a_wake_word_said_in_the_same_breath(models: Models,

@@ -37,7 +37,14 @@ import numpy as np
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.accuracy_set import Item
 from edgeagent.config_voice import TurnConfig
-from edgeagent.voice.wake_check import CHECK_AFTER_S, RECENT_SPEECH_S, TRUSTED_SCORE, WakePhrases, phrase_start
+from edgeagent.voice.wake_check import (
+    CHECK_AFTER_S,
+    PHRASE_ALONE_S,
+    RECENT_SPEECH_S,
+    TRUSTED_SCORE,
+    WakePhrases,
+    phrase_start,
+)
 from edgeagent.wake.base import PeakHold
 from edgeagent.wake.oww import DEFAULT_REFRACTORY, DEFAULT_TRIGGER_LEVEL, STEP_S, Trigger
 
@@ -197,19 +204,65 @@ def judge(models: Models, audio: AudioFrame, heard: Heard, threshold: float, phr
     for fire in firings(heard.scores, threshold):
         out.fired += 1
         start, end = question_stretch(heard.segments, fire, audio.duration, turn or TurnConfig())
-        if verify and fire.peak < TRUSTED_SCORE:
-            speech = _speech_at(heard.segments, fire.at)
-            began = phrase_start(fire.at, speech[0] if speech else None)
-            decided = min(fire.peak_at + CHECK_AFTER_S, end)
-            said = phrases.said(models.transcribe(audio, began, decided, key))
-            if not said and decided < end:  # the question went on: once more at its end
-                said = phrases.said(models.transcribe(audio, began, end, key))
-            if not said:
-                continue
-        out.accepted += 1
-        text = models.transcribe(audio, start, end, key, phrases.spoken("hey_jarvis")) if end > start else ""
-        out.heard.append(phrases.without_phrase(text))
+        text = _accepted(models, audio, heard, fire, (start, end), phrases, key,
+                         verify and fire.peak < TRUSTED_SCORE)
+        if text is not None:
+            out.accepted += 1
+            out.heard.append(phrases.without_phrase(text))
     return out
+
+
+def _accepted(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, question: tuple[float, float],
+              phrases: WakePhrases, key: int, check: bool) -> str | None:
+    """The question's transcript of a firing the session accepts (None: dropped), as
+    :class:`~edgeagent.voice.wake_gate.WakeGate` decides. A turn opened at the phrase is
+    checked by its own transcripts (a partial of the phrase and :data:`CHECK_AFTER_S`, then
+    its final; the STT is told the phrase only when no check is needed); a phrase said alone
+    by its own final; a firing after the speech ended, or a phrase alone whose final misses
+    it, by a decode of the phrase's stretch (:func:`_by_decode`). The question after a phrase
+    said alone begins at the phrase when it follows within :data:`RECENT_SPEECH_S`."""
+    start, end = question
+    speech = _speech_at(heard.segments, fire.out_at)
+    in_turn = speech is not None and speech[1] >= fire.out_at
+    alone = speech is not None and in_turn and speech[1] - fire.peak_at <= PHRASE_ALONE_S
+    if in_turn and not alone:
+        if not check:
+            return models.transcribe(audio, start, end, key, phrases.spoken("hey_jarvis"))
+        early = phrases.said(models.transcribe(audio, start, min(fire.peak_at + CHECK_AFTER_S, end), key))
+        text = models.transcribe(audio, start, end, key)
+        return text if early or phrases.said(text) else None
+    if alone and check:
+        ok = phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key)) if speech else False
+        ok = ok or _by_decode(models, audio, heard, fire, end, phrases, key)
+    else:
+        ok = not check or _by_decode(models, audio, heard, fire, end, phrases, key)
+    return _after_phrase(models, audio, heard, fire, end, phrases, key) if ok else None
+
+
+def _after_phrase(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, end: float,
+                  phrases: WakePhrases, key: int) -> str:
+    """The question after a phrase said on its own: heard from the phrase on, the STT told it,
+    when it begins within :data:`RECENT_SPEECH_S` of the phrase's end; else on its own."""
+    speech = _speech_at(heard.segments, fire.at)
+    after = [s for s, _ in heard.segments if speech is not None and s > speech[1]]
+    if not after:
+        return ""
+    begins = after[0] - TAIL_S
+    if speech is not None and begins - speech[1] <= RECENT_SPEECH_S:
+        began = phrase_start(fire.at, speech[0])
+        return models.transcribe(audio, began, end, key, phrases.spoken("hey_jarvis"))
+    return models.transcribe(audio, begins, end, key) if end > begins else ""
+
+
+def _by_decode(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, end: float, phrases: WakePhrases,
+               key: int) -> bool:
+    """The words check by a decode of the phrase's stretch, and once more at the question's end."""
+    speech = _speech_at(heard.segments, fire.at)
+    began = phrase_start(fire.at, speech[0] if speech else None)
+    decided = min(fire.peak_at + CHECK_AFTER_S, end)
+    if phrases.said(models.transcribe(audio, began, decided, key)):
+        return True
+    return decided < end and phrases.said(models.transcribe(audio, began, end, key))
 
 
 # -- words ------------------------------------------------------------------------

@@ -29,22 +29,16 @@ from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.vad.base import VADEvent
 from edgeagent.voice.conversation import TurnRecord
 from edgeagent.voice.detectors import TurnDetector
-from edgeagent.voice.events import TRANSCRIPT, ErrorEvent, UserInputTranscribedEvent, WakeWordDetectedEvent
+from edgeagent.voice.events import TRANSCRIPT, ErrorEvent, UserInputTranscribedEvent
+from edgeagent.voice.listen import AudioHistory
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
 from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
-from edgeagent.voice.wake_check import (
-    CHECK_AFTER_S,
-    PHRASE_ALONE_S,
-    TRUSTED_SCORE,
-    SpeechSpan,
-    WakeCheck,
-    WakePhrases,
-)
+from edgeagent.voice.wake_check import PHRASE_ALONE_S, RECENT_SPEECH_S, SpeechSpan, WakePhrases
+from edgeagent.voice.wake_gate import WakeGate
 from edgeagent.voice.words import is_stop, only_fillers
-from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
     from edgeagent.voice.session import AgentSession
@@ -59,7 +53,7 @@ class Hearing:
     """Wake word, turn taking and barge-in for one session."""
 
     def __init__(self, session: AgentSession, listener: Listener) -> None:
-        self._s = session
+        self._s = self.session = session
         self._listener = listener
         self.activation = session.activation
         self.tracker = TurnTracker(session.turn_options)
@@ -75,10 +69,12 @@ class Hearing:
         self._speech = SpeechSpan()
         self.preemption = Preemption(session)
         self.wake_stats = session.wake_stats
-        self._phrases = WakePhrases(self.activation.wake_words)
-        self._wake_check: WakeCheck | None = None
-        self._prefix = ""  # the STT utterance being opened begins with these words (a wake phrase)
-        self._phrase_end = -math.inf  # stream time the wake phrase the turn began with ended
+        self.wakes = WakeGate(self)
+        self._phrase = ""  # the wake phrase the turn began with ("Hey Jarvis,"), if any
+        self._phrase_at = (-math.inf, -math.inf)  # stream times that phrase started and ended
+        self._tell = ("", -math.inf, -math.inf)
+        """(phrase, at, by): the next utterance, if its audio starts by then, starts at the phrase
+        (at), its STT told the phrase ("": not told)."""
         self._preparing: asyncio.Future[None] | None = None
 
     @property
@@ -88,6 +84,46 @@ class Hearing:
             return False
         return self.tracker.active or self.ptt or self._listener.now <= self.armed_until
 
+    # -- what the wake gate reads and does ---------------------------------------
+
+    @property
+    def now(self) -> float:
+        """Stream time of the input."""
+        return self._listener.now
+
+    @property
+    def history(self) -> AudioHistory:
+        return self._listener.history
+
+    @property
+    def in_speech(self) -> bool:
+        """The VAD hears speech now."""
+        return self._vad_in_speech
+
+    def phrase_start(self, fired_at: float) -> float:
+        """Stream time the phrase of a wake word fired at ``fired_at`` began."""
+        return self._speech.phrase_start(fired_at)
+
+    def open_at_phrase(self, start: float, phrase: str, phrase_end: float, *, tell: bool) -> int:
+        """Open the question's turn at its wake phrase ``phrase``, said from ``start`` to
+        ``phrase_end``, its STT told the phrase (``tell``) or not; returns the utterance's id."""
+        self._tell = (phrase if tell else "", start, math.inf)
+        self.apply(self.tracker.open_at(start, speaking=True))
+        self._phrase, self._phrase_at = phrase, (start, phrase_end)
+        return self._listener.utterance_id
+
+    def question_after_phrase(self, phrase: str, start: float) -> None:
+        """The wake phrase ``phrase`` (from ``start``) was said on its own: a question that begins
+        within :data:`RECENT_SPEECH_S` of its end is heard from the phrase on, the STT told it."""
+        self._tell = (phrase, start, self._speech.ended + RECENT_SPEECH_S)
+
+    def drop_turn(self) -> None:
+        """The turn being heard (and a reply begun ahead for it) is dropped."""
+        self.tracker.close()
+        self.turn = None
+        self._listener.drop_utterance()
+        self.preemption.drop()
+
     def mute(self, muted: bool) -> None:
         """Muted: the mic is not heard (the listener feeds silence), the turn being heard is
         dropped and a wake window closes; unmuted, activation goes on as at start."""
@@ -96,15 +132,11 @@ class Hearing:
         self.muted = self._listener.muted = muted
         if muted:
             self.ptt = False
-            if self._wake_check is not None:
-                self._wake_check.now.set()  # its task ends
-                self._wake_check = None
+            self.wakes.forget()
             if self.tracker.active:
-                self.tracker.close()
-                self.turn = None
-                self._listener.drop_utterance()
+                self.drop_turn()
             self.preemption.drop()
-            self._resume("muted")
+            self.resume("muted")
         if self.activation.mode != "always":
             self.armed_until = -math.inf
 
@@ -113,7 +145,7 @@ class Hearing:
         start (always: open; wake and ptt: closed until the wake word or the button); a turn
         being heard carries on, and an open wake window keeps its end."""
         old, self.activation = self.activation, activation
-        self._phrases = WakePhrases(activation.wake_words)
+        self.wakes.phrases = WakePhrases(activation.wake_words)
         if activation.mode != old.mode:
             if activation.mode == "always":
                 self.armed_until = math.inf
@@ -137,9 +169,9 @@ class Hearing:
         now = self._listener.now
         if pressed:
             self._s.interrupt()
-            self._apply(self.tracker.open_at(max(0.0, now - 0.1), speaking=True))
+            self.apply(self.tracker.open_at(max(0.0, now - 0.1), speaking=True))
         else:
-            self._apply(self.tracker.end_speech(now))
+            self.apply(self.tracker.end_speech(now))
 
     async def run(self) -> None:
         listener = self._listener
@@ -148,15 +180,15 @@ class Hearing:
             try:
                 if kind == "vad":
                     self._on_vad(payload)
-                elif kind == "wake":
-                    self._on_wake(payload)
+                elif kind == "wake" and not self.muted:  # not one heard just before the mute
+                    self.wakes.on_wake(payload)
                 elif kind == "stt":
                     self._on_stt(*payload)
                 elif kind == "error":
                     source, exc = payload
                     self._s.emit(ErrorEvent(exc, source, recoverable=source != "input"))
                 elif kind == "end":
-                    self._apply(self.tracker.end_speech(listener.now))
+                    self.apply(self.tracker.end_speech(listener.now))
             except Exception as exc:  # one bad event must not stop the ears
                 log.exception("handling a %s event failed", kind)
                 self._s.emit(ErrorEvent(exc, "session"))
@@ -176,7 +208,7 @@ class Hearing:
         if self.tracker.phase is Phase.NONE and not self._accepting():
             return
         if self.activation.mode != "ptt":
-            self._apply(self.tracker.on_vad(ev))
+            self.apply(self.tracker.on_vad(ev))
         self.tracker.now = ev.timestamp
         self._check_barge_in(ev.timestamp)
 
@@ -195,93 +227,28 @@ class Hearing:
             self._s._set_playing(False)
         elif (reply.paused and self._barge_paused_at is not None and not self.tracker.active
               and now - self._barge_paused_at >= self._s.interruption.false_timeout_s):
-            self._resume("no words within the false interruption timeout")
+            self.resume("no words within the false interruption timeout")
 
-    def _resume(self, why: str) -> None:
+    def resume(self, why: str) -> None:
         reply = self._s.current_reply
         self._barge_paused_at = None
         if reply is not None and reply.paused:
             log.info("false interruption (%s): the reply resumes", why)
             reply.resume()
 
-    def _on_wake(self, ev: WakeEvent) -> None:
-        if self.muted:
-            return  # heard just before the mute
-        log.info("wake word %s (score %.2f)", ev.word, ev.score)
-        self.wake_stats.fired += 1
-        self._s.emit(WakeWordDetectedEvent(ev.word, ev.score))
-        reply, start = self._s.current_reply, self._speech.phrase_start(ev.timestamp)
-        if ev.score >= TRUSTED_SCORE or not self.activation.verify_wake:
-            self._accept_wake(self._wake_check)  # a check pending: the model is now sure
-        elif self._wake_check is None:  # decode the phrase's stretch in the background
-            self._wake_check = WakeCheck(ev.word, ev.score, self.armed_until, self.tracker.active, start,
-                                         ev.phrase_end + CHECK_AFTER_S)
-            task = asyncio.ensure_future(self._hear_phrase(self._wake_check))
-            task.add_done_callback(self._s._report_failure("the wake word check"))
-            if reply is not None and not reply.paused:
-                reply.pause()  # until the words decide: stopped, or resumed
-                self._s._set_playing(False)
-                self._wake_check.paused_reply = True
-        if self._s.current_reply is not None and self._wake_check is None:
-            log.info("wake word during the reply: stopped")
-            self._s.interrupt()
-        self.armed_until = self._listener.now + self.activation.listen_s
-        if not self.tracker.active and self._vad_in_speech:
-            # The question's audio starts with the phrase (no first word lost); its text loses it.
-            self._prefix = self._phrases.spoken(ev.word)
-            self._apply(self.tracker.open_at(start, speaking=True))
-            self._prefix, self._phrase_end = "", ev.phrase_end
-
-    async def _hear_phrase(self, check: WakeCheck) -> None:
-        """Decode the phrase with what follows it once due, then accept or drop the wake-up;
-        words that miss it while the question goes on get one more decode at its end."""
-        while check is self._wake_check:
-            text = await check.words(self._s.stt, self._listener.history, lambda: self._listener.now)
-            if check is not self._wake_check:
-                return  # muted, or accepted meanwhile
-            if text is None or self._phrases.said(text):  # None: the STT failed, the model decides
-                log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, text)
-                self._accept_wake(check)
-            elif check.retry or check.held is not None or self.tracker.phase is not Phase.SPEAKING:
-                self._drop_wake(check, f"the words {text!r} do not begin with it")
-            else:
-                check.again_at_the_end()
-                continue
-            self._s._update_state()
-
-    def _accept_wake(self, check: WakeCheck | None) -> None:
-        self.wake_stats.accepted += 1
-        if check is None:
-            return
-        self._wake_check = None
-        if check.paused_reply and self._s.current_reply is not None:
-            log.info("wake word during the reply: stopped")
-            self._s.interrupt()
-        if check.held is not None:
-            self._apply([check.held])
-
-    def _drop_wake(self, check: WakeCheck, why: str) -> None:
-        """The wake-up was not meant: as if it had never fired."""
-        self._wake_check = None
-        self.wake_stats.rejected += 1
-        log.debug("wake word %s (score %.2f) dropped: %s", check.word, check.score, why)
-        self.armed_until = check.armed_before
-        if not check.turn_before and (self.tracker.active or check.held is not None):
-            self.tracker.close()
-            self.turn = None
-            self._listener.drop_utterance()
-            self.preemption.drop()
-        if check.paused_reply:
-            self._resume("the wake word was not said")
-
     def _on_stt(self, uid: int, ev: SpeechEvent) -> None:
         listener = self._listener
         if listener is None or uid != listener.utterance_id or self.turn is None:
             return
-        said = self._phrases.without_phrase(ev.text) if self.activation.mode == "wake" else ev.text
-        if ev.type is SpeechEventType.FINAL and self.tracker.speech_end - self._phrase_end <= PHRASE_ALONE_S:
-            said = ""  # the wake phrase alone: Whisper, told it, may go on with words nobody said;
-            listener.open_utterance(self.tracker.speech_end)  # what follows is heard on its own
+        alone = ev.type is SpeechEventType.FINAL and self.tracker.speech_end - self._phrase_at[1] <= PHRASE_ALONE_S
+        if not self.wakes.on_transcript(uid, ev, alone):
+            return
+        phrases = self.wakes.phrases
+        said = phrases.without_phrase(ev.text) if self.activation.mode == "wake" else ev.text
+        if alone:  # the wake phrase alone: Whisper, told it, may go on with words nobody said
+            said = ""  # a question soon after is heard with the phrase before it, as if in one breath
+            self.question_after_phrase(self._phrase, self._phrase_at[0])
+            listener.open_utterance(self._phrase_at[0], self._phrase)
         if ev.type is SpeechEventType.INTERIM:
             self._s.emit(UserInputTranscribedEvent(said, is_final=False))
             self._prepare(said)
@@ -290,7 +257,7 @@ class Hearing:
         stt = self._s.stt
         self.turn.stt_provider = getattr(stt, "last_served", None) or stt.provider
         steps = self.tracker.on_final(said)
-        self._apply(steps)
+        self.apply(steps)
         text = self.tracker.pending_text
         if text:
             task = asyncio.ensure_future(self._judge(text, self._turn_audio()))
@@ -320,36 +287,39 @@ class Hearing:
             self.turn.eot_probability = verdict.text_probability
             self.turn.audio_eot_probability = verdict.audio_probability
             self.turn.end_of_turn_delay = verdict.delay
-        self._apply(self.tracker.set_delay(text, verdict.delay))
+        self.apply(self.tracker.set_delay(text, verdict.delay))
         self._s._update_state()
 
-    def _apply(self, steps: Sequence[Step]) -> None:
+    def apply(self, steps: Sequence[Step]) -> None:
         listener = self._listener
         for step in steps:
             if step.action is Action.OPEN:
-                listener.open_utterance(step.start, self._prefix)
-                self._phrase_end = -math.inf
+                self.wakes.utterance_gone()
+                phrase, at, by = self._tell
+                if step.start <= by:
+                    listener.open_utterance(at, phrase)  # (Whisper writes a question better after its phrase)
+                else:
+                    listener.open_utterance(step.start)
+                self._phrase, self._phrase_at, self._tell = "", (-math.inf, -math.inf), ("", -math.inf, -math.inf)
                 self.turn = TurnRecord()
                 self.preemption.new_turn()
             elif step.action is Action.FLUSH:
                 listener.flush()
-                if self._wake_check is not None and self._wake_check.retry:
-                    self._wake_check.now.set()  # the question paused: check its words again now
+                self.wakes.paused()
             elif step.action is Action.REOPEN:
                 listener.reopen()
                 self.preemption.drop()  # the user carried on: that reply answered a fragment
-            elif step.action is Action.COMMIT and self._wake_check is not None:
-                self._wake_check.held = step  # the words of the wake-up decide first
-                self._wake_check.now.set()
             elif step.action is Action.COMMIT:
-                self._commit(step)
+                if not self.wakes.hold(step):  # the words of the wake-up decide first
+                    self._commit(step)
             elif step.action is Action.DISCARD:
                 log.info("user: (nothing recognised)")
                 self.preemption.drop()
                 self.turn = None
                 listener.drop_utterance()
+                self.wakes.utterance_gone()
                 if self._s.current_reply is not None and self._s.current_reply.paused:
-                    self._resume("no words")
+                    self.resume("no words")
 
     def _commit(self, step: Step) -> None:
         listener = self._listener
@@ -368,7 +338,7 @@ class Hearing:
             _drop(ahead)
             return
         if reply is not None and reply.paused and only_fillers(step.text):
-            self._resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
+            self.resume(f"only {step.text!r}")  # a backchannel ("mm-hmm"), not a turn
             _drop(ahead)
             return
         self._s.emit(UserInputTranscribedEvent(step.text, is_final=True))

@@ -100,6 +100,8 @@ class WakeStats:
     """Trusted by its score, or its words began with the wake phrase (or the check is off)."""
     rejected: int = 0
     """Dropped: the words of the phrase's stretch did not begin with the wake phrase."""
+    decodes: int = 0
+    """Decodes the words check made of its own (the turn's transcripts did not decide)."""
 
 
 @dataclass
@@ -120,6 +122,13 @@ class WakeCheck:
     """Set: decode at once (the question's turn has ended)."""
     retry: bool = False
     """The first decode missed the phrase; the next one (at the question's pause) decides."""
+    utterance: int | None = None
+    """The STT utterance whose own transcripts decide (the turn opened at the phrase); None:
+    a decode of the phrase's stretch decides (:meth:`words`)."""
+    paused_reply: bool = False
+    """The wake-up paused the agent's reply (stopped when accepted, resumed when dropped)."""
+    held: Step | None = None
+    """The commit of the question, held until the words decide."""
 
     async def words(self, stt: STT, history: AudioHistory, clock: Callable[[], float]) -> str | None:
         """The transcript of the phrase's stretch, once due by ``clock`` (stream time) or told
@@ -138,10 +147,6 @@ class WakeCheck:
         """Decode once more when the question pauses (Whisper writes a phrase cut off
         after a second worse than the whole: "Thank you, I will be set" for "Hey Jarvis, set")."""
         self.retry, self.due = True, math.inf
-    paused_reply: bool = False
-    """The wake-up paused the agent's reply (stopped when accepted, resumed when dropped)."""
-    held: Step | None = None
-    """The commit of the question, held until the words decide."""
 
 
 @dataclass

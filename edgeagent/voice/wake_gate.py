@@ -1,0 +1,172 @@
+"""Wake-ups of one session's hearing: accepted by their score, or by their words.
+
+A firing at or above :data:`~edgeagent.voice.wake_check.TRUSTED_SCORE` (or with
+``activation.verify_wake`` off) is accepted at once, and the question's turn, opened at
+the phrase, tells the STT the phrase ("Hey Jarvis,"), so Whisper keeps the question's
+first word. A firing under it is checked by its words (:mod:`edgeagent.voice.wake_check`)
+at no cost where the session decodes that audio anyway:
+
+- in the same breath as the question (the turn opens at the phrase): the turn's own
+  transcripts decide; the first that begins with the phrase accepts the wake-up (later
+  decodes are told the phrase), a final that does not drops it;
+- said alone ("Hey Jarvis." and a pause): the final of the phrase accepts it;
+- otherwise (the firing came after the speech ended, or the phrase alone was written
+  wrong: Whisper writes a phrase alone worse than one followed by the question) the
+  phrase's stretch is decoded on its own, once due (:class:`WakeCheck`).
+
+Until it is decided, the question is heard as usual but its commit is held, and a reply
+the wake word spoke over is paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from edgeagent.stt.base import SpeechEvent, SpeechEventType
+from edgeagent.voice.events import WakeWordDetectedEvent
+from edgeagent.voice.turns import Phase, Step
+from edgeagent.voice.wake_check import CHECK_AFTER_S, TRUSTED_SCORE, WakeCheck, WakePhrases
+from edgeagent.wake.base import WakeEvent
+
+if TYPE_CHECKING:
+    from edgeagent.voice.hearing import Hearing
+
+log = logging.getLogger(__name__)
+
+
+class WakeGate:
+    """The wake-ups of one :class:`~edgeagent.voice.hearing.Hearing`."""
+
+    def __init__(self, hearing: Hearing) -> None:
+        self._h = hearing
+        self.stats = hearing.wake_stats
+        self.phrases = WakePhrases(hearing.activation.wake_words)
+        self.check: WakeCheck | None = None
+        """The wake-up waiting for its words, if any."""
+
+    def on_wake(self, ev: WakeEvent) -> None:
+        h = self._h
+        log.info("wake word %s (score %.2f)", ev.word, ev.score)
+        self.stats.fired += 1
+        h.session.emit(WakeWordDetectedEvent(ev.word, ev.score))
+        reply, start = h.session.current_reply, h.phrase_start(ev.timestamp)
+        opens = not h.tracker.active and h.in_speech  # the question's turn opens at the phrase
+        created = None
+        if ev.score >= TRUSTED_SCORE or not h.activation.verify_wake:
+            self._accept(self.check)  # a check pending: the model is now sure
+        elif self.check is None:
+            created = self.check = WakeCheck(ev.word, ev.score, h.armed_until, h.tracker.active, start,
+                                             ev.phrase_end + CHECK_AFTER_S)
+            if not opens:
+                self._decode_later(created)
+            if reply is not None and not reply.paused:
+                reply.pause()  # until the words decide: stopped, or resumed
+                h.session._set_playing(False)
+                created.paused_reply = True
+        if h.session.current_reply is not None and self.check is None:
+            log.info("wake word during the reply: stopped")
+            h.session.interrupt()
+        h.armed_until = h.now + h.activation.listen_s
+        if opens:
+            # The question's audio starts with the phrase (no first word lost); its text loses it.
+            uid = h.open_at_phrase(start, self.phrases.spoken(ev.word), ev.phrase_end, tell=created is None)
+            if created is not None:
+                created.utterance = uid
+        elif not h.tracker.active:
+            h.question_after_phrase(self.phrases.spoken(ev.word), start)
+
+    def on_transcript(self, uid: int, ev: SpeechEvent, phrase_alone: bool) -> bool:
+        """A transcript of the turn's utterance; the check its words decide sees it first.
+        False: the wake-up was dropped, and the transcript with it."""
+        check = self.check
+        if check is None or check.utterance != uid:
+            return True
+        if self.phrases.said(ev.text):
+            log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, ev.text)
+            self._accept(check)
+            return True
+        if ev.type is SpeechEventType.INTERIM:
+            return True  # not yet: a later transcript may have it
+        if phrase_alone:  # written wrong alone: decode it with what follows
+            self._decode_later(check)
+            return True
+        self._drop(check, f"the words {ev.text!r} do not begin with it")
+        return False
+
+    def hold(self, step: Step) -> bool:
+        """Hold the commit ``step`` until the words decide (True), or not: none pending."""
+        check = self.check
+        if check is None:
+            return False
+        check.held = step
+        if check.utterance is not None:
+            self._decode_later(check)  # the turn's transcripts did not decide: decode the phrase
+        check.now.set()
+        return True
+
+    def paused(self) -> None:
+        """The question paused: a check waiting for it decodes again now."""
+        if self.check is not None and self.check.retry:
+            self.check.now.set()
+
+    def utterance_gone(self) -> None:
+        """The turn's utterance was dropped or replaced: a check its transcripts were to
+        decide decodes the phrase instead."""
+        if self.check is not None and self.check.utterance is not None:
+            self._decode_later(self.check)
+
+    def forget(self) -> None:
+        """Muted: a pending check ends without a verdict."""
+        if self.check is not None:
+            self.check.now.set()  # its task ends
+            self.check = None
+
+    def _decode_later(self, check: WakeCheck) -> None:
+        check.utterance = None
+        task = asyncio.ensure_future(self._hear_phrase(check))
+        task.add_done_callback(self._h.session._report_failure("the wake word check"))
+
+    async def _hear_phrase(self, check: WakeCheck) -> None:
+        """Decode the phrase with what follows it once due, then accept or drop the wake-up;
+        words that miss it while the question goes on get one more decode at its end."""
+        h = self._h
+        while check is self.check:
+            text = await check.words(h.session.stt, h.history, lambda: h.now)
+            self.stats.decodes += 1
+            if check is not self.check:
+                return  # muted, or accepted meanwhile
+            if text is None or self.phrases.said(text):  # None: the STT failed, the model decides
+                log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, text)
+                self._accept(check)
+            elif check.retry or check.held is not None or h.tracker.phase is not Phase.SPEAKING:
+                self._drop(check, f"the words {text!r} do not begin with it")
+            else:
+                check.again_at_the_end()
+                continue
+            h.session._update_state()
+
+    def _accept(self, check: WakeCheck | None) -> None:
+        self.stats.accepted += 1
+        if check is None:
+            return
+        self.check = None
+        h = self._h
+        if check.paused_reply and h.session.current_reply is not None:
+            log.info("wake word during the reply: stopped")
+            h.session.interrupt()
+        if check.held is not None:
+            h.apply([check.held])
+
+    def _drop(self, check: WakeCheck, why: str) -> None:
+        """The wake-up was not meant: as if it had never fired."""
+        self.check = None
+        self.stats.rejected += 1
+        log.debug("wake word %s (score %.2f) dropped: %s", check.word, check.score, why)
+        h = self._h
+        h.armed_until = check.armed_before
+        if not check.turn_before and (h.tracker.active or check.held is not None):
+            h.drop_turn()
+        if check.paused_reply:
+            h.resume("the wake word was not said")
