@@ -11,7 +11,7 @@ As soon as the transcript of a pause is final, the reply to it begins ahead of t
 turn decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it
 over, the user carrying on drops it.
 
-An untrusted wake word is checked by its words (:mod:`edgeagent.voice.wake_check`).
+Wake-ups are accepted or dropped by :class:`~edgeagent.voice.wake_gate.WakeGate`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
 """The words check of a wake-up: is the wake phrase what the user said?
 
 The wake word model fires on sounds, late in the phrase (at the end of "Jarvis", often
-as the question's first word begins), and near misses ("Hey Travis") fire it too. When
-it fires with a peak score under :data:`TRUSTED_SCORE`, the session decodes the stretch
-the phrase was said in, from :func:`phrase_start`, with :data:`CHECK_AFTER_S` of what
-follows (Whisper writes a phrase cut off at its end, or alone, worse than one followed
-by the question: "Hey, I'm just watching" for a fast "Hey Jarvis, what"), on the STT,
-once, while the user goes on to the question; :class:`WakePhrases` (a phonetic match,
-:mod:`edgeagent.wake.phrase`) says whether it begins with the phrase. Until then
-the wake-up is pending (:class:`WakeCheck`): the question is heard as usual (its turn
-opens as for any wake-up, so the check adds nothing to the answer's latency unless the
-question ends before the decode), but it is not answered, and a reply the wake word
-spoke over is paused. A match accepts the wake-up; anything else drops it without a
-word: the listening window closes again, the question heard meanwhile is dropped, a
-paused reply resumes, a debug line says why and :attr:`WakeStats.rejected` counts it.
+as the question's first word begins), and near misses ("Hey Travis") fire it too. A
+firing with a peak score under :data:`TRUSTED_SCORE` is checked by its words:
+:class:`WakePhrases` (a phonetic match, :mod:`edgeagent.wake.phrase`) says whether a
+transcript begins with the phrase. Which transcript (the turn's own, the final of the
+phrase said alone, or a decode of its own) is :mod:`edgeagent.voice.wake_gate`'s choice;
+:class:`WakeCheck` is the wake-up waiting for it, and its own decode: the stretch the phrase
+was said in, from :func:`phrase_start`, with :data:`CHECK_AFTER_S` of what follows (Whisper
+writes a phrase cut off at its end, or alone, worse than one followed by the question:
+"Hey, I'm just watching" for a fast "Hey Jarvis, what"). Until it is decided, the question
+is heard as usual but not answered, and a reply the wake word spoke over is paused. A
+match accepts the wake-up; anything else drops it without a word: the listening window
+closes again, the question heard meanwhile is dropped, a paused reply resumes, a debug
+line says why and :attr:`WakeStats.rejected` counts it.
 
 The question's audio, for a wake word said in the same breath, starts where the phrase
 started (:func:`phrase_start`): the model fires late, often in the question's first word,
