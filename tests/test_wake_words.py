@@ -215,6 +215,24 @@ async def test_a_phrase_said_alone_is_checked_by_its_own_transcript(models: Mode
     assert final.lower().startswith("remind me to call my mother"), final
 
 
+async def test_a_phrase_misheard_alone_is_checked_by_the_question_after_it(models: Models, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """espeak-ng's fast "Hey Jarvis." alone is "Hey, Darby." to Whisper: the question that
+    follows is heard from the phrase on, and its transcripts (which have the phrase) decide,
+    with no decode of their own."""
+    monkeypatch.setattr(wake_gate, "TRUSTED_SCORE", 1.01)
+    phrase = espeak("Hey Jarvis.", wpm=240)
+    assert not models.stt.transcribe(with_silence(phrase, 0.3, 0.3).to_float32()).text.startswith("Hey Jarvis")
+    audio = with_silence(AudioFrame.concat([phrase, AudioFrame.silence(0.6, RATE),
+                                            piper("What is the capital of France?")]), 1.0, 2.0)
+    async with hearing(models, tmp_path, audio) as heard:
+        await wait_reply(heard)
+    stats = heard.session.wake_stats
+    assert (stats.accepted, stats.rejected, stats.decodes) == (1, 0, 0), stats
+    (final,) = heard.finals
+    assert final.lower().startswith("what is the capital of france"), final
+
+
 async def test_the_first_word_survives_a_wake_word_said_in_the_same_breath(models: Models,
                                                                            tmp_path: Path) -> None:
     audio = with_silence(piper("Hey Jarvis, how many days are in a week?"), 1.0, 2.0)

@@ -40,6 +40,7 @@ from edgeagent.config_voice import TurnConfig
 from edgeagent.voice.wake_check import (
     CHECK_AFTER_S,
     PHRASE_ALONE_S,
+    PHRASE_MAX_S,
     RECENT_SPEECH_S,
     TRUSTED_SCORE,
     WakePhrases,
@@ -216,41 +217,47 @@ def _accepted(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, que
               phrases: WakePhrases, key: int, check: bool) -> str | None:
     """The question's transcript of a firing the session accepts (None: dropped), as
     :class:`~edgeagent.voice.wake_gate.WakeGate` decides. A turn opened at the phrase is
-    checked by its own transcripts (a partial of the phrase and :data:`CHECK_AFTER_S`, then
-    its final; the STT is told the phrase only when no check is needed); a phrase said alone
-    by its own final; a firing after the speech ended, or a phrase alone whose final misses
-    it, by a decode of the phrase's stretch (:func:`_by_decode`). The question after a phrase
-    said alone begins at the phrase when it follows within :data:`RECENT_SPEECH_S`."""
+    checked by its own transcripts (:func:`_by_transcripts`; the STT is told the phrase only
+    when no check is needed); a phrase said alone (by the timing, or a speech no longer than
+    :data:`PHRASE_MAX_S`) by its own final, and when that misses it, like a firing after the
+    speech ended, by the question after it (:func:`_after_phrase`)."""
     start, end = question
     speech = _speech_at(heard.segments, fire.out_at)
     in_turn = speech is not None and speech[1] >= fire.out_at
-    alone = speech is not None and in_turn and speech[1] - fire.peak_at <= PHRASE_ALONE_S
-    if in_turn and not alone:
+    if speech is not None and in_turn and speech[1] - fire.peak_at > PHRASE_ALONE_S:
         if not check:
             return models.transcribe(audio, start, end, key, phrases.spoken("hey_jarvis"))
-        early = phrases.said(models.transcribe(audio, start, min(fire.peak_at + CHECK_AFTER_S, end), key))
-        text = models.transcribe(audio, start, end, key)
-        return text if early or phrases.said(text) else None
-    if alone and check:
-        ok = phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key)) if speech else False
-        ok = ok or _by_decode(models, audio, heard, fire, end, phrases, key)
-    else:
-        ok = not check or _by_decode(models, audio, heard, fire, end, phrases, key)
-    return _after_phrase(models, audio, heard, fire, end, phrases, key) if ok else None
+        if speech[1] - start > PHRASE_MAX_S or phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key)):
+            return _by_transcripts(models, audio, fire, start, end, phrases, key)
+    elif check and speech is not None and in_turn:
+        check = not phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key))
+    return _after_phrase(models, audio, heard, fire, end, phrases, key, check)
+
+
+def _by_transcripts(models: Models, audio: AudioFrame, fire: Firing, start: float, end: float,
+                    phrases: WakePhrases, key: int) -> str | None:
+    """The transcripts of an utterance from the phrase on, not told it: a partial (the phrase
+    and :data:`CHECK_AFTER_S`) that has the phrase accepts, else the final decides."""
+    early = phrases.said(models.transcribe(audio, start, min(fire.peak_at + CHECK_AFTER_S, end), key))
+    text = models.transcribe(audio, start, end, key)
+    return text if early or phrases.said(text) else None
 
 
 def _after_phrase(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, end: float,
-                  phrases: WakePhrases, key: int) -> str:
-    """The question after a phrase said on its own: heard from the phrase on, the STT told it,
-    when it begins within :data:`RECENT_SPEECH_S` of the phrase's end; else on its own."""
+                  phrases: WakePhrases, key: int, check: bool) -> str | None:
+    """The question after a phrase said on its own: when it begins within
+    :data:`RECENT_SPEECH_S` of the phrase's end, heard from the phrase on (told it, or its
+    transcripts check it); else on its own, after a decode of the phrase (:func:`_by_decode`)."""
     speech = _speech_at(heard.segments, fire.at)
     after = [s for s, _ in heard.segments if speech is not None and s > speech[1]]
-    if not after:
-        return ""
-    begins = after[0] - TAIL_S
-    if speech is not None and begins - speech[1] <= RECENT_SPEECH_S:
+    begins = after[0] - TAIL_S if after else end
+    if speech is not None and after and begins - speech[1] <= RECENT_SPEECH_S:
         began = phrase_start(fire.at, speech[0])
+        if check:
+            return _by_transcripts(models, audio, fire, began, end, phrases, key)
         return models.transcribe(audio, began, end, key, phrases.spoken("hey_jarvis"))
+    if check and not _by_decode(models, audio, heard, fire, end, phrases, key):
+        return None
     return models.transcribe(audio, begins, end, key) if end > begins else ""
 
 

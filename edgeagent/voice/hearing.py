@@ -37,7 +37,7 @@ from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
 from edgeagent.voice.turns import Action, Phase, Step, TurnTracker
 from edgeagent.voice.wake_check import PHRASE_ALONE_S, RECENT_SPEECH_S, SpeechSpan, WakePhrases
-from edgeagent.voice.wake_gate import WakeGate
+from edgeagent.voice.wake_gate import Seen, WakeGate
 from edgeagent.voice.words import is_stop, only_fillers
 
 if TYPE_CHECKING:
@@ -112,10 +112,16 @@ class Hearing:
         self._phrase, self._phrase_at = phrase, (start, phrase_end)
         return self._listener.utterance_id
 
+    @property
+    def question_due(self) -> float:
+        """Stream time by which a question after a wake phrase said on its own must begin."""
+        return self._speech.ended + RECENT_SPEECH_S
+
     def question_after_phrase(self, phrase: str, start: float) -> None:
         """The wake phrase ``phrase`` (from ``start``) was said on its own: a question that begins
-        within :data:`RECENT_SPEECH_S` of its end is heard from the phrase on, the STT told it."""
-        self._tell = (phrase, start, self._speech.ended + RECENT_SPEECH_S)
+        by :attr:`question_due` is heard from the phrase on, the STT told it unless the words
+        of the wake-up are still to be checked (then that question's transcripts check them)."""
+        self._tell = ("" if self.wakes.waiting else phrase, start, self.question_due)
 
     def drop_turn(self) -> None:
         """The turn being heard (and a reply begun ahead for it) is dropped."""
@@ -240,15 +246,17 @@ class Hearing:
         listener = self._listener
         if listener is None or uid != listener.utterance_id or self.turn is None:
             return
-        alone = ev.type is SpeechEventType.FINAL and self.tracker.speech_end - self._phrase_at[1] <= PHRASE_ALONE_S
-        if not self.wakes.on_transcript(uid, ev, alone):
+        speech_end = self.tracker.speech_end
+        alone = ev.type is SpeechEventType.FINAL and speech_end - self._phrase_at[1] <= PHRASE_ALONE_S
+        seen = self.wakes.on_transcript(uid, ev, alone, speech_end)
+        if seen is Seen.DROPPED:
             return
+        alone = alone or seen is Seen.PHRASE
         phrases = self.wakes.phrases
         said = phrases.without_phrase(ev.text) if self.activation.mode == "wake" else ev.text
         if alone:  # the wake phrase alone: Whisper, told it, may go on with words nobody said
             said = ""  # a question soon after is heard with the phrase before it, as if in one breath
             self.question_after_phrase(self._phrase, self._phrase_at[0])
-            listener.open_utterance(self._phrase_at[0], self._phrase)
         if ev.type is SpeechEventType.INTERIM:
             self._s.emit(UserInputTranscribedEvent(said, is_final=False))
             self._prepare(said)
@@ -256,8 +264,11 @@ class Hearing:
         self.turn.final_at = time.monotonic()
         stt = self._s.stt
         self.turn.stt_provider = getattr(stt, "last_served", None) or stt.provider
-        steps = self.tracker.on_final(said)
-        self.apply(steps)
+        at, phrase = self._phrase_at[0], self._tell[0]
+        self.apply(self.tracker.on_final(said))
+        if alone and self.tracker.active:  # the user went on: heard again from the phrase on
+            self._tell = ("", -math.inf, -math.inf)
+            self.wakes.opened(listener.open_utterance(at, phrase), at_phrase=True)
         text = self.tracker.pending_text
         if text:
             task = asyncio.ensure_future(self._judge(text, self._turn_audio()))
@@ -294,12 +305,10 @@ class Hearing:
         listener = self._listener
         for step in steps:
             if step.action is Action.OPEN:
-                self.wakes.utterance_gone()
                 phrase, at, by = self._tell
-                if step.start <= by:
-                    listener.open_utterance(at, phrase)  # (Whisper writes a question better after its phrase)
-                else:
-                    listener.open_utterance(step.start)
+                at_phrase = step.start <= by  # (Whisper writes a question better after its phrase)
+                uid = listener.open_utterance(at, phrase) if at_phrase else listener.open_utterance(step.start)
+                self.wakes.opened(uid, at_phrase)
                 self._phrase, self._phrase_at, self._tell = "", (-math.inf, -math.inf), ("", -math.inf, -math.inf)
                 self.turn = TurnRecord()
                 self.preemption.new_turn()

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 PHRASE_ALONE_S = 0.35
 """A wake-up's turn whose speech ended this soon after the phrase's peak score is the phrase
 alone ("Hey Jarvis." and a pause): its final has no words, whatever Whisper wrote."""
+PHRASE_MAX_S = 1.5
+"""A wake-up's turn whose speech lasted at most this long from :func:`phrase_start` may be
+the phrase alone (a slow "Hey Jarvis" lasts ~1.2 s, and :data:`PREFIX_S` comes before it)."""
 RECENT_SPEECH_S = 1.5
 """A wake word fired this long after the speech ended still belongs to that speech."""
 

@@ -6,13 +6,17 @@ the phrase, tells the STT the phrase ("Hey Jarvis,"), so Whisper keeps the quest
 first word. A firing under it is checked by its words (:mod:`edgeagent.voice.wake_check`)
 at no cost where the session decodes that audio anyway:
 
-- in the same breath as the question (the turn opens at the phrase): the turn's own
-  transcripts decide; the first that begins with the phrase accepts the wake-up (later
-  decodes are told the phrase), a final that does not drops it;
-- said alone ("Hey Jarvis." and a pause): the final of the phrase accepts it;
-- otherwise (the firing came after the speech ended, or the phrase alone was written
-  wrong: Whisper writes a phrase alone worse than one followed by the question) the
-  phrase's stretch is decoded on its own, once due (:class:`WakeCheck`).
+- in the same breath as the question (the turn opens at the phrase, the STT not told
+  it): the turn's own transcripts decide; the first that begins with the phrase accepts
+  the wake-up, a final that does not drops it;
+- said alone ("Hey Jarvis." and a pause): the final of the phrase accepts it; when
+  Whisper wrote it wrong (it writes a phrase alone worse than one followed by the
+  question), or the firing came just after the speech ended, the question that follows
+  within :data:`~edgeagent.voice.wake_check.RECENT_SPEECH_S` is heard from the phrase on
+  and its transcripts decide, as in one breath;
+- otherwise (no question followed, the question came later, or the firing came inside
+  a turn) the phrase's stretch is decoded on its own, once due (:class:`WakeCheck`),
+  and :attr:`WakeStats.decodes` counts it.
 
 Until it is decided, the question is heard as usual but its commit is held, and a reply
 the wake word spoke over is paused.
@@ -21,19 +25,37 @@ the wake word spoke over is paused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
+import math
 from typing import TYPE_CHECKING
 
+from edgeagent import aio
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.voice.events import WakeWordDetectedEvent
 from edgeagent.voice.turns import Phase, Step
-from edgeagent.voice.wake_check import CHECK_AFTER_S, TRUSTED_SCORE, WakeCheck, WakePhrases
+from edgeagent.voice.wake_check import CHECK_AFTER_S, PHRASE_MAX_S, TRUSTED_SCORE, WakeCheck, WakePhrases
 from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
     from edgeagent.voice.hearing import Hearing
 
 log = logging.getLogger(__name__)
+
+
+class Seen(enum.Enum):
+    """What a transcript of the turn is, to the wake-up's words check."""
+
+    WORDS = "words"
+    """The user's words: go on with them."""
+    PHRASE = "phrase"
+    """The wake phrase alone, no words of a question."""
+    DROPPED = "dropped"
+    """The wake-up was dropped, and its turn with it."""
+
+WAITING = -1
+""":attr:`WakeCheck.utterance` of a check waiting for the question's utterance to open."""
 
 
 class WakeGate:
@@ -59,8 +81,6 @@ class WakeGate:
         elif self.check is None:
             created = self.check = WakeCheck(ev.word, ev.score, h.armed_until, h.tracker.active, start,
                                              ev.phrase_end + CHECK_AFTER_S)
-            if not opens:
-                self._decode_later(created)
             if reply is not None and not reply.paused:
                 reply.pause()  # until the words decide: stopped, or resumed
                 h.session._set_playing(False)
@@ -69,31 +89,39 @@ class WakeGate:
             log.info("wake word during the reply: stopped")
             h.session.interrupt()
         h.armed_until = h.now + h.activation.listen_s
+        if created is not None and h.tracker.active:
+            self._decode_later(created)  # said inside a turn: its transcripts began before it
+        elif created is not None:  # the question's transcripts decide (its turn opens at the phrase)
+            self._await_question(created, math.inf if opens else h.question_due)
         if opens:
             # The question's audio starts with the phrase (no first word lost); its text loses it.
-            uid = h.open_at_phrase(start, self.phrases.spoken(ev.word), ev.phrase_end, tell=created is None)
-            if created is not None:
-                created.utterance = uid
+            h.open_at_phrase(start, self.phrases.spoken(ev.word), ev.phrase_end, tell=created is None)
         elif not h.tracker.active:
             h.question_after_phrase(self.phrases.spoken(ev.word), start)
 
-    def on_transcript(self, uid: int, ev: SpeechEvent, phrase_alone: bool) -> bool:
-        """A transcript of the turn's utterance; the check its words decide sees it first.
-        False: the wake-up was dropped, and the transcript with it."""
+    @property
+    def waiting(self) -> bool:
+        """A check waits for the question's utterance (opened from the phrase on)."""
+        return self.check is not None and self.check.utterance == WAITING
+
+    def on_transcript(self, uid: int, ev: SpeechEvent, alone: bool, speech_end: float) -> Seen:
+        """A transcript of the turn's utterance (its speech ended at ``speech_end``; ``alone``: by
+        the timing, the phrase alone); the check its words decide sees it first."""
         check = self.check
         if check is None or check.utterance != uid:
-            return True
+            return Seen.WORDS
         if self.phrases.said(ev.text):
             log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, ev.text)
             self._accept(check)
-            return True
+            return Seen.WORDS
         if ev.type is SpeechEventType.INTERIM:
-            return True  # not yet: a later transcript may have it
-        if phrase_alone:  # written wrong alone: decode it with what follows
-            self._decode_later(check)
-            return True
+            return Seen.WORDS  # not yet: a later transcript may have it
+        if alone or speech_end - check.start <= PHRASE_MAX_S:
+            # The phrase alone, written wrong: the question heard from the phrase on decides.
+            self._await_question(check, self._h.question_due)
+            return Seen.PHRASE
         self._drop(check, f"the words {ev.text!r} do not begin with it")
-        return False
+        return Seen.DROPPED
 
     def hold(self, step: Step) -> bool:
         """Hold the commit ``step`` until the words decide (True), or not: none pending."""
@@ -111,10 +139,20 @@ class WakeGate:
         if self.check is not None and self.check.retry:
             self.check.now.set()
 
+    def opened(self, uid: int, at_phrase: bool) -> None:
+        """A new utterance ``uid`` opened, from the phrase on (``at_phrase``) or not: a check
+        waiting for the question's decides by its transcripts; one whose utterance it replaced
+        (or a question too late to hear the phrase) decodes the phrase instead."""
+        check = self.check
+        if check is not None and check.utterance == WAITING and at_phrase:
+            check.utterance = uid
+        elif check is not None and check.utterance is not None:
+            self._decode_later(check)
+
     def utterance_gone(self) -> None:
-        """The turn's utterance was dropped or replaced: a check its transcripts were to
-        decide decodes the phrase instead."""
-        if self.check is not None and self.check.utterance is not None:
+        """The turn's utterance was dropped: a check its transcripts were to decide decodes the
+        phrase instead (one waiting for the question's goes on waiting)."""
+        if self.check is not None and self.check.utterance not in (None, WAITING):
             self._decode_later(self.check)
 
     def forget(self) -> None:
@@ -122,6 +160,19 @@ class WakeGate:
         if self.check is not None:
             self.check.now.set()  # its task ends
             self.check = None
+
+    def _await_question(self, check: WakeCheck, due: float) -> None:
+        """Let the question's utterance decide; none opened by ``due`` (stream time): decode."""
+        check.utterance = WAITING
+        if math.isfinite(due):
+            task = asyncio.ensure_future(self._question_due(check, due))
+            task.add_done_callback(self._h.session._report_failure("the wake word check"))
+
+    async def _question_due(self, check: WakeCheck, due: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await aio.wait_for(check.now.wait(), max(0.0, due - self._h.now))
+        if check is self.check and check.utterance == WAITING:
+            self._decode_later(check)  # no question followed the phrase
 
     def _decode_later(self, check: WakeCheck) -> None:
         check.utterance = None
