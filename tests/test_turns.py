@@ -58,6 +58,28 @@ def test_a_finished_sentence_ends_the_turn_after_the_short_delay() -> None:
     assert tr.phase is Phase.NONE
 
 
+def test_a_judged_turn_is_due_at_its_delay_and_commits_on_time_without_a_vad_window() -> None:
+    """The session commits when the silence is due (a timer), not at the VAD's next window."""
+    tr = TurnTracker(TurnConfig(min_delay_s=0.3, max_delay_s=2.0))
+    speak(tr, 1.0, 2.5)
+    tr.on_vad(window(2.5 + W, True, silence=W))
+    assert tr.commit_due is None  # no final yet
+    tr.on_final("What time is it?")
+    assert tr.commit_due is None  # not judged yet
+    tr.set_delay("What time is it?", 0.3)
+    due = tr.commit_due
+    assert due == pytest.approx(2.8)
+    assert tr.tick(2.79) == []  # not yet
+    assert [(s.action, s.text) for s in tr.tick(due)] == [(Action.COMMIT, "What time is it?")]
+    assert tr.commit_due is None and tr.tick(5.0) == []
+    speak(tr, 6.0, 7.0)
+    tr.on_vad(window(7.0 + W, True, silence=W))
+    tr.on_final("What is the")
+    tr.set_delay("What is the", 1.5)
+    tr.on_vad(window(7.5, True, silence=0.0, speech=7.5))  # the user went on before it was due
+    assert tr.commit_due is None and tr.tick(8.5) == []
+
+
 def test_an_unfinished_sentence_waits_for_the_long_delay_or_more_speech() -> None:
     tr = TurnTracker(TurnConfig(min_delay_s=0.3, max_delay_s=1.0))
     speak(tr, 0.0, 1.0)

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+VAD_WINDOW_S = 0.05
+"""A turn due to commit commits on time when the VAD's last window ended at most this long
+before (Silero hears 32 ms windows): a window later would only say the silence went on."""
 AUDIO_TURN_S = 8.0
 """The audio end-of-turn model hears at most this much of the turn (Smart Turn's window)."""
 
@@ -300,6 +303,15 @@ class Hearing:
             self.turn.end_of_turn_delay = verdict.delay
         self.apply(self.tracker.set_delay(text, verdict.delay))
         self._s._update_state()
+        due = self.tracker.commit_due
+        if due is not None:  # commit when due, not at the VAD's next window after (~30 ms later)
+            asyncio.get_running_loop().call_later(max(0.0, due - self._listener.now), self._due, due)
+
+    def _due(self, due: float) -> None:
+        # Still the same pause, silent as far as the VAD's last window (at most one behind) knows.
+        if self.tracker.commit_due == due and due - self.tracker.now <= VAD_WINDOW_S:
+            self.apply(self.tracker.tick(due))
+            self._s._update_state()
 
     def apply(self, steps: Sequence[Step]) -> None:
         listener = self._listener

@@ -139,6 +139,18 @@ class TurnTracker:
         self._delay = delay
         return self._check()
 
+    @property
+    def commit_due(self) -> float | None:
+        """Stream time the pending turn commits at if the silence lasts (None: not judged yet)."""
+        if self.phase is not Phase.PAUSED or not self._text or self._delay is None:
+            return None
+        return self.speech_end + min(self._delay, self.options.max_delay_s)
+
+    def tick(self, now: float) -> list[Step]:
+        """Time passed without a VAD window to say so (a timer): the turn may be due."""
+        self.now = max(self.now, now)
+        return self._check()
+
     def end_speech(self, at: float) -> list[Step]:
         """Speech is over now (push-to-talk released, input ended): the final decides."""
         self._cut = True
@@ -166,7 +178,8 @@ class TurnTracker:
                 return [Step(Action.DISCARD, speech_end=end)]
             return []
         limit = self.options.max_delay_s
-        judged = self._delay is not None and self.silence >= min(self._delay, limit)
+        due = self.commit_due
+        judged = due is not None and self.now >= due
         if self._cut or judged or self.silence >= limit:
             step = Step(Action.COMMIT, text=self._text, speech_end=self.speech_end)
             self._reset()
