@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeagent.audio.echo import APM_RATES, _load_rtc
+from edgeagent.audio.echo import APM_RATES, load_rtc
 from edgeagent.audio.frame import AudioFrame, Int16Array
 from edgeagent.errors import AudioFormatError, ConfigError, EdgeAgentError
 
@@ -36,7 +36,7 @@ class NoiseSuppressor:
     def __init__(self, rate: int = 16_000) -> None:
         if rate not in APM_RATES:
             raise ConfigError(f"noise suppression works at {', '.join(map(str, APM_RATES))} Hz, not {rate!r}")
-        rtc = _load_rtc()
+        rtc = load_rtc()
         self.rate = rate
         self.frame_samples = rate // 100
         self._apm: Any = rtc.AudioProcessingModule(echo_cancellation=False, noise_suppression=True,

@@ -91,7 +91,7 @@ class EchoStats:
     """The render→capture delay hint given to the APM (the output's latency)."""
 
 
-def _load_rtc() -> Any:
+def load_rtc() -> Any:
     try:
         from livekit import rtc
     except ImportError as exc:
@@ -119,7 +119,7 @@ class EchoCanceller:
             raise ConfigError(
                 f"echo cancellation works at {', '.join(map(str, APM_RATES))} Hz, not {rate!r}"
             )
-        self._rtc = _load_rtc()
+        self._rtc = load_rtc()
         self.rate = rate
         self.frame_samples = rate // 100
         self.stats = EchoStats()
