@@ -150,6 +150,20 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, name: str, content: by
     assert not (tmp_path / "r.wav").exists()
 
 
+def test_timeout_is_how_long_the_agent_may_take_after_the_input(tmp_path: Path) -> None:
+    """--timeout (default 180 s, a slow board or emulation may need more): past it, exit 1 and why."""
+    result = run("--input", str(SAMPLE_QUESTION), "--output", str(tmp_path / "r.wav"), "--fast", "--timeout", "0.05")
+    assert result.code == 1, result.out + result.err
+    assert "edgeagent: the agent did not finish within 0 s (--timeout 0.05 after the input" in result.err, result.err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf"])
+def test_timeout_must_be_a_positive_number_of_seconds(value: str) -> None:
+    result = run("--input", str(SAMPLE_QUESTION), "--timeout", value)
+    assert result.code == 2, result.out + result.err
+    assert "argument --timeout: " in result.err and value in result.err, result.err
+
+
 def test_unwritable_output_is_one_line_and_exit_1(tmp_path: Path) -> None:
     result = run("--input", str(SAMPLE_QUESTION), "--output", str(tmp_path / "no" / "r.wav"))
     assert result.code == 1, result.out + result.err
