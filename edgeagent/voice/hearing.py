@@ -71,8 +71,7 @@ class Hearing:
         self.turn: TurnRecord | None = None
         """The user turn being heard."""
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
-        self._vad_in_speech = False
-        self._speech = SpeechSpan()
+        self._speech = SpeechSpan()  # and whether the VAD is in speech (a late wake word rewinds it)
         self.preemption = Preemption(session)
         self.wake_stats = session.wake_stats
         self._phrases = WakePhrases(self.activation.wake_words)
@@ -162,18 +161,17 @@ class Hearing:
                 self._s.emit(ErrorEvent(exc, "session"))
             self._s._update_state()
 
-    def _accepting(self) -> bool:
-        """May speech open a user turn now?"""
+    def _accepting(self, at: float) -> bool:
+        """May speech at stream time ``at`` open a user turn?"""
         if self.activation.mode == "ptt" or self.muted:
             return False  # the button opens turns
-        return self._listener.now <= self.armed_until or self._s.current_reply is not None
+        return at <= self.armed_until or self._s.current_reply is not None
 
     def _on_vad(self, ev: VADEvent) -> None:
-        self._vad_in_speech = ev.speaking
         self._speech.on_vad(ev)
         if self.activation.mode == "ptt" and not self.tracker.active:
             return
-        if self.tracker.phase is Phase.NONE and not self._accepting():
+        if self.tracker.phase is Phase.NONE and not self._accepting(ev.timestamp):
             return
         if self.activation.mode != "ptt":
             self._apply(self.tracker.on_vad(ev))
@@ -210,6 +208,7 @@ class Hearing:
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
         self.wake_stats.fired += 1
         self._s.emit(WakeWordDetectedEvent(ev.word, ev.score))
+        late = [] if self.tracker.active or self._accepting(ev.timestamp) else self._speech.rewind(ev.timestamp)
         reply, start = self._s.current_reply, self._speech.phrase_start(ev.timestamp)
         if ev.score >= TRUSTED_SCORE or not self.activation.verify_wake:
             self._accept_wake(self._wake_check)  # a check pending: the model is now sure
@@ -226,11 +225,13 @@ class Hearing:
             log.info("wake word during the reply: stopped")
             self._s.interrupt()
         self.armed_until = self._listener.now + self.activation.listen_s
-        if not self.tracker.active and self._vad_in_speech:
+        if not self.tracker.active and self._speech.speaking:
             # The question's audio starts with the phrase (no first word lost); its text loses it.
             self._prefix = self._phrases.spoken(ev.word)
             self._apply(self.tracker.open_at(start, speaking=True))
             self._prefix, self._phrase_end = "", ev.phrase_end
+        for vad in late:  # ignored speech the VAD heard before a late wake word: as if heard in time
+            self._on_vad(vad)
 
     async def _hear_phrase(self, check: WakeCheck) -> None:
         """Decode the phrase with what follows it once due, then accept or drop the wake-up;
