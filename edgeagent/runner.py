@@ -3,7 +3,8 @@
     edgeagent run                                # the default mic and speaker (Ctrl-C stops)
     edgeagent run --input-device 2 --output-device usb
     edgeagent run --input q.wav --output r.wav   # headless: a WAV in, the reply WAV out
-    edgeagent run --check                        # only check config, models and devices
+    edgeagent run --check                        # only check config, models and devices,
+                                                 # and name the board (/proc/device-tree/model)
 
 The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
 ([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
@@ -186,6 +187,9 @@ def main(args: argparse.Namespace) -> int:
         terminal.hide_transcript_in_log()  # stderr: the turns are on stdout
     problems = preflight(cfg)
     if args.check:
+        from edgeagent.device.board import board_line
+
+        print(f"edgeagent: {board_line()}", flush=True)  # /proc/device-tree/model on a Pi or a Jetson
         problems += asyncio.run(check_devices(cfg.audio))
     for p in problems:
         print(f"edgeagent: {p}", file=sys.stderr)
