@@ -132,6 +132,9 @@ class LLMConfig:
     """Sampling temperature; 0 is deterministic."""
     max_tokens: int = setting(120, lo=1, hi=4096, remote=HOT)
     """Longest reply in tokens."""
+    gpu_layers: int = setting(0, lo=-1, hi=1000, remote=RELOAD)
+    """llama: layers offloaded to the GPU (llama.cpp n_gpu_layers; -1 = all). Needs a CUDA build
+    (scripts/setup makes one where nvcc is, e.g. a Jetson); 0 = CPU only."""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ log = logging.getLogger("edgeagent.runner")  # the `run` command's log, as befor
 SAMPLE_QUESTION = Path(__file__).resolve().parent / "data" / "sample_question.wav"
 #: Silence fed after a WAV input, so that its last turn ends as it would live.
 WAV_TAIL_S = 1.0
-#: A WAV run fails if the agent has not finished this long after the input was fed.
+#: A WAV run fails if the agent has not finished this long after the input was fed (the
+#: default of ``edgeagent run --timeout``).
 WAV_GRACE_S = 180.0
 #: Seconds the session may take to close.
 CLOSE_TIMEOUT_S = 30.0
@@ -75,8 +76,11 @@ def open_wav(path: Path, frame_ms: float, *, realtime: bool, tail_s: float = WAV
 
 
 async def run_local(models: Models, cfg: config_mod.Config, stop: asyncio.Event, input_wav: Path | None,
-                    output_wav: Path | None, *, fast: bool, fallback: bool, life: Lifecycle | None = None) -> int:
-    """Open both ends (devices first, falling back to the sample question) and converse."""
+                    output_wav: Path | None, *, fast: bool, fallback: bool, life: Lifecycle | None = None,
+                    timeout_s: float = WAV_GRACE_S) -> int:
+    """Open both ends (devices first, falling back to the sample question) and converse.
+
+    ``timeout_s``: with a WAV input, how long after it was fed the agent may take to finish."""
     from edgeagent.audio.playback import BufferedOutput
     from edgeagent.audio.wav import WavFileOutput
 
@@ -108,7 +112,7 @@ async def run_local(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
         out.volume = cfg.audio.output_volume
     try:
         code = await _converse(models, cfg, stop, inp, out, files=wav_in is not None or output_wav is not None,
-                               life=life)
+                               life=life, grace_s=timeout_s)
     finally:
         await inp.aclose()
         await out.aclose()  # a WavFileOutput appears under its name only now
@@ -122,7 +126,8 @@ async def run_local(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
 
 
 async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event, inp: AudioInput,
-                    out: AudioOutput, *, files: bool, life: Lifecycle | None = None) -> int:
+                    out: AudioOutput, *, files: bool, life: Lifecycle | None = None,
+                    grace_s: float = WAV_GRACE_S) -> int:
     """The session until the input is done (0), ``stop`` is set (0), or it fails (1)."""
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.control.live import LiveApplier
@@ -148,7 +153,7 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
             print(f"edgeagent: listening; {_prompt(cfg.activation)} (Ctrl-C stops)", flush=True)
         if life is not None:
             await life.started(session, applier=applier)
-        limit = None if wav_in is None else (wav_in.duration if wav_in.realtime else 0.0) + WAV_GRACE_S
+        limit = None if wav_in is None else (wav_in.duration if wav_in.realtime else 0.0) + grace_s
         done = asyncio.ensure_future(session.wait_until_done())
         stopper = asyncio.ensure_future(stop.wait())
         if wav_in is not None and not wav_in.realtime:  # --fast: the grace counts once the file is fed
@@ -163,7 +168,8 @@ async def _converse(models: Models, cfg: config_mod.Config, stop: asyncio.Event,
             if stopper in finished:
                 log.info("stopping")
                 return 0
-            print(f"edgeagent: the agent did not finish within {limit:.0f} s", file=sys.stderr)
+            print(f"edgeagent: the agent did not finish within {limit:.0f} s (--timeout {grace_s:g} after the "
+                  "input; a slow machine may need more)", file=sys.stderr)
             return 1
         done.result()
     finally:

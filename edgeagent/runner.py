@@ -3,7 +3,8 @@
     edgeagent run                                # the default mic and speaker (Ctrl-C stops)
     edgeagent run --input-device 2 --output-device usb
     edgeagent run --input q.wav --output r.wav   # headless: a WAV in, the reply WAV out
-    edgeagent run --check                        # only check config, models and devices
+    edgeagent run --check                        # only check config, models and devices,
+                                                 # and name the board (/proc/device-tree/model)
 
 The agent is an AgentSession (edgeagent.voice.session) on the stages of the config
 ([vad] [stt] [llm] [tts], [activation], [turn], [interruption]). It prints
@@ -16,7 +17,9 @@ buttons (:mod:`edgeagent.device`).
 
 A WAV input is played at real-time pace, as a microphone would deliver it, and is
 followed by a second of silence so that its last turn ends as it would live; the
-run ends once every reply has been written. --fast feeds it as fast as the agent
+run ends once every reply has been written, and fails (exit status 1) if that has
+not happened --timeout seconds (default 180) after the input was fed: raise it on
+a machine much slower than a Pi (scripts/check-arm64 gives 1800 under emulation). --fast feeds it as fast as the agent
 takes it: the same transcript and reply, but the latency metrics then measure
 nothing real. With a WAV at either end there is no echo path: echo cancellation
 is off and the agent hears all of the input, also while it speaks.
@@ -46,7 +49,7 @@ from edgeagent import config as config_mod
 from edgeagent import terminal
 from edgeagent.audio.local_devices import check_devices, missing_devices
 from edgeagent.errors import AudioError, EdgeAgentError
-from edgeagent.local_job import SAMPLE_QUESTION, fallback_line, open_wav, reply_path, run_local
+from edgeagent.local_job import SAMPLE_QUESTION, WAV_GRACE_S, fallback_line, open_wav, reply_path, run_local
 from edgeagent.paths import config_file
 
 log = logging.getLogger(__name__)
@@ -66,8 +69,22 @@ def register(sub: Any) -> None:
     p.add_argument("--input-device", metavar="DEV", help="microphone: index or part of a name (audio.input_device)")
     p.add_argument("--output-device", metavar="DEV", help="speaker: index or part of a name (audio.output_device)")
     p.add_argument("--fast", action="store_true", help="feed --input as fast as the agent takes it")
+    p.add_argument("--timeout", type=_seconds, default=WAV_GRACE_S, metavar="SECONDS",
+                   help="with --input or the sample question: fail (exit 1) if the agent has not finished "
+                   f"this long after the input was fed (default {WAV_GRACE_S:.0f}; a slow board or "
+                   "emulation may need more)")
     terminal.add_log_options(p)
     p.set_defaults(func=main)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
 
 
 def preflight(cfg: config_mod.Config) -> list[str]:
@@ -90,10 +107,11 @@ def preflight(cfg: config_mod.Config) -> list[str]:
 
 async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output_wav: Path | None = None,
                 fast: bool = False, fallback: bool = False,
-                reload: Callable[[], config_mod.Config] | None = None) -> int:
+                reload: Callable[[], config_mod.Config] | None = None, timeout_s: float = WAV_GRACE_S) -> int:
     """Run the agent: on the devices until SIGINT/SIGTERM (0) or the mic ends (1); with
     ``input_wav`` until every reply is out (0). ``fallback``: when the default devices do
-    not open, answer the sample question into a reply WAV instead. ``reload`` reads the
+    not open, answer the sample question into a reply WAV instead; ``timeout_s``: how long
+    after a WAV input was fed the agent may take to finish. ``reload`` reads the
     config file again on SIGHUP. Under systemd it notifies and pings the watchdog, and
     ``[gpio]`` drives the status LED and buttons (:mod:`edgeagent.device.lifecycle`)."""
     from edgeagent.control.live import open_store
@@ -133,7 +151,7 @@ async def serve(cfg: config_mod.Config, *, input_wav: Path | None = None, output
 
                 return await run_web(models, cfg, stop, store=store, life=life)
             return await run_local(models, effective, stop, input_wav, output_wav, fast=fast,
-                                   fallback=fallback, life=life)
+                                   fallback=fallback, life=life, timeout_s=timeout_s)
         finally:
             await life.finished()
             await models.aclose()
@@ -169,6 +187,9 @@ def main(args: argparse.Namespace) -> int:
         terminal.hide_transcript_in_log()  # stderr: the turns are on stdout
     problems = preflight(cfg)
     if args.check:
+        from edgeagent.device.board import board_line
+
+        print(f"edgeagent: {board_line()}", flush=True)  # /proc/device-tree/model on a Pi or a Jetson
         problems += asyncio.run(check_devices(cfg.audio))
     for p in problems:
         print(f"edgeagent: {p}", file=sys.stderr)
@@ -199,4 +220,5 @@ def main(args: argparse.Namespace) -> int:
     from edgeagent.room.sdk import then_close_sdk
 
     return asyncio.run(then_close_sdk(serve(cfg, input_wav=input_wav, output_wav=output_wav, fast=args.fast,
-                                            fallback=fallback, reload=lambda: load_config(args))))
+                                            fallback=fallback, reload=lambda: load_config(args),
+                                            timeout_s=args.timeout)))

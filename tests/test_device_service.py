@@ -16,6 +16,7 @@ import pytest
 
 from edgeagent import models
 from edgeagent.config import Config, load
+from edgeagent.device.nvidia import DROPIN, dropin_text
 from edgeagent.device.service import Layout, config_template, unit_text
 from edgeagent.paths import models_dir
 
@@ -121,14 +122,21 @@ def test_install_status_uninstall_under_a_temp_root(tmp_path: Path) -> None:
     n = len(models.load_manifest().select())
     assert f"{n} of {n} default models installed" in status and "groups audio, gpio" in status, status
 
-    # Installing again keeps an edited config file.
+    # Installing again keeps an edited config file; on a Jetson (its GPU's device nodes in /dev)
+    # it adds the drop-in that allows them.
+    assert not lay.at(DROPIN).exists()  # no NVIDIA device nodes in the root's /dev
     cfg.write_text('log_level = "debug"\n' + cfg.read_text())
-    run(SCRIPT, "--root", root, "--no-models")
+    (root / "dev/nvgpu/igpu0").mkdir(parents=True)
+    for node in ("dev/nvmap", "dev/nvhost-ctrl-gpu", "dev/nvgpu/igpu0/ctrl"):
+        (root / node).touch()
+    out = run(SCRIPT, "--root", root, "--no-models").stdout
     assert load(cfg, env={}).log_level == "debug"
+    assert lay.at(DROPIN).read_text() == dropin_text(["/dev/nvgpu/igpu0/ctrl", "/dev/nvhost-ctrl-gpu", "/dev/nvmap"])
+    assert "the GPU's 3 device nodes" in out, out
 
     # Uninstall: the unit goes, config and models stay.
     run(SCRIPT, "uninstall", "--root", root)
-    assert not lay.unit.exists() and not lay.wants.is_symlink()
+    assert not lay.unit.exists() and not lay.wants.is_symlink() and not lay.at(DROPIN).exists()
     assert load(cfg, env={}).log_level == "debug" and models.verify((), lay.models) == []
     status = run(SCRIPT, "status", "--root", root, check=False)
     assert status.returncode == 3 and "not installed" in status.stdout, status.stdout
@@ -136,6 +144,19 @@ def test_install_status_uninstall_under_a_temp_root(tmp_path: Path) -> None:
     # --purge: config, models and state go too.
     run(SCRIPT, "uninstall", "--root", root, "--purge")
     assert not lay.config_dir.exists() and not lay.state.exists() and not lay.cache.exists()
+
+
+def test_the_nvidia_dropin_verifies_with_the_unit(tmp_path: Path) -> None:
+    """The drop-in's lines are valid unit settings: systemd-analyze verify on the unit with them."""
+    text = dropin_text(["/dev/nvmap", "/dev/nvhost-ctrl-gpu"])
+    assert text.splitlines()[-3:] == ["SupplementaryGroups=video", "DeviceAllow=/dev/nvmap rw",
+                                      "DeviceAllow=/dev/nvhost-ctrl-gpu rw"]
+    unit = tmp_path / "edgeagent.service"
+    base = unit_text(EXE)
+    extra = "\n".join(line for line in text.splitlines() if not line.startswith(("#", "[")))
+    unit.write_text(base.replace("[Service]\n", "[Service]\n" + extra + "\n", 1))
+    proc = run(tool("systemd-analyze"), "verify", unit, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_install_refuses_an_edgeagent_the_service_cannot_see(tmp_path: Path) -> None:

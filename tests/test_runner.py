@@ -150,6 +150,20 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, name: str, content: by
     assert not (tmp_path / "r.wav").exists()
 
 
+def test_timeout_is_how_long_the_agent_may_take_after_the_input(tmp_path: Path) -> None:
+    """--timeout (default 180 s, a slow board or emulation may need more): past it, exit 1 and why."""
+    result = run("--input", str(SAMPLE_QUESTION), "--output", str(tmp_path / "r.wav"), "--fast", "--timeout", "0.05")
+    assert result.code == 1, result.out + result.err
+    assert "edgeagent: the agent did not finish within 0 s (--timeout 0.05 after the input" in result.err, result.err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf"])
+def test_timeout_must_be_a_positive_number_of_seconds(value: str) -> None:
+    result = run("--input", str(SAMPLE_QUESTION), "--timeout", value)
+    assert result.code == 2, result.out + result.err
+    assert "argument --timeout: " in result.err and value in result.err, result.err
+
+
 def test_unwritable_output_is_one_line_and_exit_1(tmp_path: Path) -> None:
     result = run("--input", str(SAMPLE_QUESTION), "--output", str(tmp_path / "no" / "r.wav"))
     assert result.code == 1, result.out + result.err
@@ -178,6 +192,7 @@ def test_a_named_device_that_is_missing_is_an_error_not_the_fallback(tmp_path: P
     result = run("--check", "--input-device", "no-such-mic")
     assert result.code == 1, result.out + result.err
     assert "microphone: " in result.err and "no-such-mic" in result.err, result.out + result.err
+    assert result.out.startswith("edgeagent: board: "), result.out  # named first, whatever else fails
     result = run("--input-device", "no-such-mic", cwd=tmp_path)
     assert result.code == 1, result.out + result.err
     assert "no-such-mic" in result.err and "sample question" not in result.out, result.out + result.err
@@ -265,13 +280,15 @@ def test_stage_options_follow_the_config(tmp_path: Path) -> None:
 
     cfg = load(None, env={}, overrides=[
         "activation.mode=always", "activation.wake_words=", "stt.provider=vosk", "stt.model=/m/vosk",
-        "llm.model=/m/q.gguf", "llm.max_tokens=50", "tts.speed=2", "vad.activation_threshold=0.7",
+        "llm.model=/m/q.gguf", "llm.max_tokens=50", "llm.gpu_layers=-1", "tts.speed=2",
+        "vad.activation_threshold=0.7",
     ])
     specs = {kind: (name, opts) for kind, name, opts in stage_specs(cfg)}
     assert specs["vad"] == ("silero", {"activation_threshold": 0.7})
     assert specs["wake"][1]["words"] == ("hey_jarvis",)  # loaded anyway; wake_for() hands the session None
     assert specs["stt"] == ("vosk", {"model": "/m/vosk"})
-    assert specs["llm"] == ("llama", {"temperature": 0.2, "max_tokens": 50, "model_path": "/m/q.gguf"})
+    assert specs["llm"] == ("llama", {"temperature": 0.2, "max_tokens": 50, "model_path": "/m/q.gguf",
+                                      "n_gpu_layers": -1})
     assert specs["tts"] == ("piper", {"speed": 2.0})
 
 

@@ -15,7 +15,10 @@
   owned by edgeagent; ``/var/cache/edgeagent``;
 - ``/etc/systemd/system/edgeagent.service``: the unit (``edgeagent/data/edgeagent.service``)
   with ``ExecStart=`` naming the edgeagent that runs this command; enabled (``systemctl
-  enable``, or ``systemctl --root`` for another root); started with ``--start``.
+  enable``, or ``systemctl --root`` for another root); started with ``--start``;
+- where the machine has an NVIDIA GPU's device nodes (a Jetson), the drop-in
+  ``/etc/systemd/system/edgeagent.service.d/nvidia-gpu.conf`` that allows them
+  (:mod:`edgeagent.device.nvidia`).
 
 ``uninstall`` disables and removes the unit and keeps the config, the models, the remote
 config changes and the user; ``--purge`` also removes ``/etc/edgeagent``,
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeagent.device.nvidia import DROPIN, dropin_text, gpu_nodes
 from edgeagent.errors import EdgeAgentError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -237,6 +241,9 @@ def install(layout: Layout, exe: Path, *, models_from: Path | None = None, pull_
 
     _write(layout.unit, unit_text(exe), 0o644)
     _say(f"wrote {layout.unit} (ExecStart={exe} run)")
+    if nodes := gpu_nodes(layout.at("/dev")):  # a Jetson: its GPU for llm.gpu_layers
+        _write(layout.at(DROPIN), dropin_text(nodes), 0o644)
+        _say(f"wrote {layout.at(DROPIN)} (the GPU's {len(nodes)} device nodes)")
     if layout.is_host and _booted():
         _run(["systemctl", "daemon-reload"], "reloading systemd")
     if enable:
@@ -299,6 +306,7 @@ def uninstall(layout: Layout, *, purge: bool = False) -> None:
         else:
             _run(["systemctl", f"--root={layout.root}", "disable", UNIT], "disabling the service")
         layout.unit.unlink(missing_ok=True)
+        layout.at(DROPIN).unlink(missing_ok=True)
         if layout.is_host and _booted():
             _run(["systemctl", "daemon-reload"], "reloading systemd")
         _say(f"removed {layout.unit}")

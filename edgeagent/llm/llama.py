@@ -48,6 +48,8 @@ class LlamaLLM(LLM):
         n_ctx: context window in tokens; the oldest turns are dropped when it fills.
         n_threads: CPU threads for llama.cpp; default min(4, cores).
         n_batch: prompt tokens evaluated per decode call.
+        n_gpu_layers: layers offloaded to the GPU (-1 = all); needs a llama-cpp-python built with
+            CUDA (scripts/setup does where nvcc is); 0 = CPU only.
         temperature: 0 is greedy (deterministic).
         max_tokens: upper bound on one reply.
         chat_format: "chatml" or "jinja" (the GGUF's own template); default from the GGUF.
@@ -67,6 +69,7 @@ class LlamaLLM(LLM):
         n_ctx: int = 2048,
         n_threads: int | None = None,
         n_batch: int = 512,
+        n_gpu_layers: int = 0,
         temperature: float = 0.2,
         max_tokens: int = 256,
         chat_format: str | None = None,
@@ -80,7 +83,7 @@ class LlamaLLM(LLM):
         self.max_tool_steps = max_tool_steps
         path = Path(model_path) if model_path is not None else default_model_path()
         self._engine = LlamaEngine(path, n_ctx=n_ctx, n_threads=n_threads or default_threads(),
-                                   n_batch=n_batch, seed=seed)
+                                   n_batch=n_batch, seed=seed, n_gpu_layers=n_gpu_layers)
         self.template = template_for(self._engine.metadata, chat_format, self._engine.bos_text,
                                      self._engine.eos_text)
         self._gen = Generator(self._engine, self.template,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 import math
 import os
 import zlib
@@ -22,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeagent.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 # GOMP_SPINCOUNT (how long OpenMP threads spin) is set in edgeagent/__init__.py, before any model loads.
 
@@ -42,7 +45,8 @@ def default_threads() -> int:
 class LlamaEngine:
     """A loaded GGUF model with a reusable KV cache."""
 
-    def __init__(self, model_path: Path, *, n_ctx: int, n_threads: int, n_batch: int = 512, seed: int = 0) -> None:
+    def __init__(self, model_path: Path, *, n_ctx: int, n_threads: int, n_batch: int = 512, seed: int = 0,
+                 n_gpu_layers: int = 0) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -54,13 +58,16 @@ class LlamaEngine:
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                n_batch=n_batch, seed=seed, logits_all=False, verbose=False,
+                n_batch=n_batch, seed=seed, n_gpu_layers=n_gpu_layers, logits_all=False, verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
                 f"cannot load LLM model {model_path} ({exc}): the file is not a valid GGUF model; "
                 f"fix: edgeagent models pull {MODEL_NAME} (or pass model_path= a valid .gguf file)"
             ) from exc
+        if n_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            log.warning("llm.gpu_layers=%d, but this llama-cpp-python was built without GPU support: the "
+                        "model runs on the CPU (scripts/setup builds it with CUDA where nvcc is)", n_gpu_layers)
         self.path = model_path
         self.seed = seed
         self.n_ctx: int = self.llm.n_ctx()

@@ -68,8 +68,7 @@ class Hearing:
         self.turn: TurnRecord | None = None
         """The user turn being heard."""
         self._barge_paused_at: float | None = None  # stream time a reply was paused for speech
-        self._vad_in_speech = False
-        self._speech = SpeechSpan()
+        self._speech = SpeechSpan()  # and whether the VAD is in speech (a late wake word rewinds it)
         self.preemption = Preemption(session)
         self.wake_stats = session.wake_stats
         self.wakes = WakeGate(self)
@@ -100,8 +99,20 @@ class Hearing:
 
     @property
     def in_speech(self) -> bool:
-        """The VAD hears speech now."""
-        return self._vad_in_speech
+        """The VAD hears speech now (as of the time it was rewound to)."""
+        return self._speech.speaking
+
+    def rewind(self, at: float) -> list[VADEvent]:
+        """Back to stream time ``at`` (a wake word reported late), if no turn is open and speech
+        then could not open one: the VAD events since, to :meth:`replay` once it has fired."""
+        if self.tracker.active or self._accepting(at):
+            return []
+        return self._speech.rewind(at)
+
+    def replay(self, events: Sequence[VADEvent]) -> None:
+        """Speech the VAD heard before a late wake word, and which was ignored: as if in time."""
+        for ev in events:
+            self._on_vad(ev)
 
     def phrase_start(self, fired_at: float) -> float:
         """Stream time the phrase of a wake word fired at ``fired_at`` began."""
@@ -203,18 +214,17 @@ class Hearing:
                 self._s.emit(ErrorEvent(exc, "session"))
             self._s._update_state()
 
-    def _accepting(self) -> bool:
-        """May speech open a user turn now?"""
+    def _accepting(self, at: float) -> bool:
+        """May speech at stream time ``at`` open a user turn?"""
         if self.activation.mode == "ptt" or self.muted:
             return False  # the button opens turns
-        return self._listener.now <= self.armed_until or self._s.current_reply is not None
+        return at <= self.armed_until or self._s.current_reply is not None
 
     def _on_vad(self, ev: VADEvent) -> None:
-        self._vad_in_speech = ev.speaking
         self._speech.on_vad(ev)
         if self.activation.mode == "ptt" and not self.tracker.active:
             return
-        if self.tracker.phase is Phase.NONE and not self._accepting():
+        if self.tracker.phase is Phase.NONE and not self._accepting(ev.timestamp):
             return
         if self.activation.mode != "ptt":
             self.apply(self.tracker.on_vad(ev))

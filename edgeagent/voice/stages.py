@@ -65,6 +65,8 @@ def stage_specs(cfg: Config) -> list[Spec]:
     llm_opts: dict[str, Any] = {"temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens}
     if cfg.llm.model:
         llm_opts["model_path"] = cfg.llm.model
+    if cfg.llm.gpu_layers:  # llama's alone (a cloud LLM has no layers here)
+        llm_opts["n_gpu_layers"] = cfg.llm.gpu_layers
     stt_opts: dict[str, Any] = {"model": cfg.stt.model} if cfg.stt.model else {}
     if cfg.stt.provider == "whisper":
         stt_opts["partials"] = cfg.stt.partials  # vosk always reports partials, it costs nothing

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,18 +76,47 @@ def phrase_start(fired_at: float, speech_start: float | None) -> float:
     return max(earliest, speech_start - PREFIX_S)
 
 
+REPLAY_S = 30.0
+"""How far back :meth:`SpeechSpan.rewind` can go: the VAD events of the last this many seconds
+of stream time are kept."""
+
+
 @dataclass
 class SpeechSpan:
-    """Where the VAD's latest speech began and ended (stream times; inf: still going)."""
+    """Where the VAD's latest speech began and ended (stream times; inf: still going), and
+    whether its last window was speech; with the recent VAD events, to go back in time.
+
+    The wake word model and the VAD read the same frames in streams of their own: a wake
+    model slower than real time (an overloaded board, emulation) reports the wake word after
+    the VAD has reported the speech that followed it, maybe all of the question. Hearing
+    rewinds to the wake word's own stream time and replays those VAD events
+    (:meth:`rewind`), so that the question is heard as it would have been without the lag.
+    """
 
     began: float = -math.inf
     ended: float = -math.inf
+    speaking: bool = False
+    recent: deque[tuple[VADEvent, float, float, bool]] = field(default_factory=deque)
+    """The recent events, each with (began, ended, speaking) as they were before it."""
 
     def on_vad(self, ev: VADEvent) -> None:
+        self.recent.append((ev, self.began, self.ended, self.speaking))
+        while self.recent and self.recent[0][0].timestamp < ev.timestamp - REPLAY_S:
+            self.recent.popleft()
+        self.speaking = ev.speaking
         if ev.type is VADEventType.START_OF_SPEECH:
             self.began, self.ended = ev.timestamp - ev.speech_duration, math.inf
         elif ev.type is VADEventType.END_OF_SPEECH:
             self.ended = ev.timestamp - ev.silence_duration
+
+    def rewind(self, at: float) -> list[VADEvent]:
+        """Back to the state at stream time ``at``: the events after it (none when the VAD is not
+        ahead of ``at``), in order, are taken off to be replayed through :meth:`on_vad`."""
+        late: list[VADEvent] = []
+        while self.recent and self.recent[-1][0].timestamp > at:
+            ev, self.began, self.ended, self.speaking = self.recent.pop()
+            late.append(ev)
+        return late[::-1]
 
     def phrase_start(self, fired_at: float) -> float:
         """:func:`phrase_start` of a wake word fired at ``fired_at`` in (or just after) this speech."""

@@ -54,6 +54,12 @@ class Seen(enum.Enum):
     DROPPED = "dropped"
     """The wake-up was dropped, and its turn with it."""
 
+LATE_S = 1.0
+"""A wake word reported this long after it fired (a wake model slower than real time: an
+overloaded board, emulation) rewinds the hearing to its time and replays the VAD's events
+since (:meth:`~edgeagent.voice.hearing.Hearing.rewind`): the question it missed is heard. In
+time (:class:`~edgeagent.wake.base.PeakHold` holds a firing up to ~0.25 s) nothing is rewound."""
+
 WAITING = -1
 """:attr:`WakeCheck.utterance` of a check waiting for the question's utterance to open."""
 
@@ -73,6 +79,7 @@ class WakeGate:
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
         self.stats.fired += 1
         h.session.emit(WakeWordDetectedEvent(ev.word, ev.score))
+        late = h.rewind(ev.timestamp) if h.now - ev.timestamp > LATE_S else []
         reply, start = h.session.current_reply, h.phrase_start(ev.timestamp)
         opens = not h.tracker.active and h.in_speech  # the question's turn opens at the phrase
         created = None
@@ -98,6 +105,7 @@ class WakeGate:
             h.open_at_phrase(start, self.phrases.spoken(ev.word), ev.phrase_end, tell=created is None)
         elif not h.tracker.active:
             h.question_after_phrase(self.phrases.spoken(ev.word), start)
+        h.replay(late)
 
     @property
     def waiting(self) -> bool:
