@@ -243,13 +243,14 @@ def register(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgeagent import runner
+    from edgeagent.local_job import WAV_GRACE_S
 
     overrides = [*args.set, f"livekit.mode={'worker+local' if args.local else 'worker'}"]
     for key, value in (("url", args.url), ("agent_name", args.agent_name), ("identity", args.identity)):
         if value is not None:
             overrides.append(f"livekit.{key}={value}")
     ns = argparse.Namespace(config=args.config, set=overrides, check=False, input=None, output=None,
-                            input_device=None, output_device=None, fast=False)
+                            input_device=None, output_device=None, fast=False, timeout=WAV_GRACE_S)
     if not runner.load_config(ns).livekit.url:
         print("edgeagent: a worker needs a server: give --url (and livekit.api_key/api_secret)", file=sys.stderr)
         return terminal.USAGE
