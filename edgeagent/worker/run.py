@@ -241,16 +241,24 @@ def register(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
+def run_defaults() -> argparse.Namespace:
+    """The options of ``edgeagent run`` with nothing given: their defaults, from its own parser."""
+    from edgeagent import runner
+
+    parser = argparse.ArgumentParser()
+    runner.register(parser.add_subparsers())
+    return parser.parse_args(["run"])
+
+
 def main(args: argparse.Namespace) -> int:
     from edgeagent import runner
-    from edgeagent.local_job import WAV_GRACE_S
 
     overrides = [*args.set, f"livekit.mode={'worker+local' if args.local else 'worker'}"]
     for key, value in (("url", args.url), ("agent_name", args.agent_name), ("identity", args.identity)):
         if value is not None:
             overrides.append(f"livekit.{key}={value}")
-    ns = argparse.Namespace(config=args.config, set=overrides, check=False, input=None, output=None,
-                            input_device=None, output_device=None, fast=False, timeout=WAV_GRACE_S)
+    ns = run_defaults()  # every option of `edgeagent run` as its parser gives it, so none is missed
+    ns.config, ns.set = args.config, overrides
     if not runner.load_config(ns).livekit.url:
         print("edgeagent: a worker needs a server: give --url (and livekit.api_key/api_secret)", file=sys.stderr)
         return terminal.USAGE
