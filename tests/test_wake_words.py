@@ -34,7 +34,7 @@ from edgeagent.voice import (
     WakeWordDetectedEvent,
     wake_gate,
 )
-from edgeagent.voice.wake_check import WakePhrases, phrase_start
+from edgeagent.voice.wake_check import SURE_SCORE, TRUSTED_SCORE, WakePhrases, phrase_start
 from edgeagent.wake.base import PeakHold, WakeEvent
 from edgeagent.wake.oww import OpenWakeWord
 from edgeagent.wake.phrase import Verdict, match_wake, phrase_of
@@ -71,6 +71,20 @@ def test_the_wake_phrase_matches_as_whisper_spells_it(text: str, rest: str) -> N
 ])
 def test_near_misses_do_not_match(text: str) -> None:
     assert match_wake(text, JARVIS).verdict is Verdict.NO
+
+
+def test_a_surer_firing_allows_a_nearer_miss_of_the_words_but_never_a_near_miss() -> None:
+    """A firing at SURE_SCORE or more (under the trusted score) matches words up to SURE_DISTANCE
+    away: "Hey Jara" and "Hey, Jardobis" (1.0: Whisper on espeak-ng's en-gb "Hey Jarvis" peaking at
+    0.67-0.68 in scripts/bench); the near misses (1.5 and more) stay refused at any score."""
+    jarvis = WakePhrases(("hey_jarvis",))
+    for text in ("Hey Jara, please turn on the lights.", "Hey, Jardobis"):
+        assert not jarvis.said(text, SURE_SCORE - 0.01) and jarvis.said(text, SURE_SCORE), text
+    assert jarvis.without_phrase("Hey Jara, please turn on the lights.", SURE_SCORE) == "Please turn on the lights."
+    assert jarvis.without_phrase("Hey Jara, please turn on the lights.") == "Hey Jara, please turn on the lights."
+    for text in ("Hey Travis, the jar is on the shelf.", "Hey Mavis, come and see the garden.",
+                 "Hey Davis, what time is it?", "Hey Marvin, turn it down.", "Harvest is early this year."):
+        assert not jarvis.said(text, TRUSTED_SCORE - 0.01), text
 
 
 def test_only_the_start_of_the_phrase_waits_for_more() -> None:

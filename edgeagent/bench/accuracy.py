@@ -209,7 +209,7 @@ def judge(models: Models, audio: AudioFrame, heard: Heard, threshold: float, phr
                          verify and fire.peak < TRUSTED_SCORE)
         if text is not None:
             out.accepted += 1
-            out.heard.append(phrases.without_phrase(text))
+            out.heard.append(phrases.without_phrase(text, fire.peak))
     return out
 
 
@@ -227,10 +227,11 @@ def _accepted(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, que
     if speech is not None and in_turn and speech[1] - fire.peak_at > PHRASE_ALONE_S:
         if not check:
             return models.transcribe(audio, start, end, key, phrases.spoken("hey_jarvis"))
-        if speech[1] - start > PHRASE_MAX_S or phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key)):
+        alone = models.transcribe(audio, start, speech[1] + TAIL_S, key) if speech[1] - start <= PHRASE_MAX_S else ""
+        if speech[1] - start > PHRASE_MAX_S or phrases.said(alone, fire.peak):
             return _by_transcripts(models, audio, fire, start, end, phrases, key)
     elif check and speech is not None and in_turn:
-        check = not phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key))
+        check = not phrases.said(models.transcribe(audio, start, speech[1] + TAIL_S, key), fire.peak)
     return _after_phrase(models, audio, heard, fire, end, phrases, key, check)
 
 
@@ -238,9 +239,9 @@ def _by_transcripts(models: Models, audio: AudioFrame, fire: Firing, start: floa
                     phrases: WakePhrases, key: int) -> str | None:
     """The transcripts of an utterance from the phrase on, not told it: a partial (the phrase
     and :data:`CHECK_AFTER_S`) that has the phrase accepts, else the final decides."""
-    early = phrases.said(models.transcribe(audio, start, min(fire.peak_at + CHECK_AFTER_S, end), key))
+    early = phrases.said(models.transcribe(audio, start, min(fire.peak_at + CHECK_AFTER_S, end), key), fire.peak)
     text = models.transcribe(audio, start, end, key)
-    return text if early or phrases.said(text) else None
+    return text if early or phrases.said(text, fire.peak) else None
 
 
 def _after_phrase(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, end: float,
@@ -267,9 +268,9 @@ def _by_decode(models: Models, audio: AudioFrame, heard: Heard, fire: Firing, en
     speech = _speech_at(heard.segments, fire.at)
     began = phrase_start(fire.at, speech[0] if speech else None)
     decided = min(fire.peak_at + CHECK_AFTER_S, end)
-    if phrases.said(models.transcribe(audio, began, decided, key)):
+    if phrases.said(models.transcribe(audio, began, decided, key), fire.peak):
         return True
-    return decided < end and phrases.said(models.transcribe(audio, began, end, key))
+    return decided < end and phrases.said(models.transcribe(audio, began, end, key), fire.peak)
 
 
 # -- words ------------------------------------------------------------------------

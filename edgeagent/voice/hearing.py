@@ -266,7 +266,7 @@ class Hearing:
             return
         alone = alone or seen is Seen.PHRASE
         phrases = self.wakes.phrases
-        said = phrases.without_phrase(ev.text) if self.activation.mode == "wake" else ev.text
+        said = phrases.without_phrase(ev.text, self.wakes.score) if self.activation.mode == "wake" else ev.text
         if alone:  # the wake phrase alone: Whisper, told it, may go on with words nobody said
             said = ""  # a question soon after is heard with the phrase before it, as if in one breath
             self.question_after_phrase(self._phrase, self._phrase_at[0])

@@ -73,11 +73,15 @@ class WakeGate:
         self.phrases = WakePhrases(hearing.activation.wake_words)
         self.check: WakeCheck | None = None
         """The wake-up waiting for its words, if any."""
+        self.score = 1.0
+        """The peak score of the latest firing: the phrase is taken off its question by the
+        limit of that score (:meth:`~edgeagent.voice.wake_check.WakePhrases.without_phrase`)."""
 
     def on_wake(self, ev: WakeEvent) -> None:
         h = self._h
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
         self.stats.fired += 1
+        self.score = ev.score
         h.session.emit(WakeWordDetectedEvent(ev.word, ev.score))
         late = h.rewind(ev.timestamp) if h.now - ev.timestamp > LATE_S else []
         reply, start = h.session.current_reply, h.phrase_start(ev.timestamp)
@@ -118,7 +122,7 @@ class WakeGate:
         check = self.check
         if check is None or check.utterance != uid:
             return Seen.WORDS
-        if self.phrases.said(ev.text):
+        if self.phrases.said(ev.text, check.score):
             log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, ev.text)
             self._accept(check)
             return Seen.WORDS
@@ -128,7 +132,7 @@ class WakeGate:
             # The phrase alone, written wrong: the question heard from the phrase on decides.
             self._await_question(check, self._h.question_due)
             return Seen.PHRASE
-        self._drop(check, f"the words {ev.text!r} do not begin with it")
+        self._drop(check, f"the turn's final {ev.text!r} does not begin with it")
         return Seen.DROPPED
 
     def hold(self, step: Step) -> bool:
@@ -196,11 +200,11 @@ class WakeGate:
             self.stats.decodes += 1
             if check is not self.check:
                 return  # muted, or accepted meanwhile
-            if text is None or self.phrases.said(text):  # None: the STT failed, the model decides
+            if text is None or self.phrases.said(text, check.score):  # None: the STT failed, the model decides
                 log.info("wake word %s (score %.2f) confirmed by the words %r", check.word, check.score, text)
                 self._accept(check)
             elif check.retry or check.held is not None or h.tracker.phase is not Phase.SPEAKING:
-                self._drop(check, f"the words {text!r} do not begin with it")
+                self._drop(check, f"its stretch decoded alone, {text!r}, does not begin with it")
             else:
                 check.again_at_the_end()
                 continue
