@@ -65,7 +65,8 @@ def test_splitter_boundaries(text: str, clauses: list[str]) -> None:
 
 
 def test_splitter_first_clause_is_short_and_cut_at_a_natural_break() -> None:
-    assert split(SENTENCE) == ["The weather today", "is sunny with a light breeze from the west."]
+    assert split(SENTENCE) == ["The weather", "today is sunny with a light breeze from the west."]
+    assert split(SENTENCE, first_words=3) == ["The weather today", "is sunny with a light breeze from the west."]
     assert split("Please remember that the meeting starts at nine tomorrow") == [
         "Please remember",  # cut before "that", not after "meeting"
         "that the meeting starts at nine tomorrow",
@@ -75,7 +76,7 @@ def test_splitter_first_clause_is_short_and_cut_at_a_natural_break() -> None:
 
 def test_splitter_caps_clauses_without_spaces() -> None:
     """A rambling model ("7,987,987,...") gives no word to cut at: clauses stay bounded."""
-    sp = ClauseSplitter(max_chars=100)
+    sp = ClauseSplitter(max_chars=100, first_words=3)  # the first clause ends inside the number
     out = sp.push("There are 7,")
     for _ in range(100):
         out += sp.push("987,")
@@ -89,7 +90,7 @@ def test_splitter_caps_clauses_without_spaces() -> None:
 def test_splitter_word_limit_grows_per_clause() -> None:
     words = ["w"] * 100
     clauses = split(" ".join(words) + ".")
-    assert [len(c.split()) for c in clauses] == [3, 10, 20, 30, 30, 7]
+    assert [len(c.split()) for c in clauses] == [2, 10, 20, 30, 30, 8]
     assert " ".join(clauses) == " ".join(words) + "."
 
 
