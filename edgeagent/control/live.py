@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeagent.aio import wait_for
 from edgeagent.config import Config
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
 from edgeagent.control.patch import Change
 from edgeagent.errors import ConfigError

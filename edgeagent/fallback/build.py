@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
-from edgeagent.config_cloud import CloudConfig
+from edgeagent.config.cloud import CloudConfig
 from edgeagent.fallback.chain import Chain, Member
 from edgeagent.fallback.policy import Connectivity
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.realtime.live import RealtimeLive

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeagent.audio.io import AudioInput, AudioOutput
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.stt.base import STT
@@ -60,7 +60,7 @@ from edgeagent.wake.base import WakeWord
 log = logging.getLogger(__name__)
 
 class AgentSession:
-    """See the module docs. Options are the config sections of :mod:`edgeagent.config_voice`."""
+    """See the module docs. Options are the config sections of :mod:`edgeagent.config.voice`."""
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
-from edgeagent.config_voice import ActivationConfig, AgentConfig
+from edgeagent.config.voice import ActivationConfig, AgentConfig
 from edgeagent.errors import ModelError
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext

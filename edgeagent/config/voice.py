@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeagent.settings import HOT, RELOAD, setting
+from edgeagent.config.settings import HOT, RELOAD, setting
 
 ACTIVATION_MODES = ("wake", "ptt", "always")
 TURN_DETECTORS = ("vad", "stt", "semantic", "audio", "combined")
