@@ -35,6 +35,7 @@ from typing import Any
 
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.fallback.chain import chain_of
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.stt.base import STT
@@ -262,8 +263,8 @@ class AgentSession:
 
     def _watch_fallback(self, stage: object) -> None:
         """A fallback chain's switches and recoveries become ``provider_fallback`` events."""
-        chain = getattr(stage, "chain", None)
-        if chain is not None and hasattr(chain, "on_event"):
+        chain = chain_of(stage)
+        if chain is not None:
             chain.on_event(self.emit)
 
     def use_stage(self, stage: VAD | STT | LLM | TTS) -> None:
