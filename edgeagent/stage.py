@@ -260,6 +260,11 @@ class Stage(abc.ABC):
         """Call ``callback`` with each metrics record (see :mod:`edgeagent.metrics`)."""
         self._metric_listeners.append(callback)
 
+    def pass_on_metrics_of(self, stage: Stage) -> None:
+        """Hand ``stage``'s metrics records to this stage's listeners too (a fallback stage does
+        for its members, with their provider in each record)."""
+        stage.on_metrics(self._report)
+
     def _report(self, metrics: object) -> None:
         for cb in list(self._metric_listeners):
             try:

@@ -87,7 +87,7 @@ def swap_local(current: Any, new: Any) -> tuple[Any, Any, Any]:
     previous = member.stage
     member.stage = new
     member.label = new.label
-    new.on_metrics(current._report)
+    current.pass_on_metrics_of(new)
 
     def undo() -> None:
         member.stage = previous
