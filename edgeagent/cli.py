@@ -30,7 +30,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.runner",
     "edgeagent.models_cli",
     "edgeagent.audio.devices_cli",
-    "edgeagent.config_cli",
+    "edgeagent.config.cli",
     "edgeagent.room.job",
     "edgeagent.worker.run",
     "edgeagent.device.service_cli",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from edgeagent.audio.device import DeviceInput, DeviceOutput
     from edgeagent.audio.io import AudioInput, AudioOutput
     from edgeagent.audio.wav import WavFileInput
-    from edgeagent.config_voice import ActivationConfig
+    from edgeagent.config.voice import ActivationConfig
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.realtime.session import RealtimeSession
     from edgeagent.voice.session import AgentSession

@@ -2,6 +2,12 @@
 
 A board without, say, vosk installed still runs: the import happens only when
 that provider is chosen, and a missing package names the extra to install.
+
+A provider is one class of its kind's contract (:class:`edgeagent.stage.Stage`: its options
+from the config, its live changes, its optional abilities), one line in :data:`PROVIDERS`
+(or a :func:`register` call, for a provider that lives outside the package) and its extra in
+``pyproject.toml``; every place that chooses a provider (``[stt]``/``[llm]``/``[tts]``
+``provider``, the cloud members of a fallback chain) goes through here.
 """
 
 from __future__ import annotations
@@ -33,6 +39,23 @@ PROVIDERS: dict[str, dict[str, tuple[str, str]]] = {
         "openai": ("edgeagent.cloud.openai_tts:OpenAITTS", "cloud"),
     },
 }
+
+
+def register(kind: str, name: str, target: str, extra: str = "") -> None:
+    """Make ``target`` ("module:Class") the ``kind`` provider ``name`` (replacing one of that name);
+    ``extra``: the pip extra that installs its dependencies. The name is then a valid
+    ``[kind].provider`` everywhere (the file, ``--set``, a remote change)."""
+    if kind not in PROVIDERS:
+        raise ConfigError(f"unknown stage kind {kind!r}; known: {', '.join(PROVIDERS)}")
+    module, _, cls = target.partition(":")
+    if not module or not cls:
+        raise ConfigError(f"a provider is registered as 'module:Class', got {target!r}")
+    PROVIDERS[kind][name] = (target, extra)
+
+
+def unregister(kind: str, name: str) -> None:
+    """Forget the ``kind`` provider ``name`` (nothing when there is none)."""
+    PROVIDERS.get(kind, {}).pop(name, None)
 
 
 def provider_class(kind: str, name: str) -> type[Any]:

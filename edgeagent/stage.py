@@ -18,10 +18,14 @@ import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from edgeagent.aio import wait_for
 from edgeagent.errors import EdgeAgentError
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
@@ -140,6 +144,10 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
     def closed(self) -> bool:
         return self._closed
 
+    served_by: str | None = None
+    """Which provider served this stream, where its stage has several (a fallback chain sets it
+    once a member answers); None: the stage itself."""
+
     # -- provider side ------------------------------------------------------
 
     async def _inputs(self) -> AsyncIterator[InT | Flush]:
@@ -183,17 +191,79 @@ class Stage(abc.ABC):
 
     Streams are cheap and made per utterance or per reply; the Stage holds the
     model, the inference thread and the metrics listeners.
+
+    The contract a provider declares, beyond its kind's abstract methods (each has a default,
+    so a provider overrides only what it has):
+
+    - its options: :meth:`config_options` (the constructor options it takes from the config),
+      :attr:`default_model` (the manifest model it loads when the config names none) and
+      :meth:`check_loadable` (can it load from this config);
+    - how it follows a live change of its hot settings: :meth:`update_options`;
+    - its optional abilities: :meth:`warmup`, :meth:`probe`, :attr:`label` (and those of its
+      kind: ``LLM.prefill``, ``STT.last_served``, ``STTStream.reopen``, ``StageStream.served_by``).
     """
 
     kind: str = ""
     provider: str = ""
+    default_model: ClassVar[tuple[str, str] | None] = None
+    """(the constructor option that names the model, the manifest name of the model it loads
+    when that option is not given); None: no manifest model."""
+    hot_options: ClassVar[tuple[str, ...]] = ()
+    """The hot settings (dotted paths, e.g. ``tts.speed``) a running stage of this kind follows
+    through :meth:`update_options`; :mod:`edgeagent.control.live` routes their changes there."""
 
     def __init__(self) -> None:
         self._metric_listeners: list[Callable[[object], None]] = []
 
+    # -- what the provider declares --------------------------------------------------------
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """The constructor options this provider takes from ``cfg`` (the kind's section and
+        any other it reads). Default: none."""
+        return {}
+
+    @classmethod
+    def check_loadable(cls, cfg: Config) -> None:
+        """Raise (ConfigError, ModelError) unless this provider can load from ``cfg``: its model
+        file is there. Default: the manifest's default model, when the options name none.
+        (The load itself may still fail on a broken file.)"""
+        if cls.default_model is None:
+            return
+        option, name = cls.default_model
+        if cls.config_options(cfg).get(option) is None:
+            from edgeagent.models import model_path
+
+            model_path(name, root=Path(cfg.models.dir).expanduser() if cfg.models.dir else None)
+
+    def update_options(self, cfg: Config) -> Callable[[], None]:
+        """The step that makes this running stage follow the hot settings of ``cfg`` it takes
+        (the kind's base says which), from its next request on; raises ConfigError first when it
+        cannot. Default: it follows none, nothing to do."""
+        return _nothing
+
+    @property
+    def label(self) -> str:
+        """The name logs and fallback events give it (a cloud provider adds model and server)."""
+        return self.provider
+
+    async def warmup(self) -> None:
+        """Pay the first request's extra cost now (at load). Default: nothing to warm."""
+
+    async def probe(self) -> None:
+        """Raise unless the provider can serve now (a fallback chain asks a member it marked down
+        before it takes it back). Default: a loaded model can always serve."""
+
+    # -- metrics ---------------------------------------------------------------------------
+
     def on_metrics(self, callback: Callable[[object], None]) -> None:
         """Call ``callback`` with each metrics record (see :mod:`edgeagent.metrics`)."""
         self._metric_listeners.append(callback)
+
+    def pass_on_metrics_of(self, stage: Stage) -> None:
+        """Hand ``stage``'s metrics records to this stage's listeners too (a fallback stage does
+        for its members, with their provider in each record)."""
+        stage.on_metrics(self._report)
 
     def _report(self, metrics: object) -> None:
         for cb in list(self._metric_listeners):
@@ -204,3 +274,7 @@ class Stage(abc.ABC):
 
     async def aclose(self) -> None:
         """Release the model and threads."""
+
+
+def _nothing() -> None:
+    pass

@@ -11,7 +11,7 @@ import asyncio
 import signal
 import sys
 
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.room.sdk import then_close_sdk
 from edgeagent.worker.jobs import Dispatcher
 from edgeagent.worker.link import WorkerLink

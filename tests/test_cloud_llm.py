@@ -21,7 +21,7 @@ from cloud_servers import MODEL_NAME, FaultProxy, LlamaServer, start_llama_serve
 
 from edgeagent.cloud.http import CloudError
 from edgeagent.cloud.openai_llm import OpenAILLM
-from edgeagent.config_cloud import CloudConfig
+from edgeagent.config.cloud import CloudConfig
 from edgeagent.fallback.build import apply_cloud, swap_local
 from edgeagent.fallback.chain import Chain, FallbackEvent, Member
 from edgeagent.fallback.llm import FallbackLLM

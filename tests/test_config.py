@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeagent import config
-from edgeagent.config_doc import example_toml
+from edgeagent.config.doc import example_toml
 from edgeagent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

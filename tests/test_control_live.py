@@ -22,7 +22,7 @@ from speech import espeak, piper, save
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.wav import WavFileInput, WavFileOutput, read_wav
 from edgeagent.config import Config
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.control.errors import ControlError
 from edgeagent.control.live import LiveApplier
 from edgeagent.control.store import ConfigStore

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from edgeagent import config
-from edgeagent.config_doc import field_docs
-from edgeagent.config_voice import TTSConfig
+from edgeagent.config.doc import field_docs
+from edgeagent.config.voice import TTSConfig
 from edgeagent.control import keys
 from edgeagent.control.errors import ControlError, Problem
 from edgeagent.control.patch import (
@@ -298,7 +298,7 @@ def test_the_allow_list() -> None:
 
 def test_each_setting_is_declared_once_and_every_settable_one_has_an_apply_path() -> None:
     """The allow-list, the hot and reload sets, the secrets and the limits all come from the
-    field declarations (edgeagent.settings); a hot setting that no LiveApplier method puts
+    field declarations (edgeagent.config.settings); a hot setting that no LiveApplier method puts
     into effect is caught (here, and at import of edgeagent.control.live)."""
     from edgeagent.control import live
 

@@ -22,7 +22,7 @@ from speech import piper, save, with_silence
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.config import load
-from edgeagent.config_device import GpioConfig, parse_pattern
+from edgeagent.config.device import GpioConfig, parse_pattern
 from edgeagent.device.gpio import GpioPanel, StatusLed
 from edgeagent.errors import ConfigError
 from edgeagent.voice import (

@@ -29,7 +29,7 @@ from live import play, words
 from speech import piper, save, with_silence
 
 from edgeagent.config import Config, load
-from edgeagent.config_device import LoggingConfig
+from edgeagent.config.device import LoggingConfig
 from edgeagent.device.journal import JournalHandler, journal_wanted, setup_logging
 from edgeagent.device.lifecycle import STOP_DEADLINE_S
 from edgeagent.device.notify import Notifier

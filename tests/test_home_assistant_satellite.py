@@ -42,7 +42,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.local_devices import make_devices
 from edgeagent.config import AudioConfig
-from edgeagent.config_home_assistant import HomeAssistantConfig
+from edgeagent.config.home_assistant import HomeAssistantConfig
 from edgeagent.home_assistant.satellite import Satellite
 from edgeagent.home_assistant.server import SERVICE_TYPE, SatelliteServer
 from edgeagent.voice import AgentState, Models

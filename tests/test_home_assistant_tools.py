@@ -20,7 +20,7 @@ import pytest_asyncio
 from real_home_assistant import RealHomeAssistant
 
 from edgeagent import config as config_mod
-from edgeagent.config_home_assistant import HomeAssistantConfig
+from edgeagent.config.home_assistant import HomeAssistantConfig
 from edgeagent.control import keys
 from edgeagent.errors import ConfigError
 from edgeagent.home_assistant.client import REFUSED, TOO_SLOW, UNREACHABLE
@@ -185,7 +185,7 @@ async def test_the_local_model_turns_on_the_kitchen_light(ha: RealHomeAssistant)
     """The packaged local LLM (SmolLM2, temperature 0), given the tools and the default
     instructions, calls turn_on for "Turn on the kitchen light." (it names the device
     "kitchen_light", which finds the friendly name) and answers with the result."""
-    from edgeagent.config_voice import AgentConfig
+    from edgeagent.config.voice import AgentConfig
     from edgeagent.llm.chat import ChatContext
     from edgeagent.registry import create
 

@@ -22,7 +22,7 @@ from speech import piper as piper_speech
 from edgeagent.audio.wav import read_wav
 from edgeagent.bench.scripted import ScriptedMic, TimedSpeaker
 from edgeagent.config import Config
-from edgeagent.config_voice import InterruptionConfig
+from edgeagent.config.voice import InterruptionConfig
 from edgeagent.control.live import LiveApplier
 from edgeagent.control.store import ConfigStore
 from edgeagent.llm.llama import LlamaLLM

@@ -25,8 +25,8 @@ from speech import espeak, with_silence
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.resample import resample
-from edgeagent.config_room import LiveKitConfig
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.room import LiveKitConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.room import RoomInput, RoomLink, RoomOutput, TokenSource, mint_token
 from edgeagent.voice import Agent, AgentSession, ConversationItemAddedEvent, Models, UserInputTranscribedEvent
 

@@ -28,8 +28,8 @@ import pytest
 from live import bounded
 
 from edgeagent import config as config_mod
-from edgeagent.config_control import ControlConfig
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.control import ControlConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.control.store import ConfigStore
 from edgeagent.room.connection import RoomLink
 from edgeagent.room.control import RoomControl

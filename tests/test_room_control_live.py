@@ -20,9 +20,9 @@ from live import bounded, words
 from livekit import api, rtc
 
 from edgeagent import config as config_mod
-from edgeagent.config_control import ControlConfig
-from edgeagent.config_room import LiveKitConfig
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.control import ControlConfig
+from edgeagent.config.room import LiveKitConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.control.store import ConfigStore
 from edgeagent.room.controller import Controller, controller_token
 from edgeagent.room.job import run_room

@@ -24,7 +24,7 @@ from speech import piper
 
 from edgeagent.audio.wav import WavFileOutput, read_wav
 from edgeagent.bench.scripted import ScriptedMic
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.room.conventions import RoomConventions
 from edgeagent.voice import Agent, AgentSession, Models
 

@@ -27,8 +27,8 @@ from speech import espeak, piper, save, with_silence
 from edgeagent import config as config_mod
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.config import AudioConfig
-from edgeagent.config_room import LiveKitConfig
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.room import LiveKitConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.room.job import run_room
 from edgeagent.room.local import MIC_TRACK_NAME
 from edgeagent.voice import Models

@@ -31,7 +31,7 @@ from test_room_local import AGENT, RATE, Peer, agent_finals, device_in_room, lou
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.wav import read_wav
 from edgeagent.bench.server import Server
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.room.connection import RoomLink
 from edgeagent.voice import Models
 

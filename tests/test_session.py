@@ -22,7 +22,7 @@ from speech import espeak, piper, save, with_silence
 
 from edgeagent.audio.device import DeviceInput, DeviceOutput
 from edgeagent.audio.frame import AudioFrame, Int16Array
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.voice import (
     Agent,

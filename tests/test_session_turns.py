@@ -12,7 +12,7 @@ from live import Live, Recorder, loud_blocks, play, words
 from speech import piper, save, with_silence
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.config_voice import ActivationConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, TurnConfig
 from edgeagent.voice import (
     AgentState,
     ConversationItemAddedEvent,

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.config_voice import TurnConfig
+from edgeagent.config.voice import TurnConfig
 from edgeagent.llm.chat import ChatContext
 from edgeagent.llm.tools import RunContext, function_tool
 from edgeagent.vad.base import VADEvent, VADEventType

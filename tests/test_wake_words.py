@@ -23,7 +23,7 @@ from speech import espeak, piper, save, with_silence
 from edgeagent.audio.denoise import NoiseSuppressor
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.wav import WavFileInput, WavFileOutput
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.voice import (
     Agent,
     AgentSession,

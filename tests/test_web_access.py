@@ -17,7 +17,7 @@ import pytest
 from live import bounded
 
 from edgeagent import config as config_mod
-from edgeagent.config_web import WebConfig
+from edgeagent.config.web import WebConfig
 from edgeagent.control.store import ConfigStore
 from edgeagent.errors import ConfigError
 from edgeagent.web.audio import WebInput, WebOutput

@@ -30,8 +30,8 @@ from speech import espeak, save, with_silence
 from edgeagent import config as config_mod
 from edgeagent.audio.resample import resample
 from edgeagent.bench.browser import Browser
-from edgeagent.config_voice import ActivationConfig
-from edgeagent.config_web import WebConfig
+from edgeagent.config.voice import ActivationConfig
+from edgeagent.config.web import WebConfig
 from edgeagent.control.store import ConfigStore
 from edgeagent.voice import Models
 from edgeagent.web.job import run_web
@@ -174,7 +174,7 @@ async def test_console_pairs_talks_refuses_and_configures(models: Models, tmp_pa
 
 async def test_data_channel_config_rules_match_the_room(models: Models, tmp_path: Path) -> None:
     """The console's config calls: same payloads, limits and error codes as the room's RPC methods."""
-    from edgeagent.config_control import ControlConfig
+    from edgeagent.config.control import ControlConfig
     from edgeagent.voice.session import AgentSession
     from edgeagent.web.channel import ChannelHub
     from edgeagent.web.feed import ChatRefused, SessionFeed

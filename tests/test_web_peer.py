@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from live import bounded
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.config_web import WebConfig
+from edgeagent.config.web import WebConfig
 from edgeagent.web.audio import WebInput, WebOutput
 from edgeagent.web.peer import OfferRefused, Peer, Peers, check_offer
 

@@ -23,8 +23,8 @@ from livekit import api, rtc
 from speech import piper, save, with_silence
 
 from edgeagent.config import Config
-from edgeagent.config_room import LiveKitConfig
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.room import LiveKitConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.room.controller import Controller, controller_token
 from edgeagent.voice import Models
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE

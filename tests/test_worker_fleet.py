@@ -27,7 +27,7 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from edgeagent.bench.server import Server
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher
 from edgeagent.worker.link import WorkerLink
 from edgeagent.worker.run import room_only

@@ -36,7 +36,7 @@ import numpy as np
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.accuracy_set import Item
-from edgeagent.config_voice import TurnConfig
+from edgeagent.config.voice import TurnConfig
 from edgeagent.voice.wake_check import (
     CHECK_AFTER_S,
     PHRASE_ALONE_S,

@@ -19,7 +19,7 @@ from typing import Any
 from edgeagent.bench.accuracy import MODES, Heard, Models, first_word_kept, front_end, judge, wer
 from edgeagent.bench.accuracy_set import HELD_OUT, VOICES, Item, calls, non_calls, ordinary_speech
 from edgeagent.config import AudioConfig
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.voice.wake_check import WakePhrases
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)

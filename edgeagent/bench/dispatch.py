@@ -146,7 +146,7 @@ async def measure(n: int, workdir: Path, root: Path, *, server: Server | None = 
     from livekit import api
 
     from edgeagent.config import Config
-    from edgeagent.config_room import LiveKitConfig
+    from edgeagent.config.room import LiveKitConfig
     from edgeagent.voice.stages import Models
     from edgeagent.worker.run import run_worker
 

@@ -28,7 +28,7 @@ from edgeagent.bench import p90
 from edgeagent.cloud.openai_llm import OpenAILLM
 from edgeagent.cloud.openai_tts import OpenAITTS
 from edgeagent.cloud.speech_server import serve
-from edgeagent.config_cloud import CloudConfig
+from edgeagent.config.cloud import CloudConfig
 from edgeagent.fallback.chain import Chain, FallbackEvent, Member
 from edgeagent.fallback.llm import FallbackLLM
 from edgeagent.fallback.tts import FallbackTTS

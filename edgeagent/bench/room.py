@@ -129,8 +129,8 @@ def room_questions(n: int, texts: Sequence[str] = QUESTIONS) -> list[tuple[str, 
 async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, AudioFrame]], workdir: Path,
                    *, out_queue_ms: int | None = None) -> list[RoomTurn]:
     from edgeagent.bench import voice
-    from edgeagent.config_room import LiveKitConfig
-    from edgeagent.config_voice import ActivationConfig, AgentConfig
+    from edgeagent.config.room import LiveKitConfig
+    from edgeagent.config.voice import ActivationConfig, AgentConfig
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
     from edgeagent.voice import Agent, AgentSession

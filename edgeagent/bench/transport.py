@@ -146,7 +146,7 @@ async def idle_cpu(server: Server, workdir: Path, seconds: float = 10.0) -> dict
     this process, no models), the test participant sending room noise (its own process)
     and livekit-server (when started here)."""
     from edgeagent.bench.participant import ParticipantProcess
-    from edgeagent.config_room import LiveKitConfig
+    from edgeagent.config.room import LiveKitConfig
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
 

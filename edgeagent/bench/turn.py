@@ -30,7 +30,7 @@ from edgeagent.aio import wait_for
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.pauses import PAUSED, VOICES, make_paused
 from edgeagent.bench.scripted import QUESTIONS, espeak, trim
-from edgeagent.config_voice import TurnConfig
+from edgeagent.config.voice import TurnConfig
 from edgeagent.voice.detectors import endpoint_delay, voice_may_matter
 
 DECIDE_S = 0.3

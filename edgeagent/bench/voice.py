@@ -39,7 +39,7 @@ from edgeagent.bench.scripted import (
     make_questions,
     trim,
 )
-from edgeagent.config_voice import AgentConfig
+from edgeagent.config.voice import AgentConfig
 from edgeagent.errors import EdgeAgentError
 from edgeagent.vad.base import VADEvent, VADEventType
 from edgeagent.voice.listen import speech_end
@@ -187,7 +187,7 @@ async def run_voice(models: Models, questions: Sequence[Question], paused: Seque
     A reply starts at its first non-zero sample at the speaker, or with ``first_dbfs`` at
     its first 10 ms louder than that (as a path through a codec must time it).
     """
-    from edgeagent.config_voice import ActivationConfig
+    from edgeagent.config.voice import ActivationConfig
     from edgeagent.voice import Agent, AgentSession
     from edgeagent.voice.events import AgentState
 

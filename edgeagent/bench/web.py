@@ -119,8 +119,8 @@ async def run_web_path(models: Any, texts: list[str], workdir: Path) -> list[Web
     from edgeagent import config as config_mod
     from edgeagent.audio.wav import write_wav
     from edgeagent.bench.browser import Browser
-    from edgeagent.config_voice import ActivationConfig, AgentConfig
-    from edgeagent.config_web import WebConfig
+    from edgeagent.config.voice import ActivationConfig, AgentConfig
+    from edgeagent.config.web import WebConfig
     from edgeagent.control.store import ConfigStore
     from edgeagent.web.job import run_web
 

@@ -14,17 +14,21 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.cloud.http import CloudError, CloudHTTP, sse_events
+from edgeagent.cloud.provider import CloudProvider, connection_options
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext, ToolCall
 from edgeagent.llm.tools import FunctionTool
 from edgeagent.metrics import LLMMetrics
 from edgeagent.stage import StageStream
 
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
-class OpenAILLM(LLM):
+
+class OpenAILLM(CloudProvider, LLM):
     """Registry name ``openai``.
 
     Args:
@@ -40,6 +44,14 @@ class OpenAILLM(LLM):
 
     provider = "openai"
 
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[cloud]``: ``llm_model`` at ``llm_base_url`` (else ``base_url``), its key and limits;
+        ``[llm]``: ``temperature`` and ``max_tokens``."""
+        c = cfg.cloud
+        return {"model": c.llm_model, "temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens,
+                **connection_options(c, c.llm_base_url, c.llm_first_token_s)}
+
     def __init__(self, *, base_url: str, model: str, api_key: str | None = None, temperature: float = 0.2,
                  max_tokens: int = 256, first_byte_s: float = 5.0, total_s: float = 60.0,
                  connect_s: float = 3.0, tool_choice: str | dict[str, Any] | None = None) -> None:
@@ -49,10 +61,6 @@ class OpenAILLM(LLM):
         self.model = model
         self.first_byte_s = first_byte_s
         self.http = CloudHTTP(base_url, api_key=api_key, connect_s=connect_s, total_s=total_s)
-
-    @property
-    def label(self) -> str:
-        return f"openai:{self.model}@{self.http.base_url}"
 
     def chat(self, ctx: ChatContext, tools: Sequence[FunctionTool] = (), *, temperature: float | None = None,
              max_tokens: int | None = None) -> StageStream[None, ChatChunk]:
@@ -68,13 +76,6 @@ class OpenAILLM(LLM):
             if self.tool_choice is not None:
                 body["tool_choice"] = self.tool_choice
         return OpenAIChatStream(self, body)
-
-    async def probe(self) -> None:
-        """Raises CloudError unless the server answers ``GET /models`` quickly."""
-        await self.http.probe("models")
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 @dataclass

@@ -8,21 +8,33 @@ INTERIM results (the API has none for uploaded files).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.cloud.http import CloudError, CloudHTTP
+from edgeagent.cloud.provider import CloudProvider, connection_options
 from edgeagent.cloud.wav import wav_bytes
 from edgeagent.metrics import STTMetrics
-from edgeagent.stage import Flush, StageStream
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.stage import Flush
+from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType, STTStream
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 
-class OpenAISTT(STT):
+class OpenAISTT(CloudProvider, STT):
     """Registry name ``openai``: ``base_url``, ``model`` (e.g. whisper-1), ``api_key``, timeouts."""
 
     provider = "openai"
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[cloud]``: ``stt_model`` at ``stt_base_url`` (else ``base_url``), its key and limits."""
+        c = cfg.cloud
+        model = {"model": c.stt_model} if c.stt_model else {}
+        return {**model, **connection_options(c, c.stt_base_url, c.stt_first_result_s)}
 
     def __init__(self, *, base_url: str, model: str = "whisper-1", api_key: str | None = None,
                  language: str | None = "en", first_byte_s: float = 5.0, total_s: float = 30.0,
@@ -33,11 +45,7 @@ class OpenAISTT(STT):
         self.first_byte_s = first_byte_s
         self.http = CloudHTTP(base_url, api_key=api_key, connect_s=connect_s, total_s=total_s)
 
-    @property
-    def label(self) -> str:
-        return f"openai:{self.model}@{self.http.base_url}"
-
-    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
         return OpenAISTTStream(self, language or self.language)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
@@ -66,14 +74,9 @@ class OpenAISTT(STT):
         return SpeechEvent(SpeechEventType.FINAL, text.strip(), language=language or "",
                            audio_duration=audio.duration, final_delay=done - flushed_at)
 
-    async def probe(self) -> None:
-        await self.http.probe("models")
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
-class OpenAISTTStream(StageStream[AudioFrame, SpeechEvent]):
+class OpenAISTTStream(STTStream):
     def __init__(self, stt: OpenAISTT, language: str | None) -> None:
         self._stt = stt
         self._language = language

@@ -8,22 +8,36 @@ each clause is one request with ``response_format: "pcm"`` (raw 16-bit mono,
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeagent.audio.frame import Int16Array
 from edgeagent.cloud.http import CloudHTTP
+from edgeagent.cloud.provider import CloudProvider, connection_options
 from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 PCM_RATE = 24_000
 """The rate of OpenAI's ``pcm`` format."""
 
 
-class OpenAITTS(ClauseTTS):
+class OpenAITTS(CloudProvider, ClauseTTS):
     """Registry name ``openai``: ``base_url``, ``model`` (e.g. tts-1), ``voice``, ``api_key``, timeouts."""
 
     provider = "openai"
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[cloud]``: ``tts_model`` at ``tts_base_url`` (else ``base_url``), ``tts_voice``, its key
+        and limits; ``[tts]``: ``speed``."""
+        c = cfg.cloud
+        model = {"model": c.tts_model} if c.tts_model else {}
+        return {**model, "voice": c.tts_voice, "speed": cfg.tts.speed,
+                **connection_options(c, c.tts_base_url, c.tts_first_audio_s)}
 
     def __init__(self, *, base_url: str, model: str = "tts-1", voice: str = "alloy", api_key: str | None = None,
                  speed: float = 1.0, sample_rate: int = PCM_RATE, first_byte_s: float = 5.0,
@@ -36,10 +50,6 @@ class OpenAITTS(ClauseTTS):
         self._rate = sample_rate
         self.first_byte_s = first_byte_s
         self.http = CloudHTTP(base_url, api_key=api_key, connect_s=connect_s, total_s=total_s)
-
-    @property
-    def label(self) -> str:
-        return f"openai:{self.model}@{self.http.base_url}"
 
     @property
     def sample_rate(self) -> int:
@@ -60,8 +70,3 @@ class OpenAITTS(ClauseTTS):
                 if usable:
                     yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
 
-    async def probe(self) -> None:
-        await self.http.probe("models")
-
-    async def aclose(self) -> None:
-        await self.http.aclose()

@@ -2,7 +2,7 @@
 
 Every setting of :class:`edgeagent.config.Config` has a dotted path ("tts.speed"). All of
 this module's tables derive from what each config field declares once
-(:func:`edgeagent.settings.setting`): its limits (:data:`RULES`, the same
+(:func:`edgeagent.config.settings.setting`): its limits (:data:`RULES`, the same
 :func:`edgeagent.config.validate` checks the file with), whether it is settable remotely
 (:data:`SETTABLE`) and how (:data:`HOT`, :data:`NEEDS_RELOAD`, :data:`CREDENTIALS`), and
 whether it is secret (:data:`SECRETS`: settable only when ``control.allow_secrets`` is on,
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeagent import config
-from edgeagent.config_doc import field_docs
-from edgeagent.settings import HOT as _HOT
-from edgeagent.settings import JOIN, RELOAD, Rule, Setting, setting_of
+from edgeagent.config.doc import field_docs
+from edgeagent.config.settings import HOT as _HOT
+from edgeagent.config.settings import JOIN, RELOAD, Rule, Setting, setting_of
 
 __all__ = [
     "CREDENTIALS", "HIDDEN", "HOT", "LEAVES", "NEEDS_RELOAD", "REDACTED", "RULES", "SECRETS", "SECTIONS",

@@ -14,8 +14,9 @@ Hot changes take effect at once, without dropping the room or the conversation:
   ``wake_threshold`` changes the running stream's triggers too;
 - ``turn.*``: :meth:`AgentSession.set_turn` (options and detector, for the turn being heard too);
 - ``interruption.*``: the session's barge-in options, read at every VAD event;
-- ``llm.temperature``/``max_tokens``: the LLM's options; ``tts.speed``: Piper's length scale
-  or espeak-ng's words per minute, from the next clause on;
+- ``llm.temperature``/``max_tokens``, ``tts.speed``: the running stage's ``update_options``
+  (:class:`~edgeagent.stage.Stage`; the LLM's options, a voice's ``speed_change``: Piper's
+  length scale, espeak-ng's words per minute), from the next reply or clause on;
 - ``audio.output_volume``: the output's ``volume``, from the next rendered block on;
 - ``livekit.listen``/``identities``: :meth:`RoomInput.set_listen` and the ``lk.chat`` filter of
   the room conventions (without a room: at the next join);
@@ -40,17 +41,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgeagent.aio import wait_for
 from edgeagent.config import Config
-from edgeagent.config_voice import ActivationConfig
+from edgeagent.config.voice import ActivationConfig
 from edgeagent.control.keys import CREDENTIALS, HOT, NEEDS_RELOAD
 from edgeagent.control.patch import Change
 from edgeagent.errors import ConfigError
+from edgeagent.llm.base import LLM
+from edgeagent.tts.base import TTS
 from edgeagent.voice.compose import without_wake_word
 from edgeagent.voice.detectors import make_detector
 from edgeagent.voice.events import AgentState, ErrorEvent
@@ -77,8 +79,7 @@ HOT_APPLY: tuple[tuple[tuple[str, ...], str], ...] = (
     (("activation.",), "_activation"),
     (("turn.",), "_turn"),
     (("interruption.",), "_interruption"),
-    (("llm.temperature", "llm.max_tokens"), "_llm_options"),
-    (("tts.speed",), "_speed"),
+    (LLM.hot_options + TTS.hot_options, "_stage_options"),
     (("audio.output_volume",), "_volume"),
     (("livekit.listen", "livekit.identities"), "_listen"),
     (("cloud.",), "_cloud"),
@@ -214,13 +215,16 @@ class LiveApplier:
         s = self.session
         return [lambda: setattr(s, "interruption", cfg.interruption)]
 
-    async def _llm_options(self, cfg: Config, paths: set[str]) -> list[Step]:
-        llm = self.session.llm
-        options = dataclasses.replace(llm.options, temperature=cfg.llm.temperature, max_tokens=cfg.llm.max_tokens)
-        return [lambda: setattr(llm, "options", options)]
-
-    async def _speed(self, cfg: Config, paths: set[str]) -> list[Step]:
-        return [self.session.tts.speed_change(cfg.tts.speed)]
+    async def _stage_options(self, cfg: Config, paths: set[str]) -> list[Step]:
+        """The hot options of the running stages (their kind's ``hot_options``): each provider
+        puts them into effect (``update_options``: the LLM's temperature and length, the voice's
+        speed)."""
+        steps: list[Step] = []
+        if paths & set(LLM.hot_options):
+            steps.append(self.session.llm.update_options(cfg))
+        if paths & set(TTS.hot_options):
+            steps.append(self.session.tts.update_options(cfg))
+        return steps
 
     async def _volume(self, cfg: Config, paths: set[str]) -> list[Step]:
         out, volume = self.output, cfg.audio.output_volume
@@ -329,9 +333,8 @@ class LiveApplier:
             self.session.emit(ErrorEvent(exc, f"reload {kind}"))
             return
         try:
-            prefill = getattr(stage, "prefill", None)
-            if prefill is not None:  # the system prompt into the new LLM's cache, as at load
-                await prefill(self.session.llm_context(), self.session.current_agent.tools)
+            if isinstance(stage, LLM):  # the system prompt into the new LLM's cache, as at load
+                await stage.prefill(self.session.llm_context(), self.session.current_agent.tools)
             await self._wait_quiet()  # a turn may have begun while it loaded
             if reload_key(self.config, kind) != key:  # changed again meanwhile: the next round loads that
                 log.info("config: the %s changed again while it loaded: dropped", kind)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeagent import config
+from edgeagent.config.settings import list_problem, number_problem, text_problem
 from edgeagent.control.errors import ControlError, Problem
 from edgeagent.control.keys import (
     LEAVES,
@@ -34,7 +35,6 @@ from edgeagent.control.keys import (
     shown,
 )
 from edgeagent.errors import ConfigError
-from edgeagent.settings import list_problem, number_problem, text_problem
 
 __all__ = [
     "NEEDS_RELOAD", "PROTOCOL_VERSION", "SECRETS", "SETTABLE",

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from edgeagent.config_device import GpioConfig, LedPattern
+from edgeagent.config.device import GpioConfig, LedPattern
 from edgeagent.voice.events import AgentState
 
 log = logging.getLogger(__name__)

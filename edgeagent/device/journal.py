@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from edgeagent.config import Config
-from edgeagent.config_device import LoggingConfig
+from edgeagent.config.device import LoggingConfig
 
 IDENTIFIER = "edgeagent"
 DEFAULT_SOCKET = LoggingConfig().journal_socket

@@ -115,7 +115,7 @@ def unit_text(exe: Path) -> str:
 
 
 def config_template() -> str:
-    from edgeagent.config_doc import example_toml
+    from edgeagent.config.doc import example_toml
 
     head = ("# The edgeagent service reads this file at start; `sudo systemctl reload edgeagent` applies\n"
             "# an edited file without a restart (what cannot change live is logged as waiting for one).\n"

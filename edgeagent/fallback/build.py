@@ -8,12 +8,12 @@ members are the local provider and the cloud one, ordered by ``cloud.policy``.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
-from edgeagent.config_cloud import CloudConfig
-from edgeagent.fallback.chain import Chain, Member
+from edgeagent.cloud.provider import CloudProvider, api_key
+from edgeagent.config.cloud import CloudConfig
+from edgeagent.fallback.chain import Chain, Member, chain_of
 from edgeagent.fallback.policy import Connectivity
 
 if TYPE_CHECKING:
@@ -23,28 +23,14 @@ if TYPE_CHECKING:
 CLOUD_PROVIDER = "openai"
 """The registry name of the cloud providers (OpenAI-compatible APIs) for each kind."""
 
-
-def api_key(c: CloudConfig) -> str | None:
-    return c.api_key or os.environ.get("OPENAI_API_KEY") or None
-
-
 def cloud_stages(cfg: Config) -> dict[str, Any]:
     """The configured cloud providers by kind (no network use yet: connections open on first
-    request), created through the registry as ``openai`` providers."""
+    request), created through the registry as ``openai`` providers with the options each takes
+    from the config."""
     c = cfg.cloud
-    common: dict[str, Any] = {"api_key": api_key(c), "total_s": c.timeout_s, "connect_s": c.connect_s}
-    options: dict[str, dict[str, Any]] = {}
-    if c.llm_model:
-        options["llm"] = {"base_url": c.llm_base_url or c.base_url, "model": c.llm_model,
-                          "temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens,
-                          "first_byte_s": max(c.llm_first_token_s, c.timeout_s)}
-    if c.stt_model:
-        options["stt"] = {"base_url": c.stt_base_url or c.base_url, "model": c.stt_model,
-                          "first_byte_s": max(c.stt_first_result_s, c.timeout_s)}
-    if c.tts_model:
-        options["tts"] = {"base_url": c.tts_base_url or c.base_url, "model": c.tts_model, "voice": c.tts_voice,
-                          "speed": cfg.tts.speed, "first_byte_s": max(c.tts_first_audio_s, c.timeout_s)}
-    return {kind: registry.create(kind, CLOUD_PROVIDER, **opts, **common) for kind, opts in options.items()}
+    kinds = [kind for kind, model in (("llm", c.llm_model), ("stt", c.stt_model), ("tts", c.tts_model)) if model]
+    return {kind: registry.create(kind, CLOUD_PROVIDER, **registry.provider_class(kind, CLOUD_PROVIDER)
+                                  .config_options(cfg)) for kind in kinds}
 
 
 def make_chain(kind: str, local: Any, cloud: Any, c: CloudConfig, connectivity: Connectivity | None) -> Chain:
@@ -92,20 +78,20 @@ def swap_local(current: Any, new: Any) -> tuple[Any, Any, Any]:
     Returns (the stage for the session, the stage to close once it is in use, an undo step).
     Without a chain: (new, current, a no-op).
     """
-    chain = getattr(current, "chain", None)
-    if not isinstance(chain, Chain):
+    chain = chain_of(current)
+    if chain is None:
         return new, current, lambda: None
     member = next((m for m in chain.members if not m.cloud), None)
     if member is None:
         return new, current, lambda: None
     previous = member.stage
     member.stage = new
-    member.label = str(getattr(new, "label", "") or new.provider)
-    new.on_metrics(current._report)
+    member.label = new.label
+    current.pass_on_metrics_of(new)
 
     def undo() -> None:
         member.stage = previous
-        member.label = str(getattr(previous, "label", "") or previous.provider)
+        member.label = previous.label
 
     return current, previous, undo
 
@@ -116,13 +102,12 @@ def apply_cloud(stages: Any, c: CloudConfig) -> None:
     deadlines = {"llm": c.llm_first_token_s, "stt": c.stt_first_result_s, "tts": c.tts_first_audio_s}
     key = api_key(c)
     for kind in ("stt", "llm", "tts"):
-        chain = getattr(getattr(stages, kind, None), "chain", None)
-        if not isinstance(chain, Chain):
+        chain = chain_of(getattr(stages, kind, None))  # a session, or a stand-in with some kinds
+        if chain is None:
             continue
         chain.set_policy(c.policy)
         chain.probe_interval_s = c.probe_interval_s
         for m in chain.members:
             m.deadline_s = deadlines[kind] if m.cloud else c.local_deadline_s
-            http = getattr(m.stage, "http", None)
-            if m.cloud and http is not None:
-                http.set_api_key(key)
+            if m.cloud and isinstance(m.stage, CloudProvider):
+                m.stage.http.set_api_key(key)

@@ -65,7 +65,7 @@ class Member:
     probe_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.label = self.label or str(getattr(self.stage, "label", "") or self.stage.provider)
+        self.label = self.label or self.stage.label
 
 
 class Chain:
@@ -121,15 +121,13 @@ class Chain:
         self._emit(FallbackEvent(self.kind, "switched", member.label, nxt, reason, detail))
 
     async def _probe(self, member: Member) -> None:
-        probe = getattr(member.stage, "probe", None)
         while True:
             await asyncio.sleep(self.probe_interval_s)
-            if probe is not None:
-                try:
-                    await probe()
-                except Exception as exc:
-                    log.debug("%s probe of %s: %r", self.kind, member.label, exc)
-                    continue
+            try:
+                await member.stage.probe()  # a local model's: it can always serve
+            except Exception as exc:
+                log.debug("%s probe of %s: %r", self.kind, member.label, exc)
+                continue
             break
         member.up = True
         down_for = time.monotonic() - (member.down_since or time.monotonic())
@@ -156,6 +154,17 @@ class Chain:
             await self.connectivity.aclose()
         for m in self.members:
             await m.stage.aclose()
+
+
+class Chained:
+    """A stage made of a fallback chain's members (FallbackLLM, FallbackSTT, FallbackTTS)."""
+
+    chain: Chain
+
+
+def chain_of(stage: object) -> Chain | None:
+    """The fallback chain ``stage`` is made of; None for a stage of one provider."""
+    return stage.chain if isinstance(stage, Chained) else None
 
 
 async def forward(inner: Any, gen: int, events: asyncio.Queue[tuple[str, int, Any]]) -> None:

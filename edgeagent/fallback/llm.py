@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from edgeagent.aio import wait_for
-from edgeagent.fallback.chain import Chain, Member
+from edgeagent.fallback.chain import Chain, Chained, Member
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext
 from edgeagent.llm.llama_gen import LLMError
@@ -30,7 +30,7 @@ CONTINUE_NOTE = ("Your reply above was cut off. Continue it from exactly where i
                  "without repeating anything already said.")
 
 
-class FallbackLLM(LLM):
+class FallbackLLM(Chained, LLM):
     """The chain's members as one LLM (registry-free: built by :mod:`edgeagent.fallback.build`)."""
 
     provider = "fallback"
@@ -39,7 +39,7 @@ class FallbackLLM(LLM):
         super().__init__()
         self.chain = chain
         first = chain.members[0].stage
-        self._options: LLMOptions = getattr(first, "options", LLMOptions())
+        self._options: LLMOptions = first.options
         for m in chain.members:
             m.stage.on_metrics(self._report)  # members' records (with their provider) pass through
 
@@ -52,8 +52,7 @@ class FallbackLLM(LLM):
         """A change (e.g. a remote ``llm.temperature``) reaches every member."""
         self._options = value
         for m in self.chain.members:
-            if hasattr(m.stage, "options"):
-                m.stage.options = value
+            m.stage.options = value
 
     @property
     def local(self) -> LLM | None:
@@ -64,10 +63,15 @@ class FallbackLLM(LLM):
              max_tokens: int | None = None) -> FallbackChatStream:
         return FallbackChatStream(self.chain, ctx, tuple(tools), temperature, max_tokens)
 
+    async def prefill(self, ctx: ChatContext, tools: Sequence[FunctionTool] = ()) -> int:
+        """The local model's (the one whose cache a reply may need at once)."""
+        local = self.local
+        return 0 if local is None else await local.prefill(ctx, tools)
+
     def __getattr__(self, name: str) -> object:
-        # end_of_turn_logprob, prepare_turn, prefill: what the local model offers
+        # end_of_turn_logprob, prepare_turn (the turn detector's EndOfTurnModel): the local model's
         chain = self.__dict__.get("chain")
-        if chain is not None and name in ("end_of_turn_logprob", "prepare_turn", "prefill"):
+        if chain is not None and name in ("end_of_turn_logprob", "prepare_turn"):
             for m in chain.members:
                 if not m.cloud and hasattr(m.stage, name):
                     return getattr(m.stage, name)
@@ -106,10 +110,10 @@ class FallbackChatStream(StageStream[None, ChatChunk]):
         so that a fallback at the deadline starts generating at once (its thread is idle anyway)."""
         if len(order) < 2 or not order[0].cloud:
             return None
-        prefill = next((getattr(m.stage, "prefill", None) for m in order[1:] if not m.cloud), None)
-        if prefill is None:
+        local: LLM | None = next((m.stage for m in order[1:] if not m.cloud), None)
+        if local is None:
             return None
-        fut: asyncio.Future[object] = asyncio.ensure_future(prefill(self._ctx, self._tools))
+        fut: asyncio.Future[object] = asyncio.ensure_future(local.prefill(self._ctx, self._tools))
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failed warm-up is harmless
         return fut
 

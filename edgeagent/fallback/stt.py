@@ -15,9 +15,9 @@ from typing import Any
 from edgeagent.aio import wait_for
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.errors import EdgeAgentError
-from edgeagent.fallback.chain import Chain, Member, close_member, forward
-from edgeagent.stage import Flush, StageStream
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.fallback.chain import Chain, Chained, Member, close_member, forward
+from edgeagent.stage import Flush
+from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType, STTStream
 
 
 class STTError(EdgeAgentError):
@@ -26,7 +26,7 @@ class STTError(EdgeAgentError):
     retryable = True
 
 
-class FallbackSTT(STT):
+class FallbackSTT(Chained, STT):
     provider = "fallback"
 
     def __init__(self, chain: Chain) -> None:
@@ -42,9 +42,7 @@ class FallbackSTT(STT):
     async def warmup(self) -> None:
         """Warm up the members that need it (Whisper's first decode is slow)."""
         for m in self.chain.members:
-            warm = getattr(m.stage, "warmup", None)
-            if warm is not None:
-                await warm()
+            await m.stage.warmup()
 
     def stream(self, language: str | None = None, *, prefix: str = "") -> FallbackSTTStream:
         return FallbackSTTStream(self.chain, language, prefix)
@@ -66,7 +64,7 @@ class FallbackSTT(STT):
         await self.chain.aclose()
 
 
-class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
+class FallbackSTTStream(STTStream):
     def __init__(self, chain: Chain, language: str | None, prefix: str = "") -> None:
         self._chain = chain
         self._language, self._prefix = language, prefix
@@ -74,7 +72,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
         self._order = chain.candidates()
         self._pos = 0
         self._gen = 0
-        self._inner: StageStream[AudioFrame, SpeechEvent] | None = None
+        self._inner: STTStream | None = None
         self._reader: asyncio.Task[None] | None = None
         self._frames: list[AudioFrame] = []
         self._after_final = False
@@ -127,9 +125,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
         assert inner is not None
         if kind == "reopen":
             self._after_final = False
-            reopen = getattr(inner, "reopen", None)
-            if reopen is not None:
-                reopen()
+            inner.reopen()
             return
         if kind == "in_end":
             self._input_ended = True
@@ -172,7 +168,7 @@ class FallbackSTTStream(StageStream[AudioFrame, SpeechEvent]):
 
     def _open(self) -> None:
         self._gen += 1
-        inner: StageStream[AudioFrame, SpeechEvent] = self._member.stage.stream(self._language, prefix=self._prefix)
+        inner: STTStream = self._member.stage.stream(self._language, prefix=self._prefix)
         self._inner = inner
         self._reader = asyncio.ensure_future(forward(inner, self._gen, self._events))
         self._deadline = None

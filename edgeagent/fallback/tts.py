@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeagent.aio import wait_for
-from edgeagent.fallback.chain import Chain, Member, close_member, forward
+from edgeagent.fallback.chain import Chain, Chained, Member, close_member, forward
 from edgeagent.stage import Flush, StageStream
 from edgeagent.tts.base import TTS, SynthesizedAudio
 from edgeagent.tts.streaming import TTSError
@@ -24,7 +24,7 @@ from edgeagent.tts.streaming import TTSError
 _CLAUSE_READY = re.compile(r"[,.!?;:…]\s|\n|(?:\S+\s+){5}")
 
 
-class FallbackTTS(TTS):
+class FallbackTTS(Chained, TTS):
     """The chain's voices as one TTS; audio keeps each voice's own rate (outputs resample)."""
 
     provider = "fallback"

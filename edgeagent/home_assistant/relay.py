@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.stage import Flush, StageStream
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.stage import Flush
+from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType, STTStream
 
 log = logging.getLogger("edgeagent.home_assistant.satellite")  # the satellite's log, whose part this is
 
@@ -35,14 +35,14 @@ class QuestionRelay(STT):
         super().__init__()
         self._sink = sink
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
         return _RelayStream(self._sink)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
         return SpeechEvent(SpeechEventType.FINAL, "")  # Home Assistant transcribes
 
 
-class _RelayStream(StageStream[AudioFrame, SpeechEvent]):
+class _RelayStream(STTStream):
     def __init__(self, sink: Callable[[AudioFrame], None]) -> None:
         self._sink = sink
         super().__init__()

@@ -32,7 +32,7 @@ from typing import Any
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.playback import BufferedOutput
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig
+from edgeagent.config.voice import ActivationConfig, InterruptionConfig
 from edgeagent.home_assistant.relay import QuestionRelay, Send, chunk_frame, send_or_log
 from edgeagent.vad.base import VAD, VADEvent, VADEventType
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, EventEmitter, UserInputTranscribedEvent

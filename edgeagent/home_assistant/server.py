@@ -35,7 +35,7 @@ from typing import Any
 from wyoming.event import Event, async_write_event
 from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
-from edgeagent.config_home_assistant import HomeAssistantConfig
+from edgeagent.config.home_assistant import HomeAssistantConfig
 from edgeagent.home_assistant.satellite import Satellite
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edgeagent.config_home_assistant import HomeAssistantConfig
+from edgeagent.config.home_assistant import HomeAssistantConfig
 from edgeagent.home_assistant.client import HomeAssistant, HomeAssistantError, UnknownEntity
 from edgeagent.llm.tools import FunctionTool, function_tool
 

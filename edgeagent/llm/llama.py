@@ -22,10 +22,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from edgeagent.errors import ModelError
 from edgeagent.llm.base import LLM, LLMOptions
 from edgeagent.llm.chat import ChatChunk, ChatContext, ChatMessage
 from edgeagent.llm.llama_engine import LlamaEngine, default_model_path, default_threads
@@ -34,6 +36,9 @@ from edgeagent.llm.prompt import template_for
 from edgeagent.llm.tools import FunctionTool
 from edgeagent.metrics import LLMMetrics
 from edgeagent.stage import InferenceThread, StageStream
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 __all__ = ["LLMError", "LlamaChatStream", "LlamaLLM"]
 
@@ -61,6 +66,28 @@ class LlamaLLM(LLM):
     """
 
     provider = "llama"
+    default_model = ("model_path", "smollm2-135m")
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[llm]`` (:meth:`LLM.config_options`) and ``gpu_layers`` (as ``n_gpu_layers``) when set."""
+        opts = super().config_options(cfg)
+        if cfg.llm.gpu_layers:
+            opts["n_gpu_layers"] = cfg.llm.gpu_layers
+        return opts
+
+    @classmethod
+    def check_loadable(cls, cfg: Config) -> None:
+        """``llm.model``, when set, is a GGUF file (else the manifest's default is there)."""
+        if not cfg.llm.model:
+            super().check_loadable(cfg)
+            return
+        path = Path(cfg.llm.model).expanduser()
+        if not path.is_file():
+            raise ModelError(f"llm.model: {path} does not exist")
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelError(f"llm.model: {path} is not a GGUF model file")
 
     def __init__(
         self,

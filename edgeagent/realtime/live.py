@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.llm.chat import ChatContext
 from edgeagent.realtime.protocol import RealtimeClient, RealtimeError, SessionOptions, session_update
 from edgeagent.voice.events import AgentState, EventEmitter, SessionEvent

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
 from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.realtime.live import RealtimeLive
@@ -341,13 +341,12 @@ class RealtimeSession(RealtimeLive):
     def _keep_warm(self) -> None:
         """Evaluate the conversation so far into the idle local LLM's KV cache, so that after a drop
         the pipeline answers without evaluating the whole history first."""
-        prefill = getattr(self.models.llm, "prefill", None)
-        if prefill is None or self._agent is None or (self._warming is not None and not self._warming.done()):
+        if self._agent is None or (self._warming is not None and not self._warming.done()):
             return
         ctx = ChatContext()
         ctx.add("system", self._agent.instructions)
         ctx.messages.extend(self.history.messages)
-        self._warming = asyncio.ensure_future(prefill(ctx, self._agent.tools))
+        self._warming = asyncio.ensure_future(self.models.llm.prefill(ctx, self._agent.tools))
         self._warming.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # -- the switch to the pipeline --------------------------------------------------------------
@@ -367,7 +366,7 @@ class RealtimeSession(RealtimeLive):
 
 def from_config(models: Models, cfg: Config, *, files: bool = False) -> RealtimeSession:
     """The session ``[cloud].realtime_*`` describes, on ``models`` (its pipeline after a drop)."""
-    from edgeagent.fallback.build import api_key
+    from edgeagent.cloud.provider import api_key
 
     c = cfg.cloud
     assert c.realtime_url is not None

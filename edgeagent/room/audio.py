@@ -37,7 +37,7 @@ from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
 from edgeagent.audio.queue import SampleQueue
 from edgeagent.audio.resample import Decimator
-from edgeagent.config_room import LISTEN_MODES
+from edgeagent.config.room import LISTEN_MODES
 from edgeagent.room.connection import RoomLink
 
 log = logging.getLogger(__name__)

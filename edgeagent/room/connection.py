@@ -68,7 +68,7 @@ from typing import Any
 from livekit import rtc
 
 from edgeagent.aio import wait_for
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.errors import ConfigError
 from edgeagent.room.join_problems import describe_error, hide_tokens, missing_grants
 from edgeagent.room.token import TokenSource

@@ -37,7 +37,7 @@ from typing import Any
 from livekit import rtc
 
 from edgeagent.aio import wait_for
-from edgeagent.config_control import ControlConfig
+from edgeagent.config.control import ControlConfig
 from edgeagent.control.errors import ControlError
 from edgeagent.control.patch import PROTOCOL_VERSION, parse_payload, parse_set_request, schema
 from edgeagent.control.store import ApplyHook, ConfigStore

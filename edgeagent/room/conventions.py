@@ -51,7 +51,7 @@ from typing import Any
 from livekit import rtc
 
 from edgeagent.aio import wait_for
-from edgeagent.config_room import LISTEN_MODES
+from edgeagent.config.room import LISTEN_MODES
 from edgeagent.room.chat import TOPIC_CHAT, ChatInbox
 from edgeagent.voice.events import AgentState, AgentStateChangedEvent, SpeechCreatedEvent, UserInputTranscribedEvent
 from edgeagent.voice.session import AgentSession

@@ -50,7 +50,7 @@ from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, AudioOutput, IOCounters
 from edgeagent.audio.queue import SampleQueue
 from edgeagent.config import AudioConfig
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.room.audio import RoomInput, RoomOutput
 from edgeagent.room.connection import RoomLink
 

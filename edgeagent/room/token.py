@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import jwt
 from livekit import api
 
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.errors import ConfigError
 
 #: Renew a token once this fraction of its life has passed.

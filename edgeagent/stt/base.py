@@ -5,9 +5,13 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.stage import Stage, StageStream
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 
 class SpeechEventType(enum.Enum):
@@ -28,11 +32,31 @@ class SpeechEvent:
     """FINAL only: seconds from flush() to this event."""
 
 
+class STTStream(StageStream[AudioFrame, SpeechEvent]):
+    """The frames of one utterance in, its transcripts out (see :meth:`STT.stream`)."""
+
+    def reopen(self) -> None:
+        """The user carried on after flush(): where the stream can, its next FINAL covers the
+        whole utterance, not only what came after the flush. Default: it cannot (the next FINAL
+        covers what came after)."""
+
+
 class STT(Stage):
     kind = "stt"
 
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[stt]``: its ``model`` when set."""
+        return {"model": cfg.stt.model} if cfg.stt.model else {}
+
+    @property
+    def last_served(self) -> str | None:
+        """The label of the provider that served the latest request, where this stage has several
+        (a fallback chain); None: this stage itself."""
+        return None
+
     @abc.abstractmethod
-    def stream(self, language: str | None = None, *, prefix: str = "") -> StageStream[AudioFrame, SpeechEvent]:
+    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
         """Push the frames of an utterance; flush() ends it and yields FINAL.
 
         After a FINAL the stream starts a new utterance; end_input() ends the stream.

@@ -28,8 +28,8 @@ import numpy as np
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.errors import ModelError
 from edgeagent.metrics import STTMetrics
-from edgeagent.stage import Flush, InferenceThread, StageClosedError, StageStream
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.stage import Flush, InferenceThread, StageClosedError
+from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType, STTStream
 from edgeagent.stt.buffer import UtteranceBuffer
 
 DEFAULT_MODEL = "vosk-en-small"
@@ -73,6 +73,7 @@ class VoskSTT(STT):
     """Vosk/Kaldi streaming recognition; one inference thread shared by its streams."""
 
     provider = "vosk"
+    default_model = ("model", "vosk-en-small")
 
     def __init__(
         self,
@@ -157,7 +158,7 @@ class VoskSTT(STT):
         self._thread.shutdown()
 
 
-class VoskStream(StageStream[AudioFrame, SpeechEvent]):
+class VoskStream(STTStream):
     """One stream of utterances: INTERIM as Kaldi's hypothesis changes, FINAL on each flush()."""
 
     def __init__(self, stt: VoskSTT, language: str) -> None:

@@ -30,13 +30,17 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Float32Array
 from edgeagent.metrics import STTMetrics
-from edgeagent.stage import Flush, InferenceThread, StageClosedError, StageStream
-from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType
+from edgeagent.stage import Flush, InferenceThread, StageClosedError
+from edgeagent.stt.base import STT, SpeechEvent, SpeechEventType, STTStream
 from edgeagent.stt.buffer import UtteranceBuffer
 from edgeagent.stt.whisper_decoder import DEFAULT_MODEL, Transcript, WhisperDecoder
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 __all__ = ["DEFAULT_MODEL", "Transcript", "WhisperSTT", "WhisperStream"]
 
@@ -82,6 +86,12 @@ class WhisperSTT(STT):
     """faster-whisper on the CPU; one inference thread shared by its streams."""
 
     provider = "whisper"
+    default_model = ("model", "whisper-tiny-en")
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[stt]``: ``model`` and ``partials`` (Whisper's interim decodes cost CPU; vosk's do not)."""
+        return {**super().config_options(cfg), "partials": cfg.stt.partials}
 
     def __init__(
         self,
@@ -178,7 +188,7 @@ class WhisperSTT(STT):
         self._thread.shutdown()
 
 
-class WhisperStream(StageStream[AudioFrame, SpeechEvent]):
+class WhisperStream(STTStream):
     """One stream of utterances: INTERIM while audio arrives, FINAL on each flush()."""
 
     def __init__(self, stt: WhisperSTT, language: str, prefix: str = "") -> None:

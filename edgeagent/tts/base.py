@@ -5,10 +5,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.errors import ConfigError
 from edgeagent.stage import Stage, StageStream
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,20 @@ class TTS(Stage):
     voice, None: the default) as constructor options, as ``[tts]`` names them."""
 
     kind = "tts"
+    hot_options = ("tts.speed",)
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[tts]``: ``speed`` (when not 1.0) and ``model`` (when set); each voice decides what
+        they mean for it."""
+        opts: dict[str, Any] = {} if cfg.tts.speed == 1.0 else {"speed": cfg.tts.speed}
+        if cfg.tts.model:
+            opts["model"] = cfg.tts.model
+        return opts
+
+    def update_options(self, cfg: Config) -> Callable[[], None]:
+        """``tts.speed``: :meth:`speed_change`."""
+        return self.speed_change(cfg.tts.speed)
 
     def speed_change(self, speed: float) -> Callable[[], None]:
         """The step that makes this voice speak at ``speed`` from its next clause on, for a

@@ -17,7 +17,7 @@ import dataclasses
 import json
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import onnxruntime as ort
 from piper import PiperVoice, SynthesisConfig
@@ -28,6 +28,9 @@ from edgeagent.errors import ConfigError, ModelError
 from edgeagent.stage import InferenceThread
 from edgeagent.tts.clauses import FIRST_CLAUSE_WORDS
 from edgeagent.tts.streaming import CHUNK_MS, ClauseTTS
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 #: The manifest name of the default voice (edgeagent/data/manifest.toml).
 DEFAULT_MODEL = "piper-en-us-joe"
@@ -112,6 +115,16 @@ class PiperTTS(ClauseTTS):
     """
 
     provider = "piper"
+    default_model = ("model", DEFAULT_MODEL)
+
+    @classmethod
+    def check_loadable(cls, cfg: Config) -> None:
+        """``tts.model``, when set, is a voice file or a directory holding one (else the
+        manifest's default voice is there)."""
+        if cfg.tts.model:
+            resolve_model(cfg.tts.model)  # not a voice file (or a directory holding one): ModelError
+        else:
+            super().check_loadable(cfg)
 
     def __init__(
         self,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.stage import Stage, StageStream
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 
 class VADEventType(enum.Enum):
@@ -54,6 +58,11 @@ class VADEvent:
 class VAD(Stage):
     kind = "vad"
     options: VADOptions
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[vad]``: its ``activation_threshold``."""
+        return {"activation_threshold": cfg.vad.activation_threshold}
 
     @abc.abstractmethod
     def stream(self) -> StageStream[AudioFrame, VADEvent]:

@@ -124,6 +124,7 @@ class SileroVAD(VAD):
     """
 
     provider = "silero"
+    default_model = ("model_path", "silero-vad")
 
     def __init__(
         self,

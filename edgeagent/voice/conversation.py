@@ -126,9 +126,7 @@ class Conversation:
         if old is not None:
             log.info("handoff: %s -> %s", old.label, agent.label)
             self._session.emit(AgentHandoffEvent(old.label, agent.label))
-        prefill = getattr(self._session.llm, "prefill", None)
-        if prefill is not None:  # the new system prompt, into the KV cache before it is needed
-            await prefill(self.llm_context(), agent.tools)
+        await self._session.llm.prefill(self.llm_context(), agent.tools)  # the new prompt, into the cache
         await agent.on_enter()
 
     async def exit(self) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.config_voice import TurnConfig
+from edgeagent.config.voice import TurnConfig
 from edgeagent.llm.chat import ChatContext
 
 AUDIO_WEIGHT = 0.2

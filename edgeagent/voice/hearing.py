@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from edgeagent.audio.frame import AudioFrame
-from edgeagent.config_voice import ActivationConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, TurnConfig
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.vad.base import VADEvent
 from edgeagent.voice.conversation import TurnRecord

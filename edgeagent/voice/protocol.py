@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+    from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
     from edgeagent.llm.base import LLM
     from edgeagent.llm.chat import ChatContext
     from edgeagent.stt.base import STT

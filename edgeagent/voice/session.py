@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeagent.audio.io import AudioInput, AudioOutput
-from edgeagent.config_voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.fallback.chain import chain_of
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.stt.base import STT
@@ -60,7 +61,7 @@ from edgeagent.wake.base import WakeWord
 log = logging.getLogger(__name__)
 
 class AgentSession:
-    """See the module docs. Options are the config sections of :mod:`edgeagent.config_voice`."""
+    """See the module docs. Options are the config sections of :mod:`edgeagent.config.voice`."""
 
     def __init__(
         self,
@@ -262,8 +263,8 @@ class AgentSession:
 
     def _watch_fallback(self, stage: object) -> None:
         """A fallback chain's switches and recoveries become ``provider_fallback`` events."""
-        chain = getattr(stage, "chain", None)
-        if chain is not None and hasattr(chain, "on_event"):
+        chain = chain_of(stage)
+        if chain is not None:
             chain.on_event(self.emit)
 
     def use_stage(self, stage: VAD | STT | LLM | TTS) -> None:

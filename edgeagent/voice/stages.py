@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import registry
-from edgeagent.config_voice import ActivationConfig, AgentConfig
-from edgeagent.errors import ModelError
+from edgeagent.config.voice import ActivationConfig, AgentConfig
 from edgeagent.llm.base import LLM
 from edgeagent.llm.chat import ChatContext
 from edgeagent.stt.base import STT
@@ -43,82 +42,41 @@ WAKE_PROVIDER = "openwakeword"
 INSTRUCTIONS = AgentConfig().instructions
 """The default system prompt (``[agent].instructions``)."""
 
-#: espeak-ng's words per minute at ``tts.speed = 1.0``, and the range it accepts.
-
-#: (kind, provider) → (the option that names the model, the manifest name of its default).
-#: Used only when ``models.dir`` is set, so that the stages load from where preflight looked.
-_DEFAULT_MODELS: dict[tuple[str, str], tuple[str, str]] = {
-    ("vad", "silero"): ("model_path", "silero-vad"),
-    ("wake", "openwakeword"): ("model_dir", "openwakeword"),
-    ("stt", "whisper"): ("model", "whisper-tiny-en"),
-    ("stt", "vosk"): ("model", "vosk-en-small"),
-    ("llm", "llama"): ("model_path", "smollm2-135m"),
-    ("tts", "piper"): ("model", "piper-en-us-joe"),
-}
-
 Spec = tuple[str, str, dict[str, Any]]
 
 
 def stage_specs(cfg: Config) -> list[Spec]:
-    """(kind, provider, constructor options) of every stage, in :class:`Models` field order."""
-    wake_words = cfg.activation.wake_words or ActivationConfig().wake_words
-    llm_opts: dict[str, Any] = {"temperature": cfg.llm.temperature, "max_tokens": cfg.llm.max_tokens}
-    if cfg.llm.model:
-        llm_opts["model_path"] = cfg.llm.model
-    if cfg.llm.gpu_layers:  # llama's alone (a cloud LLM has no layers here)
-        llm_opts["n_gpu_layers"] = cfg.llm.gpu_layers
-    stt_opts: dict[str, Any] = {"model": cfg.stt.model} if cfg.stt.model else {}
-    if cfg.stt.provider == "whisper":
-        stt_opts["partials"] = cfg.stt.partials  # vosk always reports partials, it costs nothing
-    specs: list[Spec] = [
-        ("vad", cfg.vad.provider, {"activation_threshold": cfg.vad.activation_threshold}),
-        ("wake", WAKE_PROVIDER, {"words": tuple(wake_words), "threshold": cfg.activation.wake_threshold}),
-        ("stt", cfg.stt.provider, stt_opts),
-        ("llm", cfg.llm.provider, llm_opts),
-        ("tts", cfg.tts.provider, tts_options(cfg)),
-    ]
-    if cfg.models.dir:
-        root = Path(cfg.models.dir).expanduser()
-        for kind, provider, opts in specs:
-            default = _DEFAULT_MODELS.get((kind, provider))
-            if default is not None and default[0] not in opts:
-                opts[default[0]] = _LazyModel(default[1], root)
+    """(kind, provider, constructor options) of every stage, in :class:`Models` field order.
+
+    Each provider says which options it takes from the config (``config_options``, see
+    :class:`~edgeagent.stage.Stage`); with ``models.dir`` set, a provider's default model is
+    the manifest model under it (so that the stages load from where preflight looked)."""
+    chosen = [("vad", cfg.vad.provider), ("wake", WAKE_PROVIDER), ("stt", cfg.stt.provider),
+              ("llm", cfg.llm.provider), ("tts", cfg.tts.provider)]
+    specs: list[Spec] = []
+    for kind, provider in chosen:
+        cls = registry.provider_class(kind, provider)  # unknown or not installed: ConfigError
+        opts = cls.config_options(cfg)
+        default = cls.default_model
+        if cfg.models.dir and default is not None and default[0] not in opts:
+            opts[default[0]] = _LazyModel(default[1], Path(cfg.models.dir).expanduser())
+        specs.append((kind, provider, opts))
     return specs
 
 
 def tts_options(cfg: Config) -> dict[str, Any]:
-    """``[tts]`` as the provider's options: every voice takes ``speed`` and ``model`` and
-    decides what they mean for it (:class:`~edgeagent.tts.base.TTS`)."""
-    opts: dict[str, Any] = {} if cfg.tts.speed == 1.0 else {"speed": cfg.tts.speed}
-    if cfg.tts.model:
-        opts["model"] = cfg.tts.model
-    return opts
+    """``[tts]`` as the configured voice's options (:meth:`edgeagent.tts.base.TTS.config_options`)."""
+    options: dict[str, Any] = registry.provider_class("tts", cfg.tts.provider).config_options(cfg)
+    return options
 
 
 def check_loadable(cfg: Config, kind: str) -> None:
     """Raise unless a ``kind`` stage can be loaded from ``cfg``: the provider is installed and
-    its model file is there. (The load itself may still fail on a broken file.)"""
-    section = getattr(cfg, kind)
-    registry.provider_class(kind, section.provider)  # unknown or not installed: ConfigError
-    model = getattr(section, "model", None)
-    if kind == "llm" and model:
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ModelError(f"llm.model: {path} does not exist")
-        with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ModelError(f"llm.model: {path} is not a GGUF model file")
-        return
-    if kind == "tts" and section.provider == "piper" and model:
-        from edgeagent.tts.piper import resolve_model
-
-        resolve_model(model)  # not a voice file (or a directory holding one): ModelError
-        return
-    default = _DEFAULT_MODELS.get((kind, section.provider))
-    if default is not None and not model:
-        from edgeagent.models import model_path
-
-        model_path(default[1], root=Path(cfg.models.dir).expanduser() if cfg.models.dir else None)
+    its model file is there (the provider's ``check_loadable``). The load itself may still fail
+    on a broken file."""
+    provider = {"vad": cfg.vad.provider, "stt": cfg.stt.provider, "llm": cfg.llm.provider,
+                "tts": cfg.tts.provider}.get(kind, WAKE_PROVIDER)
+    registry.provider_class(kind, provider).check_loadable(cfg)  # unknown or not installed: ConfigError
 
 
 @dataclass(frozen=True)
@@ -191,12 +149,8 @@ class Models:
 
     async def _warm(self, instructions: str) -> None:
         """Whisper's first decode and the system prompt's evaluation are slow: do them now."""
-        warmup = getattr(self.stt, "warmup", None)
-        if warmup is not None:
-            await warmup()
-        prefill = getattr(self.llm, "prefill", None)
-        if prefill is not None:
-            await prefill(new_context(instructions))
+        await self.stt.warmup()
+        await self.llm.prefill(new_context(instructions))
 
     async def aclose(self) -> None:
         for stage in (self.vad, self.wake, self.stt, self.llm, self.tts, self.audio_turn):

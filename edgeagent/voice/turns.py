@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from edgeagent.config_voice import TurnConfig
+from edgeagent.config.voice import TurnConfig
 from edgeagent.vad.base import VADEvent, VADEventType
 
 

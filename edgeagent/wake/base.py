@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.stage import Stage, StageStream
+
+if TYPE_CHECKING:
+    from edgeagent.config import Config
 
 PEAK_STEPS = 5
 """A firing is reported once its score stops rising, at most this many scoring steps after it
@@ -70,6 +74,15 @@ class PeakHold:
 
 class WakeWord(Stage):
     kind = "wake"
+
+    @classmethod
+    def config_options(cls, cfg: Config) -> dict[str, Any]:
+        """``[activation]``: its ``wake_words`` (none: the default list, loaded all the same) and
+        ``wake_threshold``."""
+        from edgeagent.config.voice import ActivationConfig
+
+        words = cfg.activation.wake_words or ActivationConfig().wake_words
+        return {"words": tuple(words), "threshold": cfg.activation.wake_threshold}
 
     @property
     @abc.abstractmethod

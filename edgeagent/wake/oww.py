@@ -190,6 +190,7 @@ class OpenWakeWord(WakeWord):
     """
 
     provider = "openwakeword"
+    default_model = ("model_dir", "openwakeword")
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from edgeagent.aio import wait_for
 from edgeagent.paths import config_file, state_dir
 
 if TYPE_CHECKING:
-    from edgeagent.config_web import WebConfig
+    from edgeagent.config.web import WebConfig
     from edgeagent.control.store import ConfigStore
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.voice.stages import Models

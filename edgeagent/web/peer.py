@@ -27,7 +27,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from edgeagent.aio import wait_for
-from edgeagent.config_web import WebConfig
+from edgeagent.config.web import WebConfig
 from edgeagent.web.audio import AgentTrack, WebInput, WebOutput
 
 log = logging.getLogger(__name__)

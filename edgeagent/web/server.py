@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edgeagent.config_web import WebConfig
+from edgeagent.config.web import WebConfig
 from edgeagent.web.pairing import Pairing
 from edgeagent.web.peer import OfferRefused, Peers
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from livekit.protocol import agent
 
 from edgeagent.aio import wait_for
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.worker.link import WorkerLink
 
 log = logging.getLogger(__name__)

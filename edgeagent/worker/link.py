@@ -44,7 +44,7 @@ from livekit.protocol import agent, models
 
 from edgeagent import __version__
 from edgeagent.aio import wait_for
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from edgeagent import config as config_mod
 from edgeagent import terminal
 from edgeagent.aio import exit_status, until_first, wait_for
-from edgeagent.config_room import LiveKitConfig
+from edgeagent.config.room import LiveKitConfig
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher, Job, JobRunner
 from edgeagent.worker.local import LocalAgent
 

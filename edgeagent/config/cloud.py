@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeagent.config.settings import HOT, setting
 from edgeagent.fallback.policy import POLICIES, check_policy
-from edgeagent.settings import HOT, setting
 
 REALTIME_TURNS = ("server_vad", "local")
 

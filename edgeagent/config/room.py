@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from edgeagent.settings import HOT, JOIN, setting
+from edgeagent.config.settings import HOT, JOIN, setting
 
 LISTEN_MODES = ("linked", "identities", "all")
 ROOM_MODES = ("room", "room+local", "worker", "worker+local")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeagent.settings import HOT, setting
+from edgeagent.config.settings import HOT, setting
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgeagent.config_cloud import CloudConfig, check_cloud
-from edgeagent.config_control import ControlConfig, check_control
-from edgeagent.config_device import GpioConfig, LoggingConfig, check_gpio, check_logging
-from edgeagent.config_home_assistant import HomeAssistantConfig, check_home_assistant
-from edgeagent.config_room import LiveKitConfig, check_livekit
-from edgeagent.config_voice import (
+from edgeagent.config.cloud import CloudConfig, check_cloud
+from edgeagent.config.control import ControlConfig, check_control
+from edgeagent.config.device import GpioConfig, LoggingConfig, check_gpio, check_logging
+from edgeagent.config.home_assistant import HomeAssistantConfig, check_home_assistant
+from edgeagent.config.room import LiveKitConfig, check_livekit
+from edgeagent.config.settings import HOT, problems, setting
+from edgeagent.config.voice import (
     ActivationConfig,
     AgentConfig,
     InterruptionConfig,
@@ -35,9 +36,8 @@ from edgeagent.config_voice import (
     TurnConfig,
     VADConfig,
 )
-from edgeagent.config_web import WebConfig, check_web
+from edgeagent.config.web import WebConfig, check_web
 from edgeagent.errors import ConfigError
-from edgeagent.settings import HOT, problems, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -299,7 +299,7 @@ def load(
 
 
 def validate(cfg: Config) -> None:
-    """Every field within the limits it declares (:mod:`edgeagent.settings`), then the checks
+    """Every field within the limits it declares (:mod:`edgeagent.config.settings`), then the checks
     across fields that one field's limits cannot express; raises :class:`ConfigError`."""
     if not 0 <= cfg.turn.min_delay_s <= cfg.turn.max_delay_s:
         raise ConfigError("turn: expected 0 <= min_delay_s <= max_delay_s")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeagent.settings import setting
+from edgeagent.config.settings import setting
 
 CONFIG_ACCESS = ("none", "get", "set")
 TLS_MODES = ("auto", "on", "off")

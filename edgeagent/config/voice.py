@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeagent.settings import HOT, RELOAD, setting
+from edgeagent.config.settings import HOT, RELOAD, setting
 
 ACTIVATION_MODES = ("wake", "ptt", "always")
 TURN_DETECTORS = ("vad", "stt", "semantic", "audio", "combined")
@@ -113,7 +113,7 @@ class STTConfig:
     """Speech to text."""
 
     provider: str = setting("whisper", providers="stt", remote=RELOAD)
-    """whisper or vosk."""
+    """whisper, vosk, or another provider registered in edgeagent/registry.py."""
     model: str | None = None
     """Model directory; None = the provider's default model from the models directory."""
     partials: bool = True
@@ -125,7 +125,7 @@ class LLMConfig:
     """The language model."""
 
     provider: str = setting("llama", providers="llm", remote=RELOAD)
-    """llama (llama.cpp, local)."""
+    """llama (llama.cpp, local), or another provider registered in edgeagent/registry.py."""
     model: str | None = setting(None, min_len=1, max_len=4096, remote=RELOAD)
     """A .gguf file; None = the default model from the models directory."""
     temperature: float = setting(0.2, lo=0.0, hi=2.0, remote=HOT)
@@ -142,8 +142,9 @@ class TTSConfig:
     """Text to speech."""
 
     provider: str = setting("piper", providers="tts", remote=RELOAD)
-    """piper or espeak."""
+    """piper, espeak, or another voice registered in edgeagent/registry.py."""
     model: str | None = setting(None, min_len=1, max_len=4096, remote=RELOAD)
-    """piper: a voice file (.onnx); espeak: a voice name (e.g. en-us); None = the default voice."""
+    """The voice's model, as the provider reads it (piper: a voice file (.onnx); espeak: a voice
+    name, e.g. en-us); None = its default voice."""
     speed: float = setting(1.0, lo=0.25, hi=4.0, remote=HOT)
     """Speaking rate; 1.0 is the voice's own."""

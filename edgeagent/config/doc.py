@@ -80,7 +80,7 @@ def example_toml() -> str:
         "# defaults. Uncomment a line to change it. Overrides, strongest last:",
         "#   EDGEAGENT__SECTION__FIELD=value in the environment, then",
         "#   `edgeagent run --set section.field=value`.",
-        "# Generated from edgeagent/config.py by `edgeagent config example`.",
+        "# Generated from edgeagent/config/ by `edgeagent config example`.",
         "",
     ]
     _render(config.Config, config.Config(), "", out)

@@ -123,7 +123,7 @@ def _emit(value: Any, indent: int | None = 2) -> None:
 
 
 def _example(args: argparse.Namespace) -> int:
-    from edgeagent.config_doc import example_toml
+    from edgeagent.config.doc import example_toml
 
     print(example_toml(), end="")
     return 0
