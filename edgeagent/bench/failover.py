@@ -78,8 +78,8 @@ async def _first_audio(llm: LLM, tts: TTS, question: str) -> tuple[float, str, s
     try:
         async for audio in speech:
             if audio.frame.num_samples:
-                return (time.perf_counter() - t0, str(getattr(chat, "served_by", None) or llm.provider),
-                        str(getattr(speech, "served_by", None) or tts.provider))
+                return (time.perf_counter() - t0, str(chat.served_by or llm.provider),
+                        str(speech.served_by or tts.provider))
             if audio.is_final:
                 break
         raise RuntimeError("the reply had no audio")
@@ -100,11 +100,9 @@ async def measure(rounds: int = 5) -> dict[str, Any]:
     fig: dict[str, Any] = {"target_s": TARGET_S, "deadlines_s": {
         "llm": cloud_cfg.llm_first_token_s, "tts": cloud_cfg.tts_first_audio_s}, "rounds": rounds}
     try:
-        prefill = getattr(local_llm, "prefill", None)
-        if prefill is not None:
-            warm = ChatContext()
-            warm.add("system", SYSTEM)
-            await prefill(warm)
+        warm = ChatContext()
+        warm.add("system", SYSTEM)
+        await local_llm.prefill(warm)
         await _first_audio(local_llm, local_tts, "Hello.")  # warm both local models
         for scenario in ("llm", "tts"):
             times: list[float] = []

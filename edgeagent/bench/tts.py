@@ -65,18 +65,11 @@ async def _measure(tts: ClauseTTS, runs: int, warmup: int) -> dict[str, float]:
     }
 
 
-def _first_clause_cpu_s(tts: PiperTTS, text: str) -> float:
-    """CPU seconds the worker spends on the first clause of ``text``: what first
-    audio costs on an idle core, whatever else the machine is doing."""
-    clause = ClauseSplitter().push(text)[0]
-    t0 = time.thread_time()
-    for _ in tts._voice.synthesize(clause, tts._syn):
-        pass
-    return time.thread_time() - t0
-
-
 async def _piper_cpu(tts: PiperTTS, runs: int) -> dict[str, float]:
-    cpu = [await tts._thread.run(_first_clause_cpu_s, tts, SENTENCES[i % len(SENTENCES)]) for i in range(runs)]
+    """CPU seconds Piper's thread spends on the first clause of a reply: what first audio
+    costs on an idle core, whatever else the machine is doing."""
+    clauses = [ClauseSplitter().push(SENTENCES[i % len(SENTENCES)])[0] for i in range(runs)]
+    cpu = [await tts.clause_cpu_s(clause) for clause in clauses]
     return {"tts_first_clause_cpu_ms": 1000 * statistics.median(cpu)}
 
 

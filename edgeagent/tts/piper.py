@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -192,6 +193,16 @@ class PiperTTS(ClauseTTS):
                     yield audio
         finally:
             options.terminate = True  # cancelled: abort the ONNX run still in flight
+
+    async def clause_cpu_s(self, text: str) -> float:
+        """CPU seconds the voice's thread spends synthesising ``text`` (scripts/bench-stages)."""
+        return await self._thread.run(self._clause_cpu_s, text)
+
+    def _clause_cpu_s(self, text: str) -> float:
+        t0 = time.thread_time()
+        for _ in self._voice.synthesize(text, self._syn):
+            pass
+        return time.thread_time() - t0
 
     async def aclose(self) -> None:
         self._thread.shutdown()

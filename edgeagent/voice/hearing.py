@@ -276,7 +276,7 @@ class Hearing:
             return
         self.turn.final_at = time.monotonic()
         stt = self._s.stt
-        self.turn.stt_provider = getattr(stt, "last_served", None) or stt.provider
+        self.turn.stt_provider = stt.last_served or stt.provider
         at, phrase = self._phrase_at[0], self._tell[0]
         self.apply(self.tracker.on_final(said))
         if alone and self.tracker.active:  # the user went on: heard again from the phrase on

@@ -39,7 +39,7 @@ from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.playback import BufferedOutput
 from edgeagent.audio.resample import Resampler
 from edgeagent.stage import StageStream
-from edgeagent.stt.base import STT, SpeechEvent
+from edgeagent.stt.base import STT, SpeechEvent, STTStream
 from edgeagent.vad.base import VAD
 from edgeagent.voice.listen import AudioHistory
 from edgeagent.wake.base import WakeWord
@@ -73,7 +73,7 @@ class Listener:
         self._origin: float | None = None  # capture time of stream sample 0
         self._vad: StageStream[AudioFrame, Any] | None = None
         self._wake: StageStream[AudioFrame, Any] | None = None
-        self._stt: StageStream[AudioFrame, SpeechEvent] | None = None
+        self._stt: STTStream | None = None
         self._stt_reader: asyncio.Task[None] | None = None
         self.utterance_id = 0
         self._readers: dict[str, asyncio.Task[None]] = {}  # "vad", "wake"
@@ -216,9 +216,8 @@ class Listener:
             self._stt.flush()
 
     def reopen(self) -> None:
-        reopen = getattr(self._stt, "reopen", None)
-        if reopen is not None and not self._stt.closed:  # type: ignore[union-attr]
-            reopen()
+        if self._stt is not None and not self._stt.closed:
+            self._stt.reopen()
 
     async def close_utterance(self) -> None:
         stream, reader = self._stt, self._stt_reader

@@ -183,7 +183,7 @@ class Reply:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await speaker
             await tts.aclose()
-            self.times.tts_provider = getattr(tts, "served_by", None) or self._tts.provider
+            self.times.tts_provider = tts.served_by or self._tts.provider
             if timed is not None and timed.on_frame_started == self._frame_started:
                 timed.on_frame_started = None
             if not finished and self.audible:  # interrupted or failed: nothing of it may play on
@@ -215,7 +215,7 @@ class Reply:
                     calls.extend(chunk.tool_calls)
             finally:
                 await stream.aclose()
-                self.times.llm_provider = getattr(stream, "served_by", None) or self._llm.provider
+                self.times.llm_provider = stream.served_by or self._llm.provider
             if not calls:
                 return
             await self._released.wait()  # a preemptive reply runs no tool before its turn is committed
