@@ -41,7 +41,7 @@ from edgeagent.voice.wake_gate import Seen, WakeGate
 from edgeagent.voice.words import is_stop, only_fillers
 
 if TYPE_CHECKING:
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.protocol import HearingHost
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ AUDIO_TURN_S = 8.0
 class Hearing:
     """Wake word, turn taking and barge-in for one session."""
 
-    def __init__(self, session: AgentSession, listener: Listener) -> None:
+    def __init__(self, session: HearingHost, listener: Listener) -> None:
         self._s = self.session = session
         self._listener = listener
         self.activation = session.activation
@@ -212,7 +212,7 @@ class Hearing:
             except Exception as exc:  # one bad event must not stop the ears
                 log.exception("handling a %s event failed", kind)
                 self._s.emit(ErrorEvent(exc, "session"))
-            self._s._update_state()
+            self._s.update_state()
 
     def _accepting(self, at: float) -> bool:
         """May speech at stream time ``at`` open a user turn?"""
@@ -243,7 +243,7 @@ class Hearing:
                      1000 * lag, time.monotonic())
             reply.pause()
             self._barge_paused_at = now
-            self._s._set_playing(False)
+            self._s.set_playing(False)
         elif (reply.paused and self._barge_paused_at is not None and not self.tracker.active
               and now - self._barge_paused_at >= self._s.interruption.false_timeout_s):
             self.resume("no words within the false interruption timeout")
@@ -285,7 +285,7 @@ class Hearing:
         text = self.tracker.pending_text
         if text:
             task = asyncio.ensure_future(self._judge(text, self._turn_audio()))
-            task.add_done_callback(self._s._report_failure("turn detection"))
+            task.add_done_callback(self._s.report_failure("turn detection"))
             if not (only_fillers(text) or is_stop(text, self.activation.stop_words)):
                 self.preemption.start(text)  # after the judge: the LLM evaluates the text once
 
@@ -294,7 +294,7 @@ class Hearing:
         if self._preparing is not None and not self._preparing.done():
             return
         task = asyncio.ensure_future(self._detector.prepare(self._s.conversation.llm_context(), interim))
-        task.add_done_callback(self._s._report_failure("turn detection"))
+        task.add_done_callback(self._s.report_failure("turn detection"))
         self._preparing = task
 
     def _turn_audio(self) -> AudioFrame | None:
@@ -312,7 +312,7 @@ class Hearing:
             self.turn.audio_eot_probability = verdict.audio_probability
             self.turn.end_of_turn_delay = verdict.delay
         self.apply(self.tracker.set_delay(text, verdict.delay))
-        self._s._update_state()
+        self._s.update_state()
         due = self.tracker.commit_due
         if due is not None:  # commit when due, not at the VAD's next window after (~30 ms later)
             asyncio.get_running_loop().call_later(max(0.0, due - self._listener.now), self._due, due)
@@ -321,7 +321,7 @@ class Hearing:
         # Still the same pause, silent as far as the VAD's last window (at most one behind) knows.
         if self.tracker.commit_due == due and due - self.tracker.now <= VAD_WINDOW_S:
             self.apply(self.tracker.tick(due))
-            self._s._update_state()
+            self._s.update_state()
 
     def apply(self, steps: Sequence[Step]) -> None:
         listener = self._listener
@@ -383,10 +383,10 @@ class Hearing:
         self._s.interrupt()
         if ahead is not None:
             ahead.handle.turn = turn
-            self._s._enqueue(ahead.handle, reply=ahead)
+            self._s.enqueue(ahead.handle, reply=ahead)
             return
         handle = SpeechHandle(source="user_turn", turn=turn)
-        self._s._enqueue(handle, user_text=step.text)
+        self._s.enqueue(handle, user_text=step.text)
 
     def _count_preemption(self, turn: TurnRecord, hit: bool) -> None:
         """The turn's preemption figures: hit or not (None when none began), misses."""

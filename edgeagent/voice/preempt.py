@@ -20,7 +20,7 @@ from edgeagent.llm.chat import ChatContext
 from edgeagent.voice.reply import Reply
 
 if TYPE_CHECKING:
-    from edgeagent.voice.session import AgentSession
+    from edgeagent.voice.protocol import HearingHost
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Preemption:
     """At most one reply begun ahead of its turn; ``began`` and ``misses`` count, for the turn
     being heard (:meth:`new_turn`), the replies begun and the ones dropped."""
 
-    def __init__(self, session: AgentSession) -> None:
+    def __init__(self, session: HearingHost) -> None:
         self._s = session
         self._reply: Reply | None = None
         self._text = ""
@@ -55,7 +55,7 @@ class Preemption:
         ctx = conversation.preempt_context(text)
         if ctx is None:
             return False
-        reply = self._s._preempt(text, ctx)
+        reply = self._s.preempt(text, ctx)
         if reply is None:
             return False
         self._reply, self._text, self._ctx = reply, text, ctx

@@ -1,4 +1,5 @@
-"""What the rest of the program may ask of a running voice session: :class:`VoiceSession`.
+"""What the rest of the program may ask of a running voice session: :class:`VoiceSession`;
+and what a session's own ears may ask of it: :class:`HearingHost`.
 
 Both :class:`~edgeagent.voice.session.AgentSession` (the local pipeline) and
 :class:`~edgeagent.realtime.session.RealtimeSession` (a realtime model with the pipeline
@@ -19,8 +20,12 @@ if TYPE_CHECKING:
     from edgeagent.tts.base import TTS
     from edgeagent.vad.base import VAD
     from edgeagent.voice.agent import Agent
-    from edgeagent.voice.detectors import AudioTurnModel
+    from edgeagent.voice.conversation import Conversation
+    from edgeagent.voice.detectors import AudioTurnModel, TurnDetector
     from edgeagent.voice.events import AgentState, SessionEvent
+    from edgeagent.voice.reply import Reply
+    from edgeagent.voice.speech import SpeechHandle
+    from edgeagent.voice.wake_check import WakeStats
     from edgeagent.wake.base import WakeWord
 
 
@@ -62,3 +67,34 @@ class VoiceSession(Protocol):
     def on(self, name: str, handler: Any = None) -> Any: ...
     def off(self, name: str, handler: Any) -> None: ...
     def emit(self, event: SessionEvent) -> None: ...
+
+
+class HearingHost(Protocol):
+    """The session as its hearing (:class:`~edgeagent.voice.hearing.Hearing`, its
+    :class:`~edgeagent.voice.wake_gate.WakeGate` and :class:`~edgeagent.voice.preempt.Preemption`)
+    sees it: the hearing turns what was heard into replies through this and nothing else, as
+    a :class:`~edgeagent.voice.reply.Reply` reaches its session through ``ReplyHost``."""
+
+    interruption: InterruptionConfig
+    conversation: Conversation
+    activation: ActivationConfig
+    turn_options: TurnConfig
+    detector: TurnDetector
+    wake_stats: WakeStats
+
+    @property
+    def stt(self) -> STT: ...
+    @property
+    def current_reply(self) -> Reply | None: ...
+
+    def emit(self, event: SessionEvent) -> None: ...
+    def interrupt(self) -> None: ...
+    def update_state(self) -> None:
+        """Work out the agent's state again (listening, thinking, speaking, idle)."""
+    def set_playing(self, playing: bool) -> None:
+        """Tell the ears whether the agent's voice is playing (a paused reply is not)."""
+    def report_failure(self, what: str) -> Any:
+        """A done-callback for a background task: its failure becomes an error event."""
+    def enqueue(self, handle: SpeechHandle, *, text: str | None = None, ctx: ChatContext | None = None,
+                user_text: str | None = None, reply: Reply | None = None) -> SpeechHandle: ...
+    def preempt(self, user_text: str, ctx: ChatContext) -> Reply | None: ...

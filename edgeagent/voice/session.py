@@ -146,12 +146,12 @@ class AgentSession:
         await self.conversation.set_agent(agent)
         self._listener.start()
         self._tasks = [asyncio.ensure_future(self._hearing.run()), asyncio.ensure_future(self._speak_loop())]
-        self._update_state()
+        self.update_state()
 
     def say(self, text: str, *, allow_interruptions: bool = True, add_to_chat_ctx: bool = True) -> SpeechHandle:
         """Speak ``text`` (after any reply already queued)."""
         handle = SpeechHandle(allow_interruptions=allow_interruptions, source="say", add_to_chat_ctx=add_to_chat_ctx)
-        return self._enqueue(handle, text=text)
+        return self.enqueue(handle, text=text)
 
     def generate_reply(self, *, user_input: str | None = None, instructions: str | None = None,
                        allow_interruptions: bool = True) -> SpeechHandle:
@@ -162,7 +162,7 @@ class AgentSession:
         ctx = self.conversation.llm_context()
         if instructions:
             ctx.add("system", instructions)
-        return self._enqueue(SpeechHandle(allow_interruptions=allow_interruptions, source="generate_reply"), ctx=ctx)
+        return self.enqueue(SpeechHandle(allow_interruptions=allow_interruptions, source="generate_reply"), ctx=ctx)
 
     def interrupt(self) -> None:
         """Stop the current reply and drop the queued ones."""
@@ -176,13 +176,13 @@ class AgentSession:
     def update_agent(self, agent: Agent) -> None:
         """Hand the conversation over to ``agent`` (its on_enter runs; the history stays)."""
         task = asyncio.ensure_future(self.conversation.set_agent(agent))
-        task.add_done_callback(self._report_failure("handoff"))
+        task.add_done_callback(self.report_failure("handoff"))
 
     def push_to_talk(self, pressed: bool) -> None:
         """Push-to-talk: pressed opens the user's turn (stopping any reply), released ends it."""
         if self._hearing is not None:
             self._hearing.push_to_talk(pressed)
-            self._update_state()
+            self.update_state()
 
     @property
     def muted(self) -> bool:
@@ -194,7 +194,7 @@ class AgentSession:
         barge-in) and the turn being heard is dropped; a reply already under way plays on."""
         if self._hearing is not None:
             self._hearing.mute(muted)
-            self._update_state()
+            self.update_state()
 
     @property
     def current_reply(self) -> Reply | None:
@@ -244,7 +244,7 @@ class AgentSession:
             self._hearing.set_activation(activation)
         if self._listener is not None:
             self._listener.use_wake(wake if activation.mode == "wake" else None)
-        self._update_state()
+        self.update_state()
 
     def set_instructions(self, text: str) -> None:
         """New instructions for the agent in charge (its next reply follows them)."""
@@ -289,19 +289,19 @@ class AgentSession:
 
     # -- speaking ------------------------------------------------------------------
 
-    def _enqueue(self, handle: SpeechHandle, *, text: str | None = None, ctx: ChatContext | None = None,
+    def enqueue(self, handle: SpeechHandle, *, text: str | None = None, ctx: ChatContext | None = None,
                  user_text: str | None = None, reply: Reply | None = None) -> SpeechHandle:
         """Queue a reply: a new one from ``text``/``ctx``/``user_text``, or ``reply`` (begun
-        preemptively, see :meth:`_preempt`)."""
+        preemptively, see :meth:`preempt`)."""
         assert self._out is not None, "start() the session first"
         if reply is None:
             reply = self._new_reply(handle, text=text, ctx=ctx, user_text=user_text)
         self._queue.put_nowait((handle, reply))
         self.emit(SpeechCreatedEvent(handle, handle.source, user_initiated=handle.source != "user_turn"))
-        self._update_state()
+        self.update_state()
         return handle
 
-    def _preempt(self, user_text: str, ctx: ChatContext) -> Reply | None:
+    def preempt(self, user_text: str, ctx: ChatContext) -> Reply | None:
         """Begin the reply to ``user_text`` on ``ctx`` now, held back until the turn is committed
         (or dropped); None when no reply may begin now (one is playing or queued, or
         ``turn.preemptive_generation`` is off)."""
@@ -326,7 +326,7 @@ class AgentSession:
                 handle._mark_done()
                 continue
             self._reply = reply
-            self._update_state()
+            self.update_state()
             task = asyncio.ensure_future(self.conversation.play(reply))
             self._reply_task = task
             handle._add_interrupt_callback(_canceller(task))
@@ -342,14 +342,14 @@ class AgentSession:
                 self.emit(ErrorEvent(exc, "reply"))
             finally:
                 self._reply = self._reply_task = None
-                self._set_playing(False)
+                self.set_playing(False)
                 await self.conversation.finish(reply)
                 handle._mark_done()
                 if self._hearing is not None and self._queue.empty() and not handle.interrupted:
                     self._hearing.follow_up()
-                self._update_state()
+                self.update_state()
 
-    def _set_playing(self, playing: bool) -> None:
+    def set_playing(self, playing: bool) -> None:
         if self._listener is not None:
             self._listener.set_playing(playing)
 
@@ -359,7 +359,7 @@ class AgentSession:
         hearing = self._hearing
         return self._reply is None and self._queue.empty() and not (hearing and hearing.tracker.active)
 
-    def _update_state(self) -> None:
+    def update_state(self) -> None:
         hearing = self._hearing
         if hearing is None or self._closed:
             return
@@ -377,13 +377,13 @@ class AgentSession:
             self._idle.set()
 
     def on_first_audio(self) -> None:
-        self._set_playing(True)
-        self._update_state()
+        self.set_playing(True)
+        self.update_state()
 
     def emit(self, event: SessionEvent) -> None:
         self._events.emit(event)
 
-    def _report_failure(self, what: str) -> Any:
+    def report_failure(self, what: str) -> Any:
         def done(task: asyncio.Future[Any]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 exc = task.exception()

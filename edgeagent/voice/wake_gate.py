@@ -94,7 +94,7 @@ class WakeGate:
                                              ev.phrase_end + CHECK_AFTER_S)
             if reply is not None and not reply.paused:
                 reply.pause()  # until the words decide: stopped, or resumed
-                h.session._set_playing(False)
+                h.session.set_playing(False)
                 created.paused_reply = True
         if h.session.current_reply is not None and self.check is None:
             log.info("wake word during the reply: stopped")
@@ -178,7 +178,7 @@ class WakeGate:
         check.utterance = WAITING
         if math.isfinite(due):
             task = asyncio.ensure_future(self._question_due(check, due))
-            task.add_done_callback(self._h.session._report_failure("the wake word check"))
+            task.add_done_callback(self._h.session.report_failure("the wake word check"))
 
     async def _question_due(self, check: WakeCheck, due: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -189,7 +189,7 @@ class WakeGate:
     def _decode_later(self, check: WakeCheck) -> None:
         check.utterance = None
         task = asyncio.ensure_future(self._hear_phrase(check))
-        task.add_done_callback(self._h.session._report_failure("the wake word check"))
+        task.add_done_callback(self._h.session.report_failure("the wake word check"))
 
     async def _hear_phrase(self, check: WakeCheck) -> None:
         """Decode the phrase with what follows it once due, then accept or drop the wake-up;
@@ -208,7 +208,7 @@ class WakeGate:
             else:
                 check.again_at_the_end()
                 continue
-            h.session._update_state()
+            h.session.update_state()
 
     def _accept(self, check: WakeCheck | None) -> None:
         self.stats.accepted += 1
