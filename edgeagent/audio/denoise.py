@@ -4,7 +4,7 @@
 (the one :class:`~edgeagent.audio.echo.EchoCanceller` offers, through
 ``livekit.rtc.AudioProcessingModule``) alone, on 10 ms frames, after the echo canceller.
 
-Why only before the wake word: measured with ``scripts/bench-accuracy`` (issue 22), on
+Why only before the wake word: measured with ``scripts/bench-accuracy``, on
 40 calls of which 12 are in 10-15 dB pink, brown or music noise and 8 fast, the
 suppressor lifts openWakeWord's hey_jarvis on fast and noisy speech (espeak-ng at 200
 wpm: 0.07 → 0.99), but Whisper tiny.en misspells the wake phrase more often on the

@@ -1,8 +1,8 @@
 """Acoustic echo cancellation, so the agent does not hear itself.
 
 A speaker and a microphone in one room: whatever the agent says comes back into
-the mic, where it wakes the wake word, triggers barge-in and gets transcribed
-(DESIGN.md §7). :class:`EchoCanceller` wraps WebRTC's audio processing module
+the mic, where it wakes the wake word, triggers barge-in and gets transcribed.
+:class:`EchoCanceller` wraps WebRTC's audio processing module
 (AEC3, through ``livekit.rtc.AudioProcessingModule``): it is told what the
 speaker plays (the *reverse*, far-end stream) and subtracts its echo from what
 the mic captures.

@@ -1,4 +1,4 @@
-"""LLM stage benchmark (issue 3 target: first token <= 150 ms for a 200-token prompt
+"""LLM stage benchmark (target: first token <= 150 ms for a 200-token prompt
 whose unchanged prefix, the system prompt and earlier turns, is already in the KV cache).
 
 A conversation of about 200 tokens (system prompt and three earlier exchanges) is
@@ -135,7 +135,7 @@ async def _measure(llm: LlamaLLM, runs: int, warmup: int, max_tokens: int) -> di
 def bench(runs: int = 9, warmup: int = 2, max_tokens: int = 48, **options: Any) -> dict[str, float]:
     """Measure the default LLM (options go to :class:`LlamaLLM`).
 
-    Returns ``llm_first_token_ms`` (median, the issue-3 target figure),
+    Returns ``llm_first_token_ms`` (median, the target figure),
     ``llm_first_token_p90_ms``, ``llm_first_token_cpu_ms`` (process CPU time,
     all threads, spent until the first token: the work itself, whatever else the
     machine is doing; about n_threads × the wall time on an idle machine),

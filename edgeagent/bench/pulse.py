@@ -1,4 +1,4 @@
-"""A private PulseAudio with the null sinks ``mic_feed`` and ``speaker`` (DESIGN.md §5), as ``scripts/test`` starts it.
+"""A private PulseAudio with the null sinks ``mic_feed`` and ``speaker``, as ``scripts/test`` starts it.
 
 :func:`start_pulse` runs ``pulseaudio -n`` in the foreground with its own runtime, state
 and socket under ``workdir`` (a developer's sound session is untouched), and points this

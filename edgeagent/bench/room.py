@@ -1,4 +1,4 @@
-"""Room voice-to-voice benchmark (issue 5): spoken questions through a LiveKit room, timed at the participant.
+"""Room voice-to-voice benchmark: spoken questions through a LiveKit room, timed at the participant.
 
 An AgentSession joins a room as ``edgeagent join`` does (RoomLink, RoomInput,
 RoomOutput, activation always, no echo cancellation). A test participant written with

@@ -2,7 +2,7 @@
 
 :func:`start_server` builds (or reuses) the pinned binary with
 ``scripts/install-livekit-server`` and starts it on 127.0.0.1 with free ports and a
-fresh secret, as ``scripts/test`` starts the shared one (DESIGN.md §4).
+fresh secret, as ``scripts/test`` starts the shared one.
 :meth:`Server.kill` ends it abruptly (SIGKILL: a crash or a power cut of the server),
 :meth:`Server.restart` starts it again on the same ports with the same keys, so clients
 that knew the old one can come back.

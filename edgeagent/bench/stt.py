@@ -1,4 +1,4 @@
-"""STT stage benchmark (issue 3 target: FINAL <= 450 ms after the true end of a 5 s utterance).
+"""STT stage benchmark (target: FINAL <= 450 ms after the true end of a 5 s utterance).
 
 It does what the session will do: Piper speech of about 5 s is pushed in 20 ms
 frames paced in real time, and ``flush()`` is called when the VAD would first
@@ -181,7 +181,7 @@ def bench(rounds: int = 2, warmup: int = 1, **whisper_options: Any) -> dict[str,
     """Measure WhisperSTT (default model) on Piper speech.
 
     Returns ``stt_final_ms`` (median time from the true end of speech to FINAL, the
-    issue-3 target figure), ``stt_final_p90_ms``, ``stt_decode_ms`` (median single
+    target figure), ``stt_final_p90_ms``, ``stt_decode_ms`` (median single
     decode of a whole utterance), ``stt_rtf`` (that decode over the audio length)
     and ``stt_wer`` (mean word error rate of the FINALs).
     """

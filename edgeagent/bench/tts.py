@@ -1,4 +1,4 @@
-"""TTS stage benchmark (issue 3 target: first audio <= 150 ms for a 12-word sentence).
+"""TTS stage benchmark (target: first audio <= 150 ms for a 12-word sentence).
 
 First audio is timed from pushing the whole sentence and flushing a fresh stream
 to the first SynthesizedAudio chunk, median over several runs after warm-up.
@@ -76,7 +76,7 @@ async def _piper_cpu(tts: PiperTTS, runs: int) -> dict[str, float]:
 def bench(runs: int = 9, warmup: int = 2, espeak: bool = True, **piper_options: Any) -> dict[str, float]:
     """Measure Piper (the default voice) and, unless ``espeak=False``, espeak-ng.
 
-    Returns ``tts_first_audio_ms`` (median, the issue-3 target figure),
+    Returns ``tts_first_audio_ms`` (median, the target figure),
     ``tts_first_audio_p90_ms``, ``tts_rtf``, ``tts_first_clause_cpu_ms`` (CPU
     time of the first clause: the first audio of an unloaded machine, minus
     ~1 ms of event-loop overhead) and ``tts_espeak_*`` likewise.

@@ -1,10 +1,10 @@
-"""VAD stage benchmark (issue 3 target: <= 0.5 ms of inference per 32 ms window).
+"""VAD stage benchmark (target: <= 0.5 ms of inference per 32 ms window).
 
 Speech comes from the project's own voices (Piper and espeak-ng, several
 sentences, with pauses). Two figures:
 
 - ``vad_ms_per_frame``: Silero inference per 512-sample window, called
-  directly in this thread (the issue-3 target figure); the median over runs
+  directly in this thread (the target figure); the median over runs
   of each run's mean, after a warm-up. On a busy machine the mean carries
   the time this thread was preempted; ``vad_ms_per_frame_median`` (the median
   single window) shows the undisturbed cost;

@@ -1,4 +1,4 @@
-"""Voice-to-voice benchmark (issues 4 and 16): spoken questions through the whole session, timed at the speaker.
+"""Voice-to-voice benchmark: spoken questions through the whole session, timed at the speaker.
 
 Questions spoken by espeak-ng (each after the wake word) go into a :class:`ScriptedMic`
 in real time; the agent's replies come out of a :class:`TimedSpeaker`. Per turn the

@@ -1,11 +1,11 @@
-"""Wake word stage benchmark (issue 3 target: <= 5 ms per 80 ms step for two words).
+"""Wake word stage benchmark (target: <= 5 ms per 80 ms step for two words).
 
 Two words at once (hey_jarvis and alexa) on speech from the project's own
 voices (see :func:`edgeagent.bench.vad.generated_speech`). Figures:
 
 - ``wake_ms_per_frame``: one 1280-sample step (melspectrogram, embedding,
-  both classifiers) called directly in this thread (the issue-3 target
-  figure); the median over runs of each run's mean, after a warm-up;
+  both classifiers) called directly in this thread (the target figure); the
+  median over runs of each run's mean, after a warm-up;
   ``wake_ms_per_frame_median`` and ``_p90`` are over single steps;
 - ``wake_stream_ms_per_frame``: wall time per step through a whole
   :class:`~edgeagent.wake.oww.OpenWakeWordStream` fed as fast as possible.

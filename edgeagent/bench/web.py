@@ -1,4 +1,4 @@
-"""Browser-path latency (issue 9): spoken questions from headless Chromium over the direct WebRTC peer.
+"""Browser-path latency: spoken questions from headless Chromium over the direct WebRTC peer.
 
 The board runs :func:`edgeagent.web.job.run_web` (console on 127.0.0.1, activation
 always). Headless Chromium (:mod:`edgeagent.bench.browser`) opens the console, pairs and

@@ -22,7 +22,7 @@ class VADEventType(enum.Enum):
 
 @dataclass(frozen=True)
 class VADOptions:
-    """Silero defaults as in LiveKit Agents (DESIGN.md §6)."""
+    """Silero defaults as in LiveKit Agents."""
 
     activation_threshold: float = 0.5
     """Probability at or above which a window counts as speech."""

@@ -16,7 +16,7 @@ any other consonant 1, a word-initial "h" 0.75. A prefix within
 :data:`MAX_DISTANCE` of the phrase matches; the phrase may end inside the last word
 of that prefix ("Hey Jarvis's"). Leading fillers ("uh, hey Jarvis") are skipped.
 
-What it separates, on the issue-22 near misses: "Hey Travis" (1 consonant for
+What it separates, on the near misses of scripts/bench-accuracy: "Hey Travis" (1 consonant for
 another + a reordered "r": 2.0), "Hey Mavis" (1.5), "Jarvis Cocker" (no "hey":
 1.25), "Harvey's jars" (2.0+) do not match; "Hi Jarvis" (0), "Hey Jervis" (0),
 "Hey Javis" (0.5), "A Jarvis" (0.75) do.
