@@ -22,7 +22,7 @@ from edgeagent.config import AudioConfig
 from edgeagent.config.voice import ActivationConfig
 from edgeagent.voice.wake_check import WakePhrases
 
-THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 TARGET_TRUE_ACCEPTS = 0.95
 TARGET_FA_PER_HOUR = 0.5
 
@@ -55,12 +55,13 @@ HEADER = "ns   thresh check  TA     TA-out near other  FA   FA/h   WER    WER-0 
 class Run:
     """The set heard once per front end; rows computed from it."""
 
-    def __init__(self, minutes: float, log: Any = print) -> None:
+    def __init__(self, minutes: float, log: Any = print, voices: Sequence[str] = VOICES,
+                 models: Models | None = None) -> None:
         self.log = log
         t0 = time.monotonic()
-        self.models = Models()
-        self.items: list[Item] = [i for v in VOICES for i in (*calls(v), *non_calls(v))]
-        self.ordinary = ordinary_speech(minutes)
+        self.models = models or Models()
+        self.items: list[Item] = [i for v in voices for i in (*calls(v), *non_calls(v))]
+        self.ordinary = ordinary_speech(minutes) if minutes > 0 else []
         self.hours = sum(p.duration for p in self.ordinary) / 3600
         log(f"set: {len(self.items)} items, {60 * self.hours:.1f} min of ordinary speech "
             f"({time.monotonic() - t0:.0f} s to make)")
@@ -128,6 +129,24 @@ def misses(row: Row, all_ta: float) -> list[str]:
         out.append(f"false accepts per hour {row.fa_per_hour:.2f} > {TARGET_FA_PER_HOUR}")
     if row.near_answered:
         out.append(f"{row.near_answered} near misses answered")
+    return out
+
+
+def tuning_curve(run: Run, ns: str, thresholds: Sequence[float]) -> list[dict[str, Any]]:
+    """The tuning voices (:data:`~edgeagent.bench.accuracy_set.TUNING_VOICES`) per threshold,
+    words check on: true accepts, near misses and other non-calls answered."""
+    from edgeagent.bench.accuracy_set import TUNING_VOICES
+
+    extra = Run(0.0, run.log, voices=TUNING_VOICES, models=run.models)
+    extra.prepare(ns, ordinary=False)
+    calls_ = sum(i.kind == "call" for i in extra.items)
+    out = []
+    for th in thresholds:
+        row = extra.row(ns, th, True)
+        out.append({"threshold": th, "true_accepts": row.true_accepts, "calls": calls_,
+                    "near_answered": row.near_answered, "other_answered": row.other_answered})
+        run.log(f"  {ns:4s} {th:5.2f} words {row.true_accepts:6.3f} of {calls_} calls; near misses answered "
+                f"{row.near_answered}, other non-calls {row.other_answered}")
     return out
 
 
