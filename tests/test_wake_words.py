@@ -75,10 +75,10 @@ def test_near_misses_do_not_match(text: str) -> None:
 
 def test_a_surer_firing_allows_a_nearer_miss_of_the_words_but_never_a_near_miss() -> None:
     """A firing at SURE_SCORE or more (under the trusted score) matches words up to SURE_DISTANCE
-    away: "Hey Jara" and "Hey, Jardobis" (1.0: Whisper on espeak-ng's en-gb "Hey Jarvis" peaking at
-    0.67-0.68 in scripts/bench); the near misses (1.5 and more) stay refused at any score."""
+    away: "Hey Jara", "Hey, Jardobis", "Hey Jardviz" (1.0: Whisper on espeak-ng's "Hey Jarvis" in
+    scripts/bench); the near misses (1.5 and more) stay refused at any score."""
     jarvis = WakePhrases(("hey_jarvis",))
-    for text in ("Hey Jara, please turn on the lights.", "Hey, Jardobis"):
+    for text in ("Hey Jara, please turn on the lights.", "Hey, Jardobis", "Hey Jardviz, how many are there?"):
         assert not jarvis.said(text, SURE_SCORE - 0.01) and jarvis.said(text, SURE_SCORE), text
     assert jarvis.without_phrase("Hey Jara, please turn on the lights.", SURE_SCORE) == "Please turn on the lights."
     assert jarvis.without_phrase("Hey Jara, please turn on the lights.") == "Hey Jara, please turn on the lights."
