@@ -52,10 +52,16 @@ class StageClosedError(EdgeAgentError):
 
 
 class InferenceThread:
-    """One worker thread for a stage's model; calls run in submission order."""
+    """One worker thread for a stage's model; calls run in submission order.
+
+    The thread starts with the stage, not at its first job: a process's thread count is then
+    what it is once the models are loaded (``scripts/soak`` counts threads; the Smart Turn
+    stage's thread, which starts only at the first turn whose words leave a doubt, came at a
+    random step of its runs and read as a thread leak)."""
 
     def __init__(self, name: str) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pool.submit(int)  # starts the thread (a no-op job)
         self._jobs = 0
 
     @property

@@ -13,7 +13,7 @@ import pytest
 
 from edgeagent.errors import ModelError
 from edgeagent.llm import toolcall
-from edgeagent.llm.chat import ChatChunk, ChatContext, ToolCall
+from edgeagent.llm.chat import ChatChunk, ChatContext, ChatMessage, Role, ToolCall
 from edgeagent.llm.llama import LlamaLLM
 from edgeagent.llm.llama_engine import Utf8Stream
 from edgeagent.llm.prompt import template_for
@@ -293,6 +293,32 @@ async def test_long_conversation_is_trimmed_to_the_window(metrics: list[LLMMetri
         assert got[-1].prompt_tokens <= 384 - 32
     finally:
         await small.aclose()
+
+
+async def test_a_history_that_slides_keeps_its_prompt_cached(llm: LlamaLLM, metrics: list[LLMMetrics]) -> None:
+    """A session keeps its last MAX_HISTORY messages, dropping the oldest at each new one. A prompt
+    from the oldest kept message changed right after the system prompt every turn, and each reply
+    evaluated the whole history again (scripts/soak: the first reply's wait went from ~0.1 s to
+    ~5 s once 64 messages were reached). From where the history slid, the prompt starts half way
+    through it and keeps that start: a turn evaluates only what is new, but for one re-cut when
+    that start is dropped in turn."""
+    from edgeagent.voice.conversation import MAX_HISTORY
+
+    history: list[ChatMessage] = []
+
+    def add(role: Role, text: str) -> None:  # as Conversation.add does
+        history.append(ChatMessage(role, text))
+        del history[:-MAX_HISTORY]
+
+    for i in range(MAX_HISTORY // 2 + 24):
+        add("user", f"Number {i}?")
+        ctx = conversation()
+        ctx.messages.extend(history)
+        await collect(llm, ctx, max_tokens=1)
+        add("assistant", f"It is {i}.")
+    slid = metrics[MAX_HISTORY // 2:]  # the turns after the history was full
+    recut = [m for m in slid if m.prompt_tokens - m.cached_tokens > 40]
+    assert 1 <= len(recut) <= 2, [(m.prompt_tokens, m.cached_tokens) for m in slid]
 
 
 def test_model_file_that_fails_to_load_names_file_and_fix(tmp_path: Path) -> None:

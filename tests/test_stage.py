@@ -53,3 +53,15 @@ async def test_busy_counts_queued_jobs_and_clears_after_them() -> None:
     finally:
         release.set()
         thread.shutdown()
+
+
+def test_the_thread_starts_with_the_stage() -> None:
+    """Not at its first job: a thread that starts at some turn of a long run reads as a leak
+    (scripts/soak counts the process's threads; the Smart Turn stage's came at a random step)."""
+    thread = InferenceThread("test-eager")
+    try:
+        names = [t.name for t in threading.enumerate()]
+        assert any(n.startswith("test-eager") for n in names), names
+        assert not thread.busy
+    finally:
+        thread.shutdown()

@@ -56,6 +56,50 @@ def emit(**event: Any) -> None:
         sys.stdout.flush()
 
 
+def diag() -> dict[str, Any]:
+    """What RSS is made of, for ``EDGEAGENT_SOAK_DIAG=1`` runs: glibc's heap (``mallinfo2``: in use,
+    free but kept, mmapped), Python's own allocator and tracemalloc (when started), the threads by
+    name and the gc-tracked objects by type (the 12 most)."""
+    import collections
+    import ctypes
+    import gc
+    import tracemalloc
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    mi = libc.mallinfo2()
+    mb = 1 << 20
+    types = collections.Counter(type(o).__name__ for o in gc.get_objects())
+    out: dict[str, Any] = {
+        "malloc_in_use_mb": round(mi.uordblks / mb, 1), "malloc_free_mb": round(mi.fordblks / mb, 1),
+        "malloc_mmap_mb": round(mi.hblkhd / mb, 1), "malloc_arena_mb": round(mi.arena / mb, 1),
+        "py_blocks": sys.getallocatedblocks(), "gc_objects": sum(types.values()),
+        "types": dict(types.most_common(12)), "threads": sorted(t.name for t in threading.enumerate())}
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    out.update({k: int(status[k].split()[0]) // 1024 for k in ("RssAnon", "RssFile")})
+    out["maps_mb"] = _rss_by_mapping()
+    if tracemalloc.is_tracing():
+        out["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / mb, 1)
+    return out
+
+
+def _rss_by_mapping() -> dict[str, int]:
+    """Resident MB by mapped file (anonymous memory under ``[anon]``), the 10 largest."""
+    rss: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not line.startswith(("Rss", "Size")):
+            name = Path(head[5]).name if len(head) > 5 else "[anon]"
+        elif line.startswith("Rss:"):
+            rss[name] = rss.get(name, 0) + int(head[1])
+    return {k: v // 1024 for k, v in sorted(rss.items(), key=lambda kv: -kv[1])[:10]}
+
+
 def proc_sample() -> dict[str, Any]:
     """RSS, open descriptors and threads from /proc/self, CPU seconds (user + system) so far,
     and the running loop's asyncio tasks."""
@@ -74,7 +118,11 @@ async def commands(stop: asyncio.Event) -> None:
     while line := await reader.readline():
         cmd = line.decode().strip()
         if cmd == "sample":
-            emit(ev="sample", **proc_sample())
+            sample = proc_sample()
+            if os.environ.get("EDGEAGENT_SOAK_DIAG"):
+                print("soak diag " + json.dumps({"rss_mb": sample["rss_mb"], **diag()}), file=sys.stderr,
+                      flush=True)
+            emit(ev="sample", **sample)
         elif cmd == "stop":
             break
     stop.set()  # "stop", or the soak went away

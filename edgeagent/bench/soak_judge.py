@@ -34,16 +34,30 @@ to many MB per hour, so below 50 minutes of span the limit is the 60-minute run'
 4.2 MB over 2 minutes = 125 MB/h). A 3-minute run therefore catches gross leaks (a
 model or a buffer per turn), not slow ones; only the long run holds the 5 MB/h line.
 
-Warm-up. A run under 30 minutes first goes :data:`SHORT_WARMUP_CYCLES` (two) times through
-the spoken script (:data:`edgeagent.bench.soak_drive.CYCLE`, about 70 s a time) before its
-clock starts (:func:`warmup_cycles`): its samples and turns get negative times and count in
-no window (their questions must still be answered). RSS climbs in steps until every kind of
-step has run twice, then stays flat: in 3-minute runs without a warm-up, 661 -> 709 MB at the
-first barge-in and chat, then +8, +12 and +17 MB at the second pass's follow-up, room
-question and chat, then within 3 MB to the end (two runs, the steps at the same places);
-a minute of warm-up left the last of those steps in the fitted span (252 MB/h against a
-limit of 125). A thread pool also took its 35th thread in the second pass. The 60-minute run
-has no warm-up: its first 10 minutes (about 8 passes) are its warm-up.
+Warm-up. A run under 30 minutes first goes through the spoken script
+(:data:`edgeagent.bench.soak_drive.CYCLE`, about a minute a pass) until the device's history
+is full and has begun to slide (:func:`warmup_cycles`: 64 messages at 12 a pass, 6 passes)
+before its clock starts: its samples and turns get negative times and count in no window
+(their questions must still be answered). Until then the device's state grows by design:
+the history (:data:`edgeagent.voice.conversation.MAX_HISTORY`) and with it the LLM's prompt,
+and the first prompt evaluated from half way through a slid history (see
+:meth:`edgeagent.llm.llama_gen.Generator.fit`) is the first batch of several hundred
+tokens. The RSS rises in steps with them and then stays flat. What the steps are, from
+``EDGEAGENT_SOAK_DIAG=1`` runs (glibc's ``mallinfo2`` and ``/proc/self/smaps`` at each
+sample): anonymous memory only (the mapped model files stay at 207 MB), with glibc's
+bytes in use flat (220-227 MB) and no new mapping: pages of buffers allocated at start
+touched for the first time by a larger input. Run 1 of the final design: 632 MB after the
+first step, +62 MB at the first barge-in and chat, +14, +8 MB in passes 3 and 4, +33 MB at
+the first evaluation after the slide (a 3.0 s turn, the one re-cut of the 32 messages
+kept), then 757.6-760.3 MB for the whole measured 3 minutes (25 MB/h, limit 123). With no
+warm-up, or one minute of it, steps fell in the measured window (605, 1034 and 253 MB/h);
+with two passes one run stayed under its limit (62 MB/h), and an 8-minute run reached the
+slide inside its window (523 MB/h), where each reply evaluated the whole history again,
+~5 s a turn (fixed in ``llama_gen``). Threads:
+every stage's thread now starts with the stage (:class:`edgeagent.stage.InferenceThread`);
+the 35th thread of the earlier runs was the Smart Turn stage's, started at the first turn
+whose words left a doubt. The 60-minute run has no warm-up: its first 10 minutes (about 10
+passes) hold the history's filling and slide.
 """
 
 from __future__ import annotations
@@ -60,7 +74,9 @@ LONG_SPAN_MIN = 50.0
 WINDOW_MAX_S = 600.0
 P50_LIMIT_RATIO = 1.10
 FULL_WINDOW_TURNS = 30
-SHORT_WARMUP_CYCLES = 2
+MESSAGES_PER_CYCLE = 12
+"""Messages a pass through the script adds to the device's history: a question and its reply at the
+wake, follow-up, room and chat steps, two of each at the barge-in (the cut reply is kept)."""
 COUNTS = ("fds", "threads", "tasks")
 
 
@@ -94,9 +110,12 @@ def windows_for(duration_s: float) -> Windows:
 
 
 def warmup_cycles(minutes: float) -> int:
-    """Passes through the script before the clock starts: :data:`SHORT_WARMUP_CYCLES` under 30 minutes,
-    else none."""
-    return SHORT_WARMUP_CYCLES if minutes < 30 else 0
+    """Passes through the script before the clock starts, under 30 minutes (else none): until the
+    device's history is full (:data:`edgeagent.voice.conversation.MAX_HISTORY` messages) and has
+    begun to slide, 6 passes."""
+    from edgeagent.voice.conversation import MAX_HISTORY
+
+    return math.ceil(MAX_HISTORY / MESSAGES_PER_CYCLE) if minutes < 30 else 0
 
 
 def sample_interval_s(minutes: float) -> float:

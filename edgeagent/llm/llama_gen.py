@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgeagent.errors import EdgeAgentError
 from edgeagent.llm import toolcall
@@ -67,9 +67,12 @@ Emit = Callable[[ChatChunk], None]
 
 @dataclass
 class Window:
-    """Which messages the prompt keeps when the context window fills (sticky, so the prefix stays cached)."""
+    """Which messages the prompt keeps (sticky, so the prefix stays cached): from ``start`` once the
+    context window filled or the caller's history slid (see :meth:`Generator.fit`)."""
 
     start: ChatMessage | None = None
+    seen: list[ChatMessage] = field(default_factory=list)
+    """The messages after the system prompt in the last prompt fitted."""
 
 
 class Generator:
@@ -90,9 +93,7 @@ class Generator:
         cut, so the following turns keep the same (cached) prefix until it fills again.
         """
         head = [m for m in messages[:1] if m.role == "system"]
-        body = list(messages[len(head):])
-        if self.window.start is not None and any(m is self.window.start for m in body):
-            body = body[next(i for i, m in enumerate(body) if m is self.window.start):]
+        body = self._from_start(list(messages[len(head):]))
         limit = self.engine.n_ctx - reserve
         tokens = self.engine.tokenize(render(head + body))
         if len(tokens) <= limit:
@@ -109,10 +110,36 @@ class Generator:
                                f"({self.engine.n_ctx} tokens, {reserve} kept for the reply); raise n_ctx")
             body = rest
             tokens = self.engine.tokenize(render(head + body))
-        self.window.start = body[0]
+        self.window.start, self.window.seen = body[0], body
         log.info("context window full: kept %d of %d messages (%d tokens)",
                  len(head + body), len(messages), len(tokens))
         return tokens
+
+    def _from_start(self, body: list[ChatMessage]) -> list[ChatMessage]:
+        """``body`` from the window's start. A caller that bounds its history (a session keeps
+        its last 64 messages) drops its oldest message at each new one: a prompt from there would
+        change right after the system prompt every turn and evaluate the whole history again
+        (~5 s here, 2 cores, once 64 messages are reached: scripts/soak). When the first message of the last
+        prompt is gone while the conversation goes on, the prompt starts half way through the
+        history instead, at a user turn, and stays there until that message is gone too: one
+        evaluation of half the history every ~half a history, not of all of it every turn."""
+        w = self.window
+        if w.start is not None and any(m is w.start for m in body):
+            body = body[next(i for i, m in enumerate(body) if m is w.start):]
+        elif (w.seen and not any(m is w.seen[0] for m in body)
+              and any(m is s for s in w.seen[1:] for m in body)):  # its start is gone, the conversation goes on
+            rest = body[len(body) // 2:]
+            while rest and rest[0].role != "user":
+                rest = rest[1:]
+            w.start = rest[0] if rest else None
+            if rest:
+                log.info("history slid: the prompt starts at message %d of %d", len(body) - len(rest) + 1,
+                         len(body))
+                body = rest
+        else:
+            w.start = None
+        w.seen = body
+        return body
 
     # -- one reply ----------------------------------------------------------
 
