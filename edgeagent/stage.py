@@ -103,6 +103,7 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
         self._out: asyncio.Queue[OutT | BaseException | object] = asyncio.Queue()
         self._input_ended = False
         self._closed = False
+        self._taken = asyncio.Event()  # set whenever the provider takes an item
         self._task = asyncio.get_running_loop().create_task(self._main())
 
     # -- caller side --------------------------------------------------------
@@ -150,6 +151,13 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
     def closed(self) -> bool:
         return self._closed
 
+    async def caught_up(self, limit: int) -> None:
+        """Return once at most ``limit`` pushed items wait for the provider (or it has ended):
+        a caller that pushes faster than real time keeps its lead bounded."""
+        while self._in.qsize() > limit and not self._task.done():
+            self._taken.clear()
+            await self._taken.wait()
+
     served_by: str | None = None
     """Which provider served this stream, where its stage has several (a fallback chain sets it
     once a member answers); None: the stage itself."""
@@ -160,6 +168,7 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
         """Yield pushed items and FLUSH markers until end_input()."""
         while True:
             item = await self._in.get()
+            self._taken.set()
             if item is _END:
                 return
             yield item  # type: ignore[misc]
@@ -171,6 +180,7 @@ class StageStream(abc.ABC, Generic[InT, OutT]):
             item = await self._in.get()
         else:
             item = await wait_for(self._in.get(), max(0.0, timeout))
+        self._taken.set()
         return None if item is _END else item  # type: ignore[return-value]
 
     def _emit(self, item: OutT) -> None:

@@ -32,6 +32,9 @@ class AudioInput(abc.ABC):
 
     sample_rate: int
     counters: IOCounters
+    realtime: bool = True
+    """Frames come at the pace of real time (a sound card, a paced file); False: as fast as they
+    are read (``run --input --fast``), and the reader waits for the stages to keep up."""
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[AudioFrame]: ...
