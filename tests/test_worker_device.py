@@ -1,7 +1,8 @@
 """A worker on a board (real models, the real livekit-server): a job speaks with the voice of its
 dispatch metadata, loaded for it and given back after it (one that cannot load: the device's voice,
 one line); the ``[gpio]`` LED (gpiozero's MockFactory) and ``STATUS=`` (a datagram socket as
-``NOTIFY_SOCKET``) follow the job's session; SIGHUP's reload reaches the job's session."""
+``NOTIFY_SOCKET``) follow the job's session; SIGHUP's reload reaches the job's session; and
+``edgeagent worker`` as a process under a stand-in systemd."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import re
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,7 +27,8 @@ from gpiozero.pins.mock import MockFactory
 from live import words
 from livekit import api
 from room_user import until, user_in
-from test_device_systemd import Listener
+from test_device_systemd import Listener, Process, index_of
+from test_device_systemd import until as until_in
 
 from edgeagent.config import Config
 from edgeagent.config.room import LiveKitConfig
@@ -189,3 +195,50 @@ async def test_status_changes_are_throttled_and_the_last_one_is_shown() -> None:
         notify.close()
     assert notify.texts() == ["STATUS=a", "STATUS=c", "STATUS=d"], notify.texts()
     assert notify.got[1][0] - notify.got[0][0] >= 0.18, notify.got
+
+
+async def test_the_worker_process_notifies_and_reloads_its_config_file(livekit_server: LiveKitServer,
+                                                                      tmp_path: Path) -> None:
+    """`edgeagent worker` under a stand-in systemd: READY=1 and STATUS= with the worker's state, the
+    [gpio] LED opened (gpiozero's mock pins), SIGHUP reads the config file again (RELOADING=1,
+    READY=1; the change waits for the next session), SIGTERM: STOPPING=1 and exit 0."""
+    name = f"svc-{uuid.uuid4().hex[:6]}"
+    notify_name = f"@edgeagent-test-{uuid.uuid4().hex}"
+    notify = Listener(b"\0" + notify_name[1:].encode())
+    config = tmp_path / "config.toml"
+
+    def write(speed: float) -> None:
+        config.write_text(f'log_level = "info"\n\n[tts]\nspeed = {speed}\n\n[gpio]\nled_pin = "17"\n')
+
+    write(1.0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT__")}
+    env.update(NOTIFY_SOCKET=notify_name, EDGEAGENT_STATE=str(tmp_path / "state"), EDGEAGENT_CONFIG=str(config),
+               GPIOZERO_PIN_FACTORY="mock", EDGEAGENT__LIVEKIT__API_KEY=livekit_server.api_key,
+               EDGEAGENT__LIVEKIT__API_SECRET=livekit_server.api_secret)
+    proc = Process(await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgeagent", "worker", "--url", livekit_server.url, "--agent-name", name,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env))
+    available = f"STATUS=worker available (agent {name}, id AW_"
+    try:
+        await until_in(lambda: index_of(notify, "READY=1") is not None, "READY=1", 180, proc)
+        await until_in(lambda: any(t.startswith(available) for t in notify.texts()), "available", 15, proc)
+        write(1.3)
+        proc.proc.send_signal(signal.SIGHUP)
+        await until_in(lambda: "config: tts.speed changed in the file: takes effect at the worker's next session"
+                       in proc.out, "the reload", 15, proc)
+        proc.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.proc.wait(), 20)
+        await asyncio.wait_for(proc.reader, 5)
+    finally:
+        if proc.proc.returncode is None:
+            proc.proc.kill()
+            await asyncio.wait_for(proc.proc.wait(), 10)
+        await asyncio.sleep(0.2)
+        notify.close()
+    assert code == 0, proc.out
+    assert "gpio: LED on 17" in proc.out, proc.out
+    texts = notify.texts()
+    assert texts[0].startswith("STATUS=loading models") and texts[1].startswith("READY=1\nSTATUS=worker "), texts
+    reloading = index_of(notify, "RELOADING=1")
+    assert reloading is not None and index_of(notify, "READY=1", reloading) is not None, texts
+    assert index_of(notify, "STOPPING=1") is not None, texts
