@@ -12,19 +12,22 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
+from gpio_mock import LED, LISTENING, SPEAKING, LedWatch, mock_pins
+from gpiozero.pins.mock import MockFactory
 from live import Recorder, loud_blocks, play, words
-from livekit import api, rtc
+from livekit import api
+from room_user import until, user_in
 from speech import piper, save, with_silence
 
 from edgeagent.config import Config
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.config.voice import ActivationConfig
+from edgeagent.device.lifecycle import Lifecycle
 from edgeagent.room.controller import Controller, controller_token
 from edgeagent.voice import Models
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE
@@ -32,87 +35,6 @@ from edgeagent.worker.run import run_worker
 
 if TYPE_CHECKING:
     from conftest import LiveKitServer, PulseDevices
-
-
-class User:
-    """A participant of the room: asks in lk.chat, reads the agent's transcript and hears its voice."""
-
-    def __init__(self) -> None:
-        self.room = rtc.Room()
-        self.finals: list[str] = []
-        self.loud = 0
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.room.on("track_subscribed", self._on_track)
-        self.room.register_text_stream_handler("lk.transcription", self._on_text)
-
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _on_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
-        async def read() -> None:
-            text = await reader.read_all()
-            if (reader.info.attributes or {}).get("lk.transcription_final") == "true" and \
-                    (reader.info.attributes or {}).get("lk.transcribed_track_id"):
-                self.finals.append(text)
-        self._spawn(read())
-
-    def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
-        async def listen() -> None:
-            async for ev in rtc.AudioStream(track, sample_rate=16_000, num_channels=1):
-                if np.abs(np.frombuffer(bytes(ev.frame.data), np.int16)).max(initial=0) > 1000:
-                    self.loud += 1
-        if track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._spawn(listen())
-
-    def agent(self) -> rtc.RemoteParticipant | None:
-        return next((p for p in self.room.remote_participants.values()
-                     if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT), None)
-
-    async def ask(self, question: str) -> str:
-        """Wait for the agent to listen, ask, and return its answer once it was heard and is over."""
-        deadline = time.monotonic() + 30
-        while (a := self.agent()) is None or a.attributes.get("lk.agent.state") != "listening":
-            assert time.monotonic() < deadline, "the dispatched agent never listened in the room"
-            await asyncio.sleep(0.05)
-        finals, loud = len(self.finals), self.loud
-        await asyncio.wait_for(self.room.local_participant.send_text(question, topic="lk.chat"), 10)
-        deadline = time.monotonic() + 60
-        while len(self.finals) == finals or self.loud == loud or a.attributes.get("lk.agent.state") != "listening":
-            assert time.monotonic() < deadline, f"no answer: {self.finals[finals:]}, loud {self.loud - loud}"
-            await asyncio.sleep(0.05)
-        return self.finals[finals]
-
-    async def leave(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.wait_for(self.room.disconnect(), 10)
-
-
-def _user_token(server: LiveKitServer, room: str, identity: str, dispatch: str | None = None) -> str:
-    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
-    token = api.AccessToken(server.api_key, server.api_secret).with_identity(identity).with_grants(grants)
-    if dispatch is not None:
-        token = token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=dispatch)]))
-    return token.to_jwt()
-
-
-@contextlib.asynccontextmanager
-async def user_in(server: LiveKitServer, room: str, dispatch: str | None = None) -> AsyncIterator[User]:
-    user = User()
-    await asyncio.wait_for(user.room.connect(server.url, _user_token(server, room, "alice", dispatch)), 15)
-    try:
-        yield user
-    finally:
-        await user.leave()
-
-
-async def _until(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_dispatched_agent_answers_and_is_free_again(livekit_server: LiveKitServer, models: Models,
@@ -130,7 +52,7 @@ async def test_dispatched_agent_answers_and_is_free_again(livekit_server: LiveKi
                            livekit_server.api_secret)
     rooms = [f"{name}-api", f"{name}-token"]
     try:
-        await _until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
         # 1. create_dispatch, with metadata partly bad: the job runs, each bad entry is one error line
         meta = {"instructions": "You are a helpful voice assistant. Answer in one short sentence.",
                 "tts": {"speed": "fast"}, "language": "fr", "nonsense": 1}
@@ -155,14 +77,14 @@ async def test_dispatched_agent_answers_and_is_free_again(livekit_server: LiveKi
                    for r in caplog.records), "the good entry (instructions) was not applied"
         # 2. the room deleted: the job is reported done and the device is available again
         await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=rooms[0])), 10)
-        await _until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
+        await until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
         assert any(f"in room {rooms[0]} ended" in r.getMessage() for r in caplog.records)
         # 3. a RoomAgentDispatch in the participant's token works the same
         async with user_in(livekit_server, rooms[1], dispatch=name) as user:
             answer = await user.ask("How many legs does a spider have?")
             assert words(answer), answer
         await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=rooms[1])), 10)
-        await _until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
+        await until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
     finally:
         stop.set()
         assert await asyncio.wait_for(worker, 30) == 0
@@ -170,6 +92,12 @@ async def test_dispatched_agent_answers_and_is_free_again(livekit_server: LiveKi
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=r)), 5)
         await lkapi.aclose()
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    with mock_pins() as mock:
+        yield mock
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +108,12 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def test_worker_local_answers_on_the_board_between_jobs_and_during_one(
         livekit_server: LiveKitServer, models: Models, pulse: PulseDevices, question_wav: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        factory: MockFactory, capsys: pytest.CaptureFixture[str]) -> None:
     """worker+local: between jobs the local mic and speaker are `edgeagent run`'s; a job takes them
-    over (room+local) and gives them back when it ends."""
+    over (room+local) and gives them back when it ends. The [gpio] LED (gpiozero's MockFactory)
+    follows the local session, then the job's, then the local one again."""
     name = f"local-{uuid.uuid4().hex[:6]}"
-    cfg = dataclasses.replace(Config(), activation=ActivationConfig(mode="always"), livekit=LiveKitConfig(
+    cfg = dataclasses.replace(Config(), activation=ActivationConfig(mode="always"), gpio=LED, livekit=LiveKitConfig(
         url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret,
         mode="worker+local", agent_name=name, identity=f"{name}-device"))
     statuses: list[str] = []
@@ -203,13 +132,15 @@ async def test_worker_local_answers_on_the_board_between_jobs_and_during_one(
 
     stop = asyncio.Event()
     rec = await asyncio.wait_for(Recorder.start(pulse.speaker_monitor), 10)
-    worker = asyncio.create_task(run_worker(models, cfg, stop, on_status=statuses.append))
+    led = LedWatch(factory)
+    life = Lifecycle(cfg, env_notify=False)
+    worker = asyncio.create_task(run_worker(models, cfg, stop, life=life, on_status=statuses.append))
     room = f"{name}-room"
     lkapi = api.LiveKitAPI(livekit_server.url.replace("ws", "http", 1), livekit_server.api_key,
                            livekit_server.api_secret)
     try:
-        await _until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
-        await _until(lambda: "listening" in capsys.readouterr().out, 15, "the local agent listening")
+        await until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await until(lambda: "listening" in capsys.readouterr().out, 15, "the local agent listening")
         await local_answer("before any job")
         await asyncio.sleep(3.0)  # the rest of the reply on the speaker
         async with user_in(livekit_server, room) as user:
@@ -221,15 +152,20 @@ async def test_worker_local_answers_on_the_board_between_jobs_and_during_one(
             await asyncio.sleep(0.5)  # ask() returned with the agent listening again: the reply was said
             t_job_end = time.monotonic()
         await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 10)
-        await _until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
+        await until(lambda: statuses[-1].startswith("worker available"), 10, f"available again: {statuses}")
         capsys.readouterr()
         await local_answer("after the job")
     finally:
         stop.set()
         assert await asyncio.wait_for(worker, 30) == 0
         t_end = time.monotonic()
+        await asyncio.wait_for(life.finished(), 10)
+        await led.stop()
         audio = await asyncio.wait_for(rec.stop(), 15)
         await lkapi.aclose()
+    for span, (t0, t1) in (("before the job", (0, t_job)), ("during the job", (t_job, t_job_end)),
+                           ("after it", (t_job_end, t_end))):
+        assert {LISTENING, SPEAKING} <= set(led.between(t0, t1)), f"the LED {span}: {led.seen}"
     heard = [t_end - audio.duration + i * 0.02 for i in loud_blocks(audio)]
     assert sum(1 for t in heard if t < t_job) * 0.02 > 0.5, "no local answer on the speaker before the job"
     assert sum(1 for t in heard if t_job <= t < t_job_end) * 0.02 > 0.5, \

@@ -25,6 +25,12 @@
   each turn's ``turn metrics`` record ``TURN_ID`` and the latencies in ms
   (:meth:`TurnMetrics.log_fields`); the journal handler keeps them as fields.
 - **GPIO** (:mod:`~edgeagent.device.gpio`): when ``[gpio]`` sets a pin.
+- **A worker** (:mod:`edgeagent.worker`), whose sessions come and go: :meth:`Lifecycle.serving`
+  once it runs (READY=1, watchdog, GPIO with the LED idle, SIGHUP), then :meth:`Lifecycle.started`
+  follows each job's session (and the local one of worker+local) and :meth:`Lifecycle.unfollow`
+  lets it go: the LED and buttons are that session's, ``STATUS=`` is the worker's state with
+  the agent's (``worker full: room R (job J, id W) — agent speaking``), at most one every
+  :data:`STATUS_INTERVAL_S`, and a reload goes to that session.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgeagent.config import Config
-from edgeagent.device.notify import Notifier
+from edgeagent.device.notify import Notifier, StatusThrottle
 from edgeagent.device.watchdog import Watchdog, watchdog_interval
 from edgeagent.errors import EdgeAgentError
 
@@ -56,6 +62,8 @@ log = logging.getLogger(__name__)
 STOP_DEADLINE_S = 12.0
 """After SIGTERM the process is gone within this many seconds, clean or not. The unit's
 ``TimeoutStopSec=`` must be longer (it is 20 s)."""
+STATUS_INTERVAL_S = 0.5
+"""A worker's ``STATUS=`` (its state and its session's) changes at most this often."""
 
 
 class Lifecycle:
@@ -77,6 +85,8 @@ class Lifecycle:
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_pending = False
         self._deadline: threading.Timer | None = None
+        self._serving: Callable[[], str] | None = None
+        self._throttle: StatusThrottle | None = None
 
     # -- signals ---------------------------------------------------------------------
 
@@ -114,10 +124,17 @@ class Lifecycle:
 
     async def started(self, session: VoiceSession, *, applier: LiveApplier | None = None,
                       store: ConfigStore | None = None) -> None:
-        """The session runs on open devices: READY=1, watchdog, GPIO, STATUS= on state changes."""
+        """The session runs on open devices: READY=1, watchdog, GPIO, STATUS= on state changes.
+        For a worker (after :meth:`serving`): follow this session instead."""
+        if self._serving is not None:
+            self._follow(session, applier)
+            return
         self.session, self.applier, self.store = session, applier, store
         session.on("agent_state_changed", self._on_state)
         self._open_gpio(self.config)
+        self._ready()
+
+    def _ready(self) -> None:
         if self.notifier is not None:
             self.notifier.ready(self.status_text())
             timeout = watchdog_interval()
@@ -129,26 +146,68 @@ class Lifecycle:
 
     def status_text(self) -> str:
         s = self.session
-        if s is None:
-            return "starting"
-        return f"{s.state.value}{', muted' if s.muted else ''}"
+        agent = None if s is None else f"{s.state.value}{', muted' if s.muted else ''}"
+        if self._serving is not None:
+            worker = self._serving()
+            return worker if agent is None else f"{worker} — agent {agent}"
+        return agent or "starting"
+
+    def status_changed(self) -> None:
+        """``STATUS=`` anew (a worker's state changed)."""
+        self._status(self.status_text())
 
     def _status(self, text: str) -> None:
-        if self.notifier is not None:
+        if self._throttle is not None:
+            self._throttle.status(text)
+        elif self.notifier is not None:
             self.notifier.status(text)
 
     def _on_state(self, _: Any) -> None:
         self._status(self.status_text())
 
     def _open_gpio(self, cfg: Config) -> None:
-        if not cfg.gpio.enabled or self.session is None:
+        if not cfg.gpio.enabled or (self.session is None and self._serving is None):
             return
         from edgeagent.device.gpio import GpioPanel
 
         self.gpio = GpioPanel.open(cfg.gpio)
         if self.gpio is not None:
             self.gpio.on_change = lambda: self._status(self.status_text())
-            self.gpio.attach(self.session)
+            if self.session is not None:
+                self.gpio.attach(self.session)
+            else:
+                self.gpio.refresh()  # a worker between sessions: idle
+
+    # -- a worker --------------------------------------------------------------------
+
+    async def serving(self, status: Callable[[], str]) -> None:
+        """A worker runs (see the module docs); ``status()`` is its own state for ``STATUS=``."""
+        self._serving = status
+        if self.notifier is not None:
+            self._throttle = StatusThrottle(self.notifier, STATUS_INTERVAL_S)
+        self._open_gpio(self.config)
+        self._ready()
+
+    def _follow(self, session: VoiceSession, applier: LiveApplier | None) -> None:
+        if self.session is not None:
+            self.session.off("agent_state_changed", self._on_state)
+        self.session, self.applier = session, applier
+        session.on("agent_state_changed", self._on_state)
+        if self.gpio is not None:
+            self.gpio.detach()
+            self.gpio.attach(session)
+        self.status_changed()
+
+    def unfollow(self) -> None:
+        """A worker's session (a job's, the local one) is over: the LED idle, ``STATUS=`` the worker's."""
+        if self.session is None:
+            return
+        self.session.off("agent_state_changed", self._on_state)
+        self.session = self.applier = None
+        if self.gpio is not None:
+            self.gpio.detach()
+            self.gpio.refresh()
+        self.status_changed()
 
     # -- reload ----------------------------------------------------------------------
 
@@ -157,7 +216,7 @@ class Lifecycle:
         if self._load is None:
             log.info("SIGHUP: no config file to reload")
             return
-        if self.session is None or (self._reload_task is not None and not self._reload_task.done()):
+        if not self._can_reload or (self._reload_task is not None and not self._reload_task.done()):
             self._reload_pending = True
             return
         self._reload_pending = False
@@ -167,8 +226,13 @@ class Lifecycle:
     def _reload_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("config reload failed: %s", task.exception())
-        if self._reload_pending and self.session is not None:
+        if self._reload_pending and self._can_reload:
             self.request_reload()
+
+    @property
+    def _can_reload(self) -> bool:
+        """After the start: a session runs, or a worker serves."""
+        return self.session is not None or self._serving is not None
 
     async def _reload(self) -> None:
         from edgeagent.control.errors import ControlError
@@ -215,6 +279,8 @@ class Lifecycle:
                 log.info("config: log_level = %s (was %s), now", c.new, c.old)
             elif c.path.startswith("gpio."):
                 pass
+            elif c in live and self._serving is not None and self.applier is None:
+                log.info("config: %s changed in the file: takes effect at the worker's next session", c.path)
             elif c not in live or self.applier is None:
                 log.warning("config: %s changed in the file: takes effect at the next start", c.path)
         if cfg.gpio != old.gpio:
@@ -234,6 +300,8 @@ class Lifecycle:
                 await self._reload_task
         if self.watchdog is not None:
             await self.watchdog.aclose()
+        if self._throttle is not None:
+            self._throttle.close()
         if self.gpio is not None:
             self.gpio.close()
             self.gpio = None

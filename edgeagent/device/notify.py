@@ -16,6 +16,7 @@ notification must not stop the agent (it is logged once).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -123,3 +124,45 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class StatusThrottle:
+    """``STATUS=`` through ``notifier`` at most once every ``interval_s``: a change within that time
+    waits for its end, and only the latest one is sent then; a text already shown is not sent again.
+    Call it on the event loop."""
+
+    def __init__(self, notifier: Notifier, interval_s: float) -> None:
+        self.notifier, self.interval_s = notifier, interval_s
+        self._sent: str | None = None
+        self._last = float("-inf")
+        self._pending: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def status(self, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._pending = text
+            return
+        if text == self._sent:
+            return
+        wait = self._last + self.interval_s - loop.time()
+        if wait <= 0:
+            self._send(text, loop.time())
+            return
+        self._pending = text
+        self._timer = loop.call_later(wait, self._flush)
+
+    def _send(self, text: str, now: float) -> None:
+        self._sent, self._last = text, now
+        self.notifier.status(text)
+
+    def _flush(self) -> None:
+        self._timer = None
+        text, self._pending = self._pending, None
+        if text is not None and text != self._sent:
+            self._send(text, asyncio.get_running_loop().time())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

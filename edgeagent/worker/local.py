@@ -1,6 +1,6 @@
 """``livekit.mode = "worker+local"``: the agent on the local mic and speaker while no job runs.
 
-    local = LocalAgent(models, cfg)
+    local = LocalAgent(models, lambda: store.config, life)   # the config in effect at each resume
     local.resume()            # between jobs: the agent of `edgeagent run` on the [audio] devices
     await local.pause()       # a job starts: the devices are closed (the job's room+local session opens them)
 
@@ -8,7 +8,10 @@ The local agent is the one of ``edgeagent run`` (:func:`edgeagent.local_job.run_
 word as configured, echo cancellation, barge-in). A job takes the devices over: its
 session is the room+local one of :func:`edgeagent.room.job.run_room`, so the local mic
 and speaker keep working during the job, now in the room too. Devices that do not open
-are one line; the worker goes on without them and tries again after the next job.
+are one line; the worker goes on without them and tries again after the next job. Each
+start reads the config in effect then (remote changes, a reloaded config file). With a
+serving :class:`~edgeagent.device.lifecycle.Lifecycle`, the LED, buttons and ``STATUS=``
+follow the local session while it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edgeagent.aio import wait_for
@@ -23,6 +27,7 @@ from edgeagent.errors import EdgeAgentError
 
 if TYPE_CHECKING:
     from edgeagent.config import Config
+    from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.voice.stages import Models
 
 log = logging.getLogger(__name__)
@@ -33,8 +38,8 @@ CLOSE_TIMEOUT_S = 20.0
 class LocalAgent:
     """See the module docs."""
 
-    def __init__(self, models: Models, cfg: Config) -> None:
-        self.models, self.cfg = models, cfg
+    def __init__(self, models: Models, config: Callable[[], Config], life: Lifecycle | None = None) -> None:
+        self.models, self.config, self.life = models, config, life
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -67,12 +72,15 @@ class LocalAgent:
         from edgeagent.local_job import run_local
 
         try:
-            await run_local(self.models, self.cfg, stop, None, None, fast=False, fallback=False)
+            await run_local(self.models, self.config(), stop, None, None, fast=False, fallback=False, life=self.life)
         except EdgeAgentError as exc:
             log.error("worker: the local mic or speaker did not open (%s); the worker goes on without them "
                       "until the next job ends", exc)
         except Exception:
             log.exception("worker: the local agent failed; it starts again after the next job")
+        finally:
+            if self.life is not None:
+                self.life.unfollow()
 
     async def aclose(self) -> None:
         """Stop it for good: :meth:`resume` does nothing after this."""

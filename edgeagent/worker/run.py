@@ -12,8 +12,10 @@ the LiveKit Agents conventions, remote config over the room, metrics), with the 
 of the dispatch's metadata for that job (:mod:`edgeagent.worker.metadata`). The job ends
 when the room is deleted, the agent is removed or the dispatch is deleted; the device is
 then available again. Under systemd: ``READY=1`` at start, ``STATUS=`` the worker's
-state and room, and the watchdog. SIGHUP does not reload the config file of a worker (yet):
-restart it.
+state and room with the state of the agent during a job, the watchdog, the ``[gpio]`` LED and
+buttons on the session of the moment (the job's, or worker+local's own) and SIGHUP, which
+reads the config file again: the running session follows its live settings, the next ones
+start with it (:meth:`~edgeagent.device.lifecycle.Lifecycle.serving`).
 
 ``mode = "worker+local"`` (``edgeagent worker --local``): the local mic and speaker work too,
 as ``edgeagent run`` between jobs and as ``room+local`` during a job
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.room.connection import RoomLink
     from edgeagent.voice.stages import Models
+    from edgeagent.worker.voice import JobVoice
 
 log = logging.getLogger(__name__)
 
@@ -129,39 +132,70 @@ def room_only(lk: LiveKitConfig) -> JobRunner:
     return run
 
 
+def _job_settings(effective: config_mod.Config, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's settings from its metadata (each problem one error line), and its voice apart."""
+    from edgeagent.worker.metadata import job_settings, split_voice
+
+    settings, problems = job_settings(effective, job.metadata)
+    for p in problems:
+        log.error("worker: job %s metadata: %s: %s; the job runs without it", job.id, p.path or "(all)",
+                  p.reason, extra={"JOB_ID": job.id})
+    if settings:
+        log.info("worker: job %s settings from its metadata: %s", job.id, settings, extra={"JOB_ID": job.id})
+    return split_voice(settings)
+
+
+async def _take_over(models: Models, effective: config_mod.Config, job: Job, voice: dict[str, Any],
+                     local: LocalAgent | None) -> JobVoice | None:
+    """The local agent paused (worker+local) while the job's voice loads; that voice, now in use."""
+    from edgeagent.worker.voice import JobVoice
+
+    pausing = local.pause() if local is not None else asyncio.sleep(0)
+    loaded, _ = await asyncio.gather(JobVoice.load(models, effective, voice, job.id) if voice else
+                                     asyncio.sleep(0, None), pausing)
+    if loaded is not None:
+        loaded.use()
+    return loaded
+
+
 def agent_job(models: Models, cfg: config_mod.Config, store: ConfigStore | None,
-              local: LocalAgent | None = None) -> JobRunner:
-    """A job that runs the voice agent in the room (:func:`edgeagent.room.job.run_room`); ``local``
-    (worker+local) hands the local mic and speaker over to it for the job."""
+              local: LocalAgent | None = None, life: Lifecycle | None = None) -> JobRunner:
+    """A job that runs the voice agent in the room (:func:`edgeagent.room.job.run_room`) with the
+    settings and voice of its metadata; ``local`` (worker+local) hands the local mic and speaker
+    over to it for the job; ``life`` (a serving :class:`Lifecycle`) follows its session."""
     from edgeagent.room.connection import RoomLink
     from edgeagent.room.job import run_room
-    from edgeagent.worker.metadata import apply_job_settings, job_settings
+    from edgeagent.worker.metadata import apply_job_settings
+    from edgeagent.worker.voice import with_voice
 
     async def run(job: Job, stop: asyncio.Event) -> str | None:
         effective = store.config if store is not None else cfg
-        settings, problems = job_settings(effective, job.metadata)
-        for p in problems:
-            log.error("worker: job %s metadata: %s: %s; the job runs without it", job.id, p.path or "(all)",
-                      p.reason, extra={"JOB_ID": job.id})
-        if settings:
-            log.info("worker: job %s settings from its metadata: %s", job.id, settings, extra={"JOB_ID": job.id})
+        settings, voice = _job_settings(effective, job)
         lk = job_livekit(effective.livekit, job)
         link = RoomLink(lk, rejoin=False)
         follow_worker_id(job, link)
-
-        def adjust(c: config_mod.Config) -> config_mod.Config:
-            return apply_job_settings(dataclasses.replace(c, livekit=lk), settings)
-
-        if local is not None:
-            await local.pause()
-        watch = asyncio.ensure_future(_joined(link, stop, job))
+        job_voice, watch = None, None
         try:
-            code = await run_room(models, cfg, stop, store=store, adjust=adjust, link=link)
+            job_voice = await _take_over(models, effective, job, voice, local)
+            if stop.is_set():  # ended while its voice loaded
+                return None
+            settings = with_voice(settings, job_voice)
+            watch = asyncio.ensure_future(_joined(link, stop, job))  # the join deadline from here
+
+            def adjust(c: config_mod.Config) -> config_mod.Config:
+                return apply_job_settings(dataclasses.replace(c, livekit=lk), settings)
+
+            code = await run_room(models, cfg, stop, store=store, adjust=adjust, link=link, life=life)
         finally:
-            watch.cancel()
+            if watch is not None:
+                watch.cancel()
+            if life is not None:
+                life.unfollow()
+            if job_voice is not None:
+                await job_voice.restore()
             if local is not None:
                 local.resume()  # nothing once the worker is stopping
-        joined_error = watch.result() if watch.done() and not watch.cancelled() else None
+        joined_error = watch.result() if watch is not None and watch.done() and not watch.cancelled() else None
         if joined_error:
             return joined_error
         return link.last_error if code != 0 else None
@@ -173,29 +207,34 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
                      store: ConfigStore | None = None, life: Lifecycle | None = None,
                      run_job: JobRunner | None = None, on_status: Callable[[str], None] | None = None) -> int:
     """Be a worker until ``stop`` (0) or the server refuses our credentials (1). ``run_job``: what a
-    job does (default: the agent in the room); ``on_status``: called with each status line too."""
+    job does (default: the agent in the room); ``on_status``: called with each status line too;
+    ``life``: READY=1, STATUS=, watchdog, GPIO and SIGHUP (:meth:`Lifecycle.serving`)."""
     from edgeagent.worker.link import WorkerLink
 
     effective = store.config if store is not None else cfg
-    notifier = life.notifier if life is not None else None
 
     def status(text: str) -> None:
         if on_status is not None:
             on_status(text)
-        if notifier is not None:
-            notifier.status(text)
+        if life is not None:
+            life.status_changed()  # the worker's state with its session's
 
-    local = LocalAgent(models, effective) if effective.livekit.mode == "worker+local" and run_job is None else None
-    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store, local), on_status=status)
+    def config() -> config_mod.Config:
+        return store.config if store is not None else cfg
+
+    local = None
+    if effective.livekit.mode == "worker+local" and run_job is None:
+        local = LocalAgent(models, config, life)
+    dispatcher = Dispatcher(effective.livekit, run_job or agent_job(models, cfg, store, local, life),
+                            on_status=status)
     link = WorkerLink(effective.livekit, dispatcher)
     dispatcher.link = link
-    watchdog = _watchdog(life)
     try:
+        if life is not None:
+            await life.serving(lambda: dispatcher.status_text)
         await link.start()
         print(f"edgeagent: worker for agent {effective.livekit.worker_agent_name!r} at {effective.livekit.url} "
               f"(Ctrl-C stops)", flush=True)
-        if notifier is not None:
-            notifier.ready(dispatcher.status_text)
         if local is not None:
             local.resume()
         await until_first(stop, link.failed)
@@ -205,21 +244,6 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
             await local.aclose()  # first: a job that ends now does not start it again
         await dispatcher.aclose()
         await link.aclose()
-        if watchdog is not None:
-            await watchdog.aclose()
-
-
-def _watchdog(life: Lifecycle | None) -> Any:
-    if life is None or life.notifier is None:
-        return None
-    from edgeagent.device.watchdog import Watchdog, watchdog_interval
-
-    timeout = watchdog_interval()
-    if timeout is None:
-        return None
-    dog = Watchdog(life.notifier, timeout)
-    dog.start()
-    return dog
 
 
 # -- `edgeagent worker` ----------------------------------------------------------------------
