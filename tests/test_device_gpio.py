@@ -16,7 +16,8 @@ from typing import Any
 import gpiozero  # the [gpio] extra (scripts/setup installs it): missing, this module fails loudly
 import pytest
 from conftest import PulseDevices
-from gpiozero.pins.mock import MockFactory, MockPWMPin
+from gpio_mock import mock_pins
+from gpiozero.pins.mock import MockFactory
 from live import Live, bounded, play, words
 from speech import piper, save, with_silence
 
@@ -45,15 +46,8 @@ MUTED, ERROR = (1, 0, 0), (1, 0, 1)
 @pytest.fixture
 def factory() -> Iterator[MockFactory]:
     """Mock pins that can do PWM, as the default pin factory; reset afterwards."""
-    old = gpiozero.Device.pin_factory
-    mock = MockFactory(pin_class=MockPWMPin)
-    gpiozero.Device.pin_factory = mock
-    try:
+    with mock_pins() as mock:
         yield mock
-    finally:
-        mock.reset()
-        mock.close()
-        gpiozero.Device.pin_factory = old
 
 
 def rgb_config(**extra: Any) -> GpioConfig:
