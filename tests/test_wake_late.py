@@ -41,6 +41,9 @@ class _HeldStream:
     def end_input(self) -> None:
         self._inner.end_input()
 
+    async def caught_up(self, limit: int) -> None:
+        await self._inner.caught_up(limit)  # the model keeps up; only its events come late
+
     async def _held(self) -> AsyncIterator[WakeEvent]:
         for event in [event async for event in self._inner]:
             yield event
