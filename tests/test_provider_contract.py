@@ -12,10 +12,10 @@ through the real :class:`~edgeagent.control.store.ConfigStore` and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ import pytest
 
 from edgeagent import registry
 from edgeagent.audio.frame import Int16Array
+from edgeagent.audio.wav import WavFileOutput
 from edgeagent.config import Config, load
 from edgeagent.control import keys, live
 from edgeagent.control.errors import ControlError
@@ -33,7 +34,8 @@ from edgeagent.llm.base import LLM
 from edgeagent.stage import Stage
 from edgeagent.tts.base import TTS
 from edgeagent.tts.streaming import ClauseTTS
-from edgeagent.voice.stages import check_loadable, create_stage, stage_specs
+from edgeagent.voice.compose import session_for
+from edgeagent.voice.stages import Models, check_loadable, create_stage, stage_specs
 
 RATE = 16_000
 WORD_S = 0.1
@@ -104,15 +106,16 @@ async def spoken_s(voice: TTS, text: str) -> float:
 
 
 async def test_a_registered_voice_is_chosen_by_the_config_and_follows_a_live_speed(
-        chirp: None, tmp_path: Path) -> None:
+        chirp: None, models: Models, tmp_path: Path) -> None:
     cfg = load(None, env={}, overrides=["tts.provider=chirp", "tts.speed=2", "tts.model=880"])
     voice = voice_of(cfg)
     assert isinstance(voice, ChirpTTS) and (voice.speed, voice.pitch) == (2.0, 880.0)
     assert await asyncio.wait_for(spoken_s(voice, "one two three four"), 10) == pytest.approx(4 * WORD_S / 2)
 
     store = ConfigStore.open(cfg, tmp_path / "remote-config.json")
-    session: Any = SimpleNamespace(tts=voice)  # the part of a running session a tts.speed change uses
-    applier = LiveApplier(session, SimpleNamespace(), SimpleNamespace(), store.config)
+    loaded = dataclasses.replace(models, tts=voice)  # the real default models, this voice among them
+    applier = LiveApplier(session_for(loaded, cfg, echo_path=False), loaded, WavFileOutput(tmp_path / "out.wav", 16000),
+                          store.config)
     revision, changes = await asyncio.wait_for(store.set({"tts": {"speed": 0.5}}, 0, applier), 10)
     assert revision == 1 and [(c.path, c.needs_reload) for c in changes] == [("tts.speed", False)]
     assert voice.speed == 0.5 and applier.config.tts.speed == 0.5
@@ -123,11 +126,12 @@ async def test_a_registered_voice_is_chosen_by_the_config_and_follows_a_live_spe
 
 
 async def test_a_voice_that_cannot_follow_a_live_speed_refuses_it_and_nothing_changes(
-        chirp: None, tmp_path: Path) -> None:
+        chirp: None, models: Models, tmp_path: Path) -> None:
     cfg = load(None, env={}, overrides=["tts.provider=stiff"])
     voice = voice_of(cfg)
     store = ConfigStore.open(cfg, tmp_path / "remote-config.json")
-    applier = LiveApplier(SimpleNamespace(tts=voice), SimpleNamespace(), SimpleNamespace(),
+    loaded = dataclasses.replace(models, tts=voice)
+    applier = LiveApplier(session_for(loaded, cfg, echo_path=False), loaded, WavFileOutput(tmp_path / "out.wav", 16000),
                           store.config)
     with pytest.raises(ControlError, match="cannot change its speed while it runs"):
         await asyncio.wait_for(store.set({"tts": {"speed": 1.5}}, 0, applier), 10)
