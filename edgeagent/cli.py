@@ -28,7 +28,7 @@ and a voice, all on this machine (a Raspberry Pi or any Linux computer).
 
 SUBCOMMAND_MODULES = (
     "edgeagent.runner",
-    "edgeagent.models_cli",
+    "edgeagent.model_files.cli",
     "edgeagent.audio.devices_cli",
     "edgeagent.config.cli",
     "edgeagent.room.job",

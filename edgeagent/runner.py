@@ -89,14 +89,14 @@ def _seconds(text: str) -> float:
 
 def preflight(cfg: config_mod.Config) -> list[str]:
     """Problems that stop the agent from starting: missing models."""
-    from edgeagent import models
+    from edgeagent.model_files import manifest as model_manifest
 
     problems: list[str] = []
     root = Path(cfg.models.dir) if cfg.models.dir else None
-    manifest = models.load_manifest()
+    manifest = model_manifest.load_manifest()
     for model in manifest.select():
         try:
-            models.model_path(model.name, root=root, manifest=manifest)
+            model_manifest.model_path(model.name, root=root, manifest=manifest)
         except EdgeAgentError as exc:
             problems.append(str(exc))
     return problems

@@ -248,7 +248,7 @@ class Stage(abc.ABC):
             return
         option, name = cls.default_model
         if cls.config_options(cfg).get(option) is None:
-            from edgeagent.models import model_path
+            from edgeagent.model_files.manifest import model_path
 
             model_path(name, root=Path(cfg.models.dir).expanduser() if cfg.models.dir else None)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from pathlib import Path
@@ -305,8 +307,15 @@ def test_each_setting_is_declared_once_and_every_settable_one_has_an_apply_path(
     assert keys.SETTABLE == keys.HOT | keys.NEEDS_RELOAD and not keys.HOT & keys.NEEDS_RELOAD
     assert live.unapplied(keys.HOT) == set()
     assert live.unapplied({"turn.min_delay_s", "interruption.enabled", "audio.frame_ms"}) == {"audio.frame_ms"}
-    for path in keys.NEEDS_RELOAD - keys.CREDENTIALS:  # a reload swaps a stage
-        assert path.split(".")[0] in live.STAGE_KINDS, path
+    for path in keys.NEEDS_RELOAD - keys.CREDENTIALS:  # a reload swaps a stage, and a change is one
+        kind, name = path.split(".")
+        assert kind in live.STAGE_KINDS, path
+        cfg = config.Config()
+        value = getattr(getattr(cfg, kind), name)
+        other = dataclasses.replace(getattr(cfg, kind), **{name: not value if isinstance(value, bool) else
+                                                            value + 1 if isinstance(value, int | float) else
+                                                            f"{value}-other"})
+        assert live.reload_key(dataclasses.replace(cfg, **{kind: other}), kind) != live.reload_key(cfg, kind), path
     assert {"web.password", "web.turn_credential"} == keys.HIDDEN
     assert not keys.HIDDEN & keys.SETTABLE
     # The limits a controller meets are the ones the file and --set meet, in the same words.

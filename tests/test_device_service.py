@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent import models
+from edgeagent.model_files import manifest as model_manifest
 from edgeagent.config import Config, load
 from edgeagent.device.nvidia import DROPIN, dropin_text
 from edgeagent.device.service import Layout, config_template, unit_text
@@ -107,9 +107,9 @@ def test_install_status_uninstall_under_a_temp_root(tmp_path: Path) -> None:
     assert load(cfg, env={}) == Config()
 
     # The models, intact, owned by the service.
-    assert models.verify((), lay.models) == []
-    assert [m.name for m in models.load_manifest().select()
-            if models.model_status(m, lay.models) == "installed"] == [m.name for m in models.load_manifest().select()]
+    assert model_manifest.verify((), lay.models) == []
+    assert [m.name for m in model_manifest.load_manifest().select()
+            if model_manifest.model_status(m, lay.models) == "installed"] == [m.name for m in model_manifest.load_manifest().select()]
     assert stat.S_IMODE(lay.state.stat().st_mode) == 0o750 and lay.cache.is_dir()
     if os.geteuid() == 0:
         for path in (lay.state, lay.models, *lay.models.rglob("*")):
@@ -119,7 +119,7 @@ def test_install_status_uninstall_under_a_temp_root(tmp_path: Path) -> None:
 
     status = run(SCRIPT, "status", "--root", root).stdout
     assert f"runs:    {EXE} run" in status and "(enabled)" in status, status
-    n = len(models.load_manifest().select())
+    n = len(model_manifest.load_manifest().select())
     assert f"{n} of {n} default models installed" in status and "groups audio, gpio" in status, status
 
     # Installing again keeps an edited config file; on a Jetson (its GPU's device nodes in /dev)
@@ -137,7 +137,7 @@ def test_install_status_uninstall_under_a_temp_root(tmp_path: Path) -> None:
     # Uninstall: the unit goes, config and models stay.
     run(SCRIPT, "uninstall", "--root", root)
     assert not lay.unit.exists() and not lay.wants.is_symlink() and not lay.at(DROPIN).exists()
-    assert load(cfg, env={}).log_level == "debug" and models.verify((), lay.models) == []
+    assert load(cfg, env={}).log_level == "debug" and model_manifest.verify((), lay.models) == []
     status = run(SCRIPT, "status", "--root", root, check=False)
     assert status.returncode == 3 and "not installed" in status.stdout, status.stdout
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pytest
 from speech import espeak, piper, save
 
-from edgeagent.audio.device import DeviceInput, DeviceOutput
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.echo import EchoCanceller
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.errors import AudioFormatError, ConfigError

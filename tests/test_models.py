@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent import model_fetch, models
+from edgeagent.model_files import fetch as model_fetch
+from edgeagent.model_files import manifest as model_manifest
 from edgeagent.errors import ModelError
 
 EDGEAGENT = Path(sys.executable).parent / "edgeagent"
@@ -75,9 +76,9 @@ def write_manifest(path: Path, body: str) -> Path:
 
 
 def test_repo_manifest_lists_the_default_set() -> None:
-    manifest = models.load_manifest()
+    manifest = model_manifest.load_manifest()
     assert {m.name for m in manifest.select()} == DEFAULTS
-    assert {m.stage for m in manifest.select()} == set(models.STAGES)
+    assert {m.stage for m in manifest.select()} == set(model_manifest.STAGES)
     for m in manifest.models:
         assert m.licence and m.files
         assert m.pinned == m.default  # the URL models are not pinned yet
@@ -88,7 +89,7 @@ def test_repo_manifest_lists_the_default_set() -> None:
 
 
 def test_pull_default_set_then_verify_passes(pulled: Path) -> None:
-    manifest = models.load_manifest()
+    manifest = model_manifest.load_manifest()
     expected = {pulled / f.dest for m in manifest.select() for f in m.files}
     assert set(files_under(pulled)) == expected  # no temp files, nothing else
     for m in manifest.select():
@@ -99,17 +100,17 @@ def test_pull_default_set_then_verify_passes(pulled: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     assert {line.split()[1] for line in out.stdout.splitlines()} == DEFAULTS
-    assert models.verify(root=pulled) == []
+    assert model_manifest.verify(root=pulled) == []
 
 
 def test_smart_turn_is_a_default_model_pulled_and_verified(pulled: Path) -> None:
-    model = models.load_manifest().get("smart-turn-v3")
+    model = model_manifest.load_manifest().get("smart-turn-v3")
     assert (model.stage, model.default, model.licence) == ("turn", True, "BSD-2-Clause")
     assert model.files[0].pypi == "pipecat-ai==1.14.0"
-    path = models.model_path("smart-turn-v3", pulled)
+    path = model_manifest.model_path("smart-turn-v3", pulled)
     assert path == pulled / "smart-turn-v3/smart-turn-v3.2-cpu.onnx"
     assert path.stat().st_size == 8679182
-    assert models.verify(["smart-turn-v3"], root=pulled) == []
+    assert model_manifest.verify(["smart-turn-v3"], root=pulled) == []
     out = run_cli("verify", "smart-turn-v3", models_dir=pulled)
     assert out.returncode == 0 and "smart-turn-v3" in out.stdout, out.stderr
 
@@ -139,7 +140,7 @@ def test_flipped_byte_is_named_with_the_fix(pulled: Path, tmp_path: Path) -> Non
     # The fix works, and replaces the file rather than writing through the hardlinks.
     assert run_cli("pull", "openwakeword", models_dir=root).returncode == 0
     assert run_cli("verify", models_dir=root).returncode == 0
-    assert models.verify(root=pulled) == []
+    assert model_manifest.verify(root=pulled) == []
 
 
 def test_missing_and_truncated_files(pulled: Path, tmp_path: Path) -> None:
@@ -154,11 +155,11 @@ def test_missing_and_truncated_files(pulled: Path, tmp_path: Path) -> None:
     assert "en_US-joe-medium.onnx.json: wrong size (100 bytes, expected 4794)" in lines[0]
     assert "fix: edgeagent models pull piper-en-us-joe" in lines[0]
     assert "silero_vad.onnx: missing; fix: edgeagent models pull silero-vad" in lines[1]
-    problems = {p.model: p.kind for p in models.verify(root=root)}
+    problems = {p.model: p.kind for p in model_manifest.verify(root=root)}
     assert problems == {"silero-vad": "missing", "piper-en-us-joe": "size"}
     # path and list see it too, by the cheap size check.
     with pytest.raises(ModelError, match="edgeagent models pull silero-vad"):
-        models.model_path("silero-vad", root)
+        model_manifest.model_path("silero-vad", root)
     out = run_cli("path", "silero-vad", models_dir=root)
     assert out.returncode == 1 and "missing; fix: edgeagent models pull silero-vad" in out.stderr
     status = {line.split()[0]: line.split()[3] for line in run_cli("list", models_dir=root)
@@ -177,8 +178,8 @@ def test_path_and_list(pulled: Path) -> None:
     assert whisper == pulled / "whisper-tiny-en" and (whisper / "model.bin").is_file()
     out = run_cli("path", "silero-vad", models_dir=pulled)
     assert Path(out.stdout.strip()) == pulled / "silero-vad/silero_vad.onnx"
-    assert models.model_path("openwakeword", pulled) == pulled / "openwakeword"
-    assert models.model_path("piper-en-us-joe", pulled) == pulled / "piper-en-us-joe"
+    assert model_manifest.model_path("openwakeword", pulled) == pulled / "openwakeword"
+    assert model_manifest.model_path("piper-en-us-joe", pulled) == pulled / "piper-en-us-joe"
     out = run_cli("path", "no-such-model", models_dir=pulled)
     assert out.returncode == 1 and "unknown model 'no-such-model'" in out.stderr
     out = run_cli("list", models_dir=pulled)
@@ -190,8 +191,8 @@ def test_path_and_list(pulled: Path) -> None:
 
 
 def _wrong_sha_manifest(tmp_path: Path) -> Path:
-    text = models.manifest_path().read_text(encoding="utf-8")
-    good = models.load_manifest().get("smollm2-135m").files[0].sha256
+    text = model_manifest.manifest_path().read_text(encoding="utf-8")
+    good = model_manifest.load_manifest().get("smollm2-135m").files[0].sha256
     path = tmp_path / "manifest.toml"
     path.write_text(text.replace(good, "0" * 64), encoding="utf-8")
     return path
@@ -218,7 +219,7 @@ def test_pull_with_wrong_sha_keeps_the_old_file(pulled: Path, tmp_path: Path) ->
 def test_interrupted_pull_leaves_no_file(tmp_path: Path) -> None:
     class Interrupt(model_fetch.SilentProgress):
         def advance(self, label: str, done: int, total: int) -> None:
-            if done >= 3 * models.CHUNK:
+            if done >= 3 * model_manifest.CHUNK:
                 raise KeyboardInterrupt
 
     root = tmp_path / "models"
@@ -257,7 +258,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_url_file_and_zip_archive(http_root: tuple[str, Path], tmp_path: Path) -> None:
     base, served = http_root
-    blob = os.urandom(3 * models.CHUNK + 123)
+    blob = os.urandom(3 * model_manifest.CHUNK + 123)
     (served / "weights.gguf").write_bytes(blob)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -339,6 +340,6 @@ size = {zip_size}
 ])
 def test_bad_manifest_is_a_clear_error(tmp_path: Path, body: str, error: str) -> None:
     with pytest.raises(ModelError, match=error):
-        models.load_manifest(write_manifest(tmp_path / "m.toml", body))
+        model_manifest.load_manifest(write_manifest(tmp_path / "m.toml", body))
     out = run_cli("list", manifest=tmp_path / "m.toml")
     assert out.returncode == 1 and error in out.stderr

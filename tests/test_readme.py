@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgeagent import models
-from edgeagent.models_cli import licence_table
+from edgeagent.model_files import manifest as model_manifest
+from edgeagent.model_files.cli import licence_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -24,7 +24,7 @@ def test_the_models_table_is_generated_from_the_manifest() -> None:
     text = README.read_text()
     got = re.search(r"<!-- models-table: [^\n]*-->\n(.*?)<!-- /models-table -->", text, re.S)
     assert got, "README.md lacks the models-table markers"
-    assert got[1] == licence_table(models.load_manifest()), (
+    assert got[1] == licence_table(model_manifest.load_manifest()), (
         "the README's models table is stale: replace it with `edgeagent models list --markdown`")
     assert "CC-BY-NC-SA-4.0` **non-commercial**" in got[1]
 

@@ -11,6 +11,7 @@ local pipeline with the conversation kept.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,8 +78,9 @@ class Rig:
         await self.server.start()
         await asyncio.wait_for(self.speaker.start(), 15)
         self.client = RealtimeClient(self.server.url, model="test-realtime", api_key="sk-test")
-        self.session = RealtimeSession(self.client, self.models, server_vad=self.server_vad, probe_interval_s=0.5,
-                                       interruption=self.interruption)
+        cfg = Config() if self.interruption is None else dataclasses.replace(Config(), interruption=self.interruption)
+        self.session = RealtimeSession(self.client, self.models, config=cfg, server_vad=self.server_vad,
+                                       probe_interval_s=0.5)
         await asyncio.wait_for(self.session.start(Agent(instructions=INSTRUCTIONS, tools=[set_light]),
                                                   input=self.mic, output=self.speaker), 30)
         return self

@@ -1,4 +1,4 @@
-"""Remote configuration over the room (edgeagent.room.control) against the real livekit-server.
+"""Remote configuration over the room (edgeagent.room.config_rpc) against the real livekit-server.
 
 The device side is a :class:`RoomLink` with a :class:`ConfigStore` in a temp dir and
 :class:`RoomControl` attached after each join (no models: the RPC layer, the
@@ -32,8 +32,8 @@ from edgeagent.config.control import ControlConfig
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.control.store import ConfigStore
 from edgeagent.room.connection import RoomLink
-from edgeagent.room.control import RoomControl
-from edgeagent.room.controller import Controller, ControllerError, controller_token
+from edgeagent.room.config_rpc import RoomControl
+from edgeagent.room.config_client import Controller, ControllerError, controller_token
 
 if TYPE_CHECKING:
     from conftest import LiveKitServer

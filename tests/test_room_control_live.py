@@ -24,7 +24,7 @@ from edgeagent.config.control import ControlConfig
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.config.voice import ActivationConfig
 from edgeagent.control.store import ConfigStore
-from edgeagent.room.controller import Controller, controller_token
+from edgeagent.room.config_client import Controller, controller_token
 from edgeagent.room.job import run_room
 from edgeagent.voice import Models
 

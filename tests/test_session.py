@@ -20,7 +20,7 @@ from conftest import PulseDevices
 from live import Live, Recorder, loud_span, play, words
 from speech import espeak, piper, save, with_silence
 
-from edgeagent.audio.device import DeviceInput, DeviceOutput
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.frame import AudioFrame, Int16Array
 from edgeagent.config.voice import ActivationConfig
 from edgeagent.llm.chat import ChatContext, ChatMessage

@@ -53,7 +53,7 @@ async def test_a_question_with_a_pause_gets_one_answer_and_the_fragments_reply_i
     m = metrics.metrics
     assert isinstance(m, TurnMetrics)
     assert m.preempt_misses >= 1, m  # a reply to the fragment was begun, then dropped
-    dropped = live.session._hearing.preemption.last_dropped if live.session._hearing else None
+    dropped = live.session._turn_taking.preemption.last_dropped if live.session._turn_taking else None
     assert dropped is not None and dropped.times.tts_first_audio is not None  # it had audio ready
     assert not dropped.audible and dropped.handle.spoken_text == ""
     assert m.eot_probability is not None and m.end_of_turn_delay is not None

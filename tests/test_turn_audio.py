@@ -13,7 +13,7 @@ from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.pauses import PAUSE_RANGE_S, PAUSED, VOICES, make_paused
 from edgeagent.bench.scripted import espeak, trim
 from edgeagent.errors import ModelError
-from edgeagent.models import model_path
+from edgeagent.model_files.manifest import model_path
 from edgeagent.voice import audio_turn
 from edgeagent.voice.audio_turn import SmartTurn
 

@@ -15,7 +15,7 @@ from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.resample import resample
 from edgeagent.errors import ConfigError, EdgeAgentError, ModelError
 from edgeagent.metrics import WakeMetrics
-from edgeagent.models import model_path
+from edgeagent.model_files.manifest import model_path
 from edgeagent.registry import provider_class
 from edgeagent.wake.base import WakeEvent
 from edgeagent.wake.oww import (

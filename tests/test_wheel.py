@@ -23,7 +23,7 @@ from pathlib import Path
 from nosound import no_sound_card, no_sound_env
 
 import edgeagent
-from edgeagent import models
+from edgeagent.model_files import manifest as model_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the commands read at run time: it must be inside the wheel.
@@ -99,12 +99,12 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> Non
 
     listed = cli("models", "list")
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    for model in models.load_manifest().models:
+    for model in model_manifest.load_manifest().models:
         assert re.search(rf"^{re.escape(model.name)} ", listed.stdout, re.M), listed.stdout
 
     verified = cli("models", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.count("ok  ") >= sum(m.default for m in models.load_manifest().models), verified.stdout
+    assert verified.stdout.count("ok  ") >= sum(m.default for m in model_manifest.load_manifest().models), verified.stdout
 
     ran = cli("run")
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -28,7 +28,7 @@ from edgeagent.config import Config
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.config.voice import ActivationConfig
 from edgeagent.device.lifecycle import Lifecycle
-from edgeagent.room.controller import Controller, controller_token
+from edgeagent.room.config_client import Controller, controller_token
 from edgeagent.voice import Models
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE
 from edgeagent.worker.run import run_worker

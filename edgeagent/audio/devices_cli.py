@@ -79,7 +79,7 @@ def test_devices(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeagent.audio.devices import DeviceInfo, Kind, list_devices
+    from edgeagent.audio.soundcards import DeviceInfo, Kind, list_devices
 
     if args.test:
         return test_devices(args)

@@ -18,7 +18,7 @@ from edgeagent.aio import wait_for
 from edgeagent.errors import AudioError, EdgeAgentError
 
 if TYPE_CHECKING:
-    from edgeagent.audio.device import DeviceInput, DeviceOutput
+    from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
     from edgeagent.config import AudioConfig
 
 #: Seconds a sound device may take to open (PulseAudio can be slow to answer).
@@ -31,14 +31,14 @@ def make_devices(audio: AudioConfig) -> tuple[DeviceInput, DeviceOutput]:
 
 
 def make_input(audio: AudioConfig) -> DeviceInput:
-    from edgeagent.audio.device import DeviceInput
+    from edgeagent.audio.soundcard import DeviceInput
     from edgeagent.audio.frame import RECOGNITION_RATE
 
     return DeviceInput(audio.input_device, rate=RECOGNITION_RATE, frame_ms=audio.frame_ms)
 
 
 def make_output(audio: AudioConfig) -> DeviceOutput:
-    from edgeagent.audio.device import DeviceOutput
+    from edgeagent.audio.soundcard import DeviceOutput
 
     return DeviceOutput(audio.output_device, buffer_ms=audio.output_buffer_ms)
 
@@ -69,7 +69,7 @@ async def check_devices(audio: AudioConfig) -> list[str]:
 
 def missing_devices() -> str | None:
     """Why no sound device can be used at all; None when PortAudio lists an input and an output."""
-    from edgeagent.audio.devices import list_devices
+    from edgeagent.audio.soundcards import list_devices
 
     try:
         devices = list_devices()

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgeagent.aio import wait_for
-from edgeagent.audio.device import DeviceInput, DeviceOutput
-from edgeagent.audio.devices import DeviceSpec
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
+from edgeagent.audio.soundcards import DeviceSpec
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.errors import EdgeAgentError
 

@@ -103,7 +103,7 @@ class Item:
 def _piper_voice() -> object:
     from piper import PiperVoice
 
-    from edgeagent.models import model_path
+    from edgeagent.model_files.manifest import model_path
 
     found = sorted(Path(model_path("piper-en-us-joe")).glob("**/*.onnx"))
     if not found:

@@ -130,10 +130,12 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
                    *, out_queue_ms: int | None = None) -> list[RoomTurn]:
     from edgeagent.bench import voice
     from edgeagent.config.room import LiveKitConfig
-    from edgeagent.config.voice import ActivationConfig, AgentConfig
+    from edgeagent.config import Config
+    from edgeagent.config.voice import AgentConfig
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
-    from edgeagent.voice import Agent, AgentSession
+    from edgeagent.voice import Agent
+    from edgeagent.voice.compose import session_for, without_wake_word
     from edgeagent.voice.events import AgentState
 
     room_name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -150,10 +152,7 @@ async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, A
             first_handed[0], armed[0] = now, False
 
     out.on_render = timed_render
-    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
-                           audio_turn=models.audio_turn,
-                           activation=ActivationConfig(mode="always"), echo_cancellation=False,
-                           ignore_own_playback=False)
+    session = session_for(models, without_wake_word(Config(), None), echo_path=False)
     state, metrics, replies = voice.watch(session)
     token = server.token(SPEAKER, room_name)
     peer = ParticipantProcess(workdir)

@@ -83,7 +83,7 @@ async def _drive(minutes: float, workdir: Path, server: Any, sounds: Any) -> dic
     from edgeagent.bench.participant import ParticipantProcess
     from edgeagent.bench.soak_drive import ControlTally, Device, Script, control_loop
     from edgeagent.errors import EdgeAgentError
-    from edgeagent.room.controller import controller_token
+    from edgeagent.room.config_client import controller_token
 
     room = f"soak-{os.getpid()}"
     device, peer, tally, gate = Device(), ParticipantProcess(workdir), ControlTally(), asyncio.Lock()

@@ -10,7 +10,7 @@
   logs the user's turn after the question began, and then a reply. A step begins once the
   agent has been listening, with its voice quiet, for :data:`SETTLED_S` (its ``lk.agent.state``
   as the room participant sees it).
-- :func:`control_loop` is a controller participant (:class:`~edgeagent.room.controller.Controller`,
+- :func:`control_loop` is a controller participant (:class:`~edgeagent.room.config_client.Controller`,
   what ``edgeagent config get|set`` uses) calling ``get`` and ``set`` one after the other at
   its allowed rate (27 calls a minute of the 30 allowed: a ``set`` is a ``get`` and a ``set``).
 """
@@ -297,7 +297,7 @@ class ControlTally:
 async def control_loop(url: str, token: str, device: str, gate: asyncio.Lock, tally: ControlTally) -> None:
     """``get``, then ``set audio.output_volume`` (0.9 and 1.0 in turn), every :data:`CONTROL_EVERY_S`,
     until cancelled; a call that fails is noted in ``tally``, and the loop goes on."""
-    from edgeagent.room.controller import Controller, ControllerError
+    from edgeagent.room.config_client import Controller, ControllerError
 
     async with Controller(url, token, device) as ctl:
         n = 0

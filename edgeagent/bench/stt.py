@@ -118,7 +118,7 @@ def _synthesize(path: str, texts: Sequence[str]) -> None:
     from piper import PiperVoice
 
     from edgeagent.audio.resample import resample
-    from edgeagent.models import model_path
+    from edgeagent.model_files.manifest import model_path
 
     voice = PiperVoice.load(model_path("piper-en-us-joe") / "en_US-joe-medium.onnx")
     arrays = {}

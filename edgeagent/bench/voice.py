@@ -16,6 +16,7 @@ sequential baseline). ``scripts/bench`` runs :func:`measure` and prints the repo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import resource
 import time
@@ -42,7 +43,7 @@ from edgeagent.bench.scripted import (
 from edgeagent.config.voice import AgentConfig
 from edgeagent.errors import EdgeAgentError
 from edgeagent.vad.base import VADEvent, VADEventType
-from edgeagent.voice.listen import speech_end
+from edgeagent.voice.audio_history import speech_end
 from edgeagent.voice.stages import Models, new_context
 
 if TYPE_CHECKING:
@@ -187,16 +188,20 @@ async def run_voice(models: Models, questions: Sequence[Question], paused: Seque
     A reply starts at its first non-zero sample at the speaker, or with ``first_dbfs`` at
     its first 10 ms louder than that (as a path through a codec must time it).
     """
-    from edgeagent.config.voice import ActivationConfig
-    from edgeagent.voice import Agent, AgentSession
+    from edgeagent.config import Config
+    from edgeagent.voice import Agent
+    from edgeagent.voice.compose import session_for
     from edgeagent.voice.events import AgentState
 
     mic, speaker = ScriptedMic(seed=1), TimedSpeaker(record, first_dbfs=first_dbfs)
     await speaker.start()
     # No follow-up window: every question needs the wake word, as the benchmark says.
-    session = AgentSession(vad=models.vad, stt=models.stt, llm=models.llm, tts=models.tts, wake=models.wake,
-                           audio_turn=models.audio_turn, echo_cancellation=False,
-                           activation=ActivationConfig(follow_up_s=0.0))
+    # The scripted mic stands for a sound card without echo cancellation: the mic is ignored
+    # while the agent speaks (``echo_path``).
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, follow_up_s=0.0),
+                              audio=dataclasses.replace(cfg.audio, echo_cancellation=False, noise_suppression=False))
+    session = session_for(models, cfg, echo_path=True)
     rig = Rig(session, mic, speaker, *watch(session))
     heard = Heard([], None, [])
     try:

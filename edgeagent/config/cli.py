@@ -1,5 +1,5 @@
 """``edgeagent config example | show`` (the commented template, the config in effect) and the
-remote controller ``edgeagent config get | set | schema | watch`` (:mod:`edgeagent.room.controller`)."""
+remote controller ``edgeagent config get | set | schema | watch`` (:mod:`edgeagent.room.config_client`)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _remote(args: argparse.Namespace) -> int:
 
     from edgeagent import config
     from edgeagent.errors import EdgeAgentError
-    from edgeagent.room.controller import ControllerError, controller_token, default_controller_identity
+    from edgeagent.room.config_client import ControllerError, controller_token, default_controller_identity
 
     lk = config.load(args.config or config_file()).livekit
     url, room = args.url or lk.url, args.room or lk.room
@@ -98,7 +98,7 @@ def _remote(args: argparse.Namespace) -> int:
 async def _run_remote(args: argparse.Namespace, url: str, token: str, device: str | None) -> int:
     """One controller session; the room is left when it ends (the caller then closes the SDK:
     :func:`edgeagent.room.sdk.then_close_sdk`)."""
-    from edgeagent.room.controller import Controller, parse_assignments
+    from edgeagent.room.config_client import Controller, parse_assignments
 
     patch = parse_assignments(args.assignments) if args.action == "set" else None
     async with Controller(url, token, device) as ctl:

@@ -103,13 +103,15 @@ def unapplied(paths: Iterable[str]) -> set[str]:
 if _missing := unapplied(HOT):  # pragma: no cover - caught by the tests when a hot setting is added
     raise RuntimeError(f"edgeagent.control.live: no live apply for the hot settings {sorted(_missing)}")
 
-Step = Callable[[], "Awaitable[None] | None"]
+Apply = Callable[[], "Awaitable[None] | None"]
 
 
 def reload_key(cfg: Config, kind: str) -> tuple[Any, ...]:
-    """What a stage of ``kind`` was loaded from: a new key needs a new stage."""
+    """What a stage of ``kind`` was loaded from, its settings that need a reload
+    (:data:`~edgeagent.control.keys.NEEDS_RELOAD`, e.g. ``llm.model``, ``llm.gpu_layers``): a new
+    key needs a new stage."""
     section = getattr(cfg, kind)
-    return (section.provider, getattr(section, "model", None))
+    return tuple((p, getattr(section, p.split(".", 1)[1])) for p in sorted(NEEDS_RELOAD) if p.split(".", 1)[0] == kind)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -171,16 +173,16 @@ class LiveApplier:
 
     # -- hot changes ---------------------------------------------------------------------
 
-    async def _prepare_hot(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _prepare_hot(self, cfg: Config, paths: set[str]) -> list[Apply]:
         """Check every hot change and return the steps that put them into effect."""
-        steps: list[Step] = []
+        steps: list[Apply] = []
         for keys, name in HOT_APPLY:
             if any(_covers(key, p) for key in keys for p in paths):
                 steps += await getattr(self, name)(cfg, paths)
         return steps
 
-    async def _agent(self, cfg: Config, paths: set[str]) -> list[Step]:
-        steps: list[Step] = []
+    async def _agent(self, cfg: Config, paths: set[str]) -> list[Apply]:
+        steps: list[Apply] = []
         if "agent.instructions" in paths:
             text = cfg.agent.instructions
             if not text.strip():
@@ -191,9 +193,9 @@ class LiveApplier:
             steps.append(lambda: setattr(self, "name", cfg.agent.name))
         return steps
 
-    async def _activation(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _activation(self, cfg: Config, paths: set[str]) -> list[Apply]:
         s, act = self.session, cfg.activation
-        steps: list[Step] = []
+        steps: list[Apply] = []
         if "activation.wake_words" in paths:
             wake = self._oww()
             words = act.wake_words or ActivationConfig().wake_words  # none: the default list, as at load
@@ -206,39 +208,39 @@ class LiveApplier:
         steps.append(lambda: s.set_activation(act, wake_stage))
         return steps
 
-    async def _turn(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _turn(self, cfg: Config, paths: set[str]) -> list[Apply]:
         s = self.session
         make_detector(cfg.turn, s.llm, s.audio_turn)  # a detector the stages cannot serve raises
         return [lambda: s.set_turn(cfg.turn)]
 
-    async def _interruption(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _interruption(self, cfg: Config, paths: set[str]) -> list[Apply]:
         s = self.session
         return [lambda: setattr(s, "interruption", cfg.interruption)]
 
-    async def _stage_options(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _stage_options(self, cfg: Config, paths: set[str]) -> list[Apply]:
         """The hot options of the running stages (their kind's ``hot_options``): each provider
         puts them into effect (``update_options``: the LLM's temperature and length, the voice's
         speed)."""
-        steps: list[Step] = []
+        steps: list[Apply] = []
         if paths & set(LLM.hot_options):
             steps.append(self.session.llm.update_options(cfg))
         if paths & set(TTS.hot_options):
             steps.append(self.session.tts.update_options(cfg))
         return steps
 
-    async def _volume(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _volume(self, cfg: Config, paths: set[str]) -> list[Apply]:
         out, volume = self.output, cfg.audio.output_volume
         if not hasattr(type(out), "volume"):
             raise ConfigError(f"audio.output_volume: {type(out).__name__} has no volume control")
         return [lambda: setattr(out, "volume", volume)]
 
-    async def _cloud(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _cloud(self, cfg: Config, paths: set[str]) -> list[Apply]:
         from edgeagent.fallback.build import apply_cloud
 
         s = self.session
         return [lambda: apply_cloud(s, cfg.cloud)]
 
-    async def _home_assistant(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _home_assistant(self, cfg: Config, paths: set[str]) -> list[Apply]:
         from edgeagent.home_assistant.tools import use_home_assistant
 
         agent = self.session.current_agent
@@ -253,7 +255,7 @@ class LiveApplier:
                               "threshold while it runs")
         return wake
 
-    async def _listen(self, cfg: Config, paths: set[str]) -> list[Step]:
+    async def _listen(self, cfg: Config, paths: set[str]) -> list[Apply]:
         listen, identities = cfg.livekit.listen, cfg.livekit.identities
 
         def step() -> None:

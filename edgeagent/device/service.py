@@ -256,15 +256,16 @@ def install(layout: Layout, exe: Path, *, models_from: Path | None = None, pull_
 
 
 def _models(layout: Layout, models_from: Path | None) -> None:
-    from edgeagent import model_fetch, models
+    from edgeagent.model_files import fetch as model_fetch
+    from edgeagent.model_files import manifest as model_manifest
 
     copied = 0
     if models_from is not None and models_from.resolve() != layout.models.resolve():
-        for model in models.load_manifest().select():
+        for model in model_manifest.load_manifest().select():
             for f in model.files:
-                if models.file_problem(models_from, f, full=False):
+                if model_manifest.file_problem(models_from, f, full=False):
                     continue  # not there (or not whole): fetched below
-                if models.file_problem(layout.models, f, full=False):
+                if model_manifest.file_problem(layout.models, f, full=False):
                     _copy(models_from / f.dest, layout.models / f.dest)
                     copied += 1
     if copied:
@@ -329,7 +330,7 @@ def uninstall(layout: Layout, *, purge: bool = False) -> None:
 
 def status(layout: Layout) -> tuple[bool, list[str]]:
     """(installed, lines describing the service)."""
-    from edgeagent import models
+    from edgeagent.model_files import manifest as model_manifest
 
     lines = []
     installed = layout.unit.exists()
@@ -353,8 +354,8 @@ def status(layout: Layout) -> tuple[bool, list[str]]:
     lines.append(f"user:    {USER} (uid {ids[0]}, groups {', '.join(_groups_of(layout)) or 'none'})" if ids
                  else f"user:    no {USER} user")
     lines.append(f"config:  {layout.config}" + ("" if layout.config.exists() else " (absent: the defaults apply)"))
-    manifest = models.load_manifest()
+    manifest = model_manifest.load_manifest()
     default = manifest.select()
-    present = [m.name for m in default if models.model_status(m, layout.models).startswith("installed")]
+    present = [m.name for m in default if model_manifest.model_status(m, layout.models).startswith("installed")]
     lines.append(f"models:  {layout.models}: {len(present)} of {len(default)} default models installed")
     return installed, lines

@@ -33,7 +33,7 @@ MODEL_NAME = "smollm2-135m"
 
 
 def default_model_path() -> Path:
-    from edgeagent.models import model_path
+    from edgeagent.model_files.manifest import model_path
 
     return model_path(MODEL_NAME)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -26,11 +27,12 @@ from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.fallback.llm import CONTINUE_NOTE
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.realtime.protocol import RealtimeError
+from edgeagent.voice.compose import session_for
 from edgeagent.voice.events import AgentState
-from edgeagent.voice.session import AgentSession
 
 if TYPE_CHECKING:
     from edgeagent.realtime.session import RealtimeSession
+    from edgeagent.voice.session import AgentSession
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,8 @@ async def to_pipeline(rt: RealtimeSession, reason: str) -> None:
     if mid_reply and partial:
         rt._add(ChatMessage("assistant", partial, interrupted=True))
     m = rt.models
-    session = AgentSession(vad=m.vad, stt=m.stt, llm=m.llm, tts=m.tts, wake=m.wake, audio_turn=m.audio_turn,
-                           activation=rt.activation, turn=rt.turn,
-                           interruption=rt.interruption, echo_cancellation=rt.echo_cancellation)
+    cfg = dataclasses.replace(rt.config, activation=rt.activation, turn=rt.turn, interruption=rt.interruption)
+    session = session_for(m, cfg, echo_path=rt.echo_path)
     for name in PIPELINE_EVENTS:
         session.on(name, rt._events.emit)
     session.on("agent_state_changed", rt._pipeline_state)

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, AudioOutput
 from edgeagent.audio.resample import resample
-from edgeagent.config.voice import ActivationConfig, InterruptionConfig, TurnConfig
+from edgeagent.config import Config
 from edgeagent.fallback.chain import FallbackEvent
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.realtime.live import RealtimeLive
@@ -58,9 +59,6 @@ from edgeagent.voice.events import AgentState, ConversationItemAddedEvent, Error
 from edgeagent.voice.session import AgentSession
 from edgeagent.voice.stages import Models
 
-if TYPE_CHECKING:
-    from edgeagent.config import Config
-
 log = logging.getLogger(__name__)
 
 SETTLE_S = 5.0
@@ -70,21 +68,24 @@ TURN_AUDIO_S = 30.0
 
 
 class RealtimeSession(RealtimeLive):
-    def __init__(self, client: RealtimeClient, models: Models, *, server_vad: bool = True, voice: str = "alloy",
-                 turn: TurnConfig | None = None, interruption: InterruptionConfig | None = None,
-                 echo_cancellation: bool = False, probe_interval_s: float = 5.0) -> None:
+    def __init__(self, client: RealtimeClient, models: Models, *, config: Config | None = None,
+                 echo_path: bool = False, server_vad: bool = True, voice: str = "alloy",
+                 probe_interval_s: float = 5.0) -> None:
         self.client = client
         self.models = models
         self.pipeline: AgentSession | None = None
+        self.config = config or Config()
+        """The pipeline's config after a drop (:func:`edgeagent.voice.compose.session_for`, with
+        ``echo_path``); its turn, interruption and activation as changed live since."""
+        self.echo_path = echo_path
         self.server_vad = server_vad
         self.voice = voice
-        self.turn = turn or TurnConfig()
-        self.activation = ActivationConfig(mode="always")
-        self._interruption = interruption or InterruptionConfig()
+        self.turn = self.config.turn
+        self.activation = dataclasses.replace(self.config.activation, mode="always")
+        self._interruption = self.config.interruption
         self._sending: set[asyncio.Task[None]] = set()
         self._muted = False
         self._barging: asyncio.Future[None] | None = None
-        self.echo_cancellation = echo_cancellation
         self.probe_interval_s = probe_interval_s
         """After a switch to the pipeline, the model is tried again this often (and used once the
         pipeline is quiet)."""
@@ -374,7 +375,6 @@ def from_config(models: Models, cfg: Config, *, files: bool = False) -> Realtime
         log.warning("realtime: the model listens all the time (activation.mode %s is not used)",
                     cfg.activation.mode)
     client = RealtimeClient(c.realtime_url, model=c.realtime_model, api_key=api_key(c), connect_s=c.connect_s)
-    return RealtimeSession(client, models, server_vad=c.realtime_turn_detection == "server_vad",
-                           voice=c.realtime_voice, turn=cfg.turn, interruption=cfg.interruption,
-                           echo_cancellation=cfg.audio.echo_cancellation and not files,
+    return RealtimeSession(client, models, config=cfg, echo_path=not files,
+                           server_vad=c.realtime_turn_detection == "server_vad", voice=c.realtime_voice,
                            probe_interval_s=c.probe_interval_s)

@@ -17,7 +17,7 @@ runs in the room only.
 Remote configuration: the changes kept in the state directory
 (:class:`~edgeagent.control.store.ConfigStore`) apply over the config file, so they survive
 a restart; the room's controllers read and change them with the ``edgeagent.config.*`` RPC
-methods (:class:`~edgeagent.room.control.RoomControl`, registered at every join), and
+methods (:class:`~edgeagent.room.config_rpc.RoomControl`, registered at every join), and
 :class:`~edgeagent.control.live.LiveApplier` puts each change into effect on the running
 agent, or at its next idle moment when it needs a model load.
 """
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink
-    from edgeagent.room.control import RoomControl
+    from edgeagent.room.config_rpc import RoomControl
     from edgeagent.room.conventions import RoomConventions
     from edgeagent.room.local import LocalRoomInput, LocalRoomOutput
     from edgeagent.voice.session import AgentSession
@@ -139,7 +139,7 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.room.audio import RoomInput
     from edgeagent.room.connection import RoomLink
-    from edgeagent.room.control import RoomControl
+    from edgeagent.room.config_rpc import RoomControl
     from edgeagent.voice.agent import Agent
     from edgeagent.voice.compose import session_for, without_wake_word
 

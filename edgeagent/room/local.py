@@ -44,7 +44,7 @@ import numpy as np
 from livekit import rtc
 
 from edgeagent.aio import wait_for
-from edgeagent.audio.device import DeviceInput, DeviceOutput
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.echo import SILENCE_PEAK, EchoCanceller
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, AudioOutput, IOCounters

@@ -221,7 +221,7 @@ def _join(a: Int16Array, b: Int16Array) -> Int16Array:
 
 def _resolve_model(model: str | os.PathLike[str] | None) -> Path:
     if model is None:
-        from edgeagent.models import model_path
+        from edgeagent.model_files.manifest import model_path
 
         return model_path(DEFAULT_MODEL)
     path = Path(model).expanduser()

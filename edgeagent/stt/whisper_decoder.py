@@ -184,7 +184,7 @@ def squeeze_pauses(audio: Float32Array, max_pause_s: float, quiet_db: float = -3
 
 def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     if model is None:
-        from edgeagent.models import model_path
+        from edgeagent.model_files.manifest import model_path
 
         return model_path(DEFAULT_MODEL)
     path = Path(model).expanduser()

@@ -42,7 +42,7 @@ def resolve_model(model: str | Path | None) -> tuple[Path, str]:
     """The .onnx file of a voice given as a file, a directory, or None (the default),
     and the fix to print when it cannot load."""
     if model is None:
-        from edgeagent.models import model_path  # lazy: only when the default is used
+        from edgeagent.model_files.manifest import model_path  # lazy: only when the default is used
 
         path, fix = model_path(DEFAULT_MODEL), f"run: edgeagent models pull {DEFAULT_MODEL}"
     else:

@@ -161,7 +161,7 @@ class SileroVAD(VAD):
         if threads < 1:
             raise ConfigError(f"vad: threads must be at least 1, got {threads}")
         if model_path is None:
-            from edgeagent.models import model_path as manifest_path
+            from edgeagent.model_files.manifest import model_path as manifest_path
 
             model_path = manifest_path(MODEL_NAME)
         self.model = SileroModel(Path(model_path), threads)

@@ -121,7 +121,7 @@ class SmartTurn:
 
         fix = f"run `edgeagent models pull {MODEL_NAME}` or pass a Smart Turn v3 .onnx file"
         if model_path is None:
-            from edgeagent.models import model_path as manifest_path
+            from edgeagent.model_files.manifest import model_path as manifest_path
 
             model_path = manifest_path(MODEL_NAME)  # ModelError with the fix when missing
         elif not model_path.is_file():

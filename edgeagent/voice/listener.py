@@ -41,7 +41,7 @@ from edgeagent.audio.resample import Resampler
 from edgeagent.stage import StageStream
 from edgeagent.stt.base import STT, SpeechEvent, STTStream
 from edgeagent.vad.base import VAD
-from edgeagent.voice.listen import AudioHistory
+from edgeagent.voice.audio_history import AudioHistory
 from edgeagent.wake.base import WakeWord
 
 log = logging.getLogger(__name__)

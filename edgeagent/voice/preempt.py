@@ -20,7 +20,7 @@ from edgeagent.llm.chat import ChatContext
 from edgeagent.voice.reply import Reply
 
 if TYPE_CHECKING:
-    from edgeagent.voice.protocol import HearingHost
+    from edgeagent.voice.protocol import TurnTakingHost
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Preemption:
     """At most one reply begun ahead of its turn; ``began`` and ``misses`` count, for the turn
     being heard (:meth:`new_turn`), the replies begun and the ones dropped."""
 
-    def __init__(self, session: HearingHost) -> None:
+    def __init__(self, session: TurnTakingHost) -> None:
         self._s = session
         self._reply: Reply | None = None
         self._text = ""

@@ -1,5 +1,5 @@
 """What the rest of the program may ask of a running voice session: :class:`VoiceSession`;
-and what a session's own ears may ask of it: :class:`HearingHost`.
+and what a session's own ears may ask of it: :class:`TurnTakingHost`.
 
 Both :class:`~edgeagent.voice.session.AgentSession` (the local pipeline) and
 :class:`~edgeagent.realtime.session.RealtimeSession` (a realtime model with the pipeline
@@ -69,8 +69,8 @@ class VoiceSession(Protocol):
     def emit(self, event: SessionEvent) -> None: ...
 
 
-class HearingHost(Protocol):
-    """The session as its hearing (:class:`~edgeagent.voice.hearing.Hearing`, its
+class TurnTakingHost(Protocol):
+    """The session as its hearing (:class:`~edgeagent.voice.turn_taking.TurnTaking`, its
     :class:`~edgeagent.voice.wake_gate.WakeGate` and :class:`~edgeagent.voice.preempt.Preemption`)
     sees it: the hearing turns what was heard into replies through this and nothing else, as
     a :class:`~edgeagent.voice.reply.Reply` reaches its session through ``ReplyHost``."""

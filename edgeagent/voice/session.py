@@ -10,7 +10,7 @@
 The session owns the state (initializing → idle → listening → thinking →
 speaking), the replies and the conversation history. Its ears are a
 :class:`~edgeagent.voice.listener.Listener`; wake words, turn taking and
-barge-in are :class:`~edgeagent.voice.hearing.Hearing`'s (one task reads what the
+barge-in are :class:`~edgeagent.voice.turn_taking.TurnTaking`'s (one task reads what the
 listener heard); each reply is a :class:`~edgeagent.voice.reply.Reply`, played in
 order by :meth:`AgentSession._speak_loop`.
 
@@ -51,7 +51,7 @@ from edgeagent.voice.events import (
     SessionEvent,
     SpeechCreatedEvent,
 )
-from edgeagent.voice.hearing import Hearing
+from edgeagent.voice.turn_taking import TurnTaking
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
@@ -100,7 +100,7 @@ class AgentSession:
         self._events = EventEmitter()
         self.detector = make_detector(self.turn_options, llm, audio_turn)  # a bad turn.detection fails here
         self._listener: Listener | None = None
-        self._hearing: Hearing | None = None
+        self._turn_taking: TurnTaking | None = None
         self._out: AudioOutput | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._queue: asyncio.Queue[tuple[SpeechHandle, Reply]] = asyncio.Queue()
@@ -142,10 +142,10 @@ class AgentSession:
             noise_suppression=self.noise_suppression, ignore_own_playback=self.ignore_own_playback,
             wake_noise_suppression=self.wake_noise_suppression)
         self._out = output
-        self._hearing = Hearing(self, self._listener)
+        self._turn_taking = TurnTaking(self, self._listener)
         await self.conversation.set_agent(agent)
         self._listener.start()
-        self._tasks = [asyncio.ensure_future(self._hearing.run()), asyncio.ensure_future(self._speak_loop())]
+        self._tasks = [asyncio.ensure_future(self._turn_taking.run()), asyncio.ensure_future(self._speak_loop())]
         self.update_state()
 
     def say(self, text: str, *, allow_interruptions: bool = True, add_to_chat_ctx: bool = True) -> SpeechHandle:
@@ -180,20 +180,20 @@ class AgentSession:
 
     def push_to_talk(self, pressed: bool) -> None:
         """Push-to-talk: pressed opens the user's turn (stopping any reply), released ends it."""
-        if self._hearing is not None:
-            self._hearing.push_to_talk(pressed)
+        if self._turn_taking is not None:
+            self._turn_taking.push_to_talk(pressed)
             self.update_state()
 
     @property
     def muted(self) -> bool:
         """The microphone is muted (:meth:`mute`)."""
-        return self._hearing is not None and self._hearing.muted
+        return self._turn_taking is not None and self._turn_taking.muted
 
     def mute(self, muted: bool) -> None:
         """Mute or unmute the microphone: muted, nothing is heard (no wake word, no turn, no
         barge-in) and the turn being heard is dropped; a reply already under way plays on."""
-        if self._hearing is not None:
-            self._hearing.mute(muted)
+        if self._turn_taking is not None:
+            self._turn_taking.mute(muted)
             self.update_state()
 
     @property
@@ -214,8 +214,8 @@ class AgentSession:
             return
         self._closed = True
         self.interrupt()
-        if self._hearing is not None:
-            self._hearing.preemption.drop()
+        if self._turn_taking is not None:
+            self._turn_taking.preemption.drop()
         for task in [*self._tasks, self._reply_task]:
             if task is not None:
                 task.cancel()
@@ -240,8 +240,8 @@ class AgentSession:
         if activation.mode == "wake" and wake is None:
             raise ValueError("activation mode 'wake' needs a wake word stage")
         self.activation, self.wake = activation, wake
-        if self._hearing is not None:
-            self._hearing.set_activation(activation)
+        if self._turn_taking is not None:
+            self._turn_taking.set_activation(activation)
         if self._listener is not None:
             self._listener.use_wake(wake if activation.mode == "wake" else None)
         self.update_state()
@@ -258,8 +258,8 @@ class AgentSession:
         """New turn-taking options (and detector), for the turn being heard too."""
         detector = make_detector(turn, self.llm, self.audio_turn)  # one the stages cannot serve raises
         self.turn_options, self.detector = turn, detector
-        if self._hearing is not None:
-            self._hearing.set_turn(turn, detector)
+        if self._turn_taking is not None:
+            self._turn_taking.set_turn(turn, detector)
 
     def _watch_fallback(self, stage: object) -> None:
         """A fallback chain's switches and recoveries become ``provider_fallback`` events."""
@@ -274,8 +274,8 @@ class AgentSession:
         if isinstance(stage, LLM):
             detector = make_detector(self.turn_options, stage, self.audio_turn)  # raises before any change
             self.llm, self.detector = stage, detector
-            if self._hearing is not None:
-                self._hearing.set_turn(self.turn_options, detector)
+            if self._turn_taking is not None:
+                self._turn_taking.set_turn(self.turn_options, detector)
         elif isinstance(stage, TTS):
             self.tts = stage
         elif isinstance(stage, STT):
@@ -345,8 +345,8 @@ class AgentSession:
                 self.set_playing(False)
                 await self.conversation.finish(reply)
                 handle._mark_done()
-                if self._hearing is not None and self._queue.empty() and not handle.interrupted:
-                    self._hearing.follow_up()
+                if self._turn_taking is not None and self._queue.empty() and not handle.interrupted:
+                    self._turn_taking.follow_up()
                 self.update_state()
 
     def set_playing(self, playing: bool) -> None:
@@ -356,11 +356,11 @@ class AgentSession:
     # -- state and events ------------------------------------------------------------
 
     def _quiet(self) -> bool:
-        hearing = self._hearing
+        hearing = self._turn_taking
         return self._reply is None and self._queue.empty() and not (hearing and hearing.tracker.active)
 
     def update_state(self) -> None:
-        hearing = self._hearing
+        hearing = self._turn_taking
         if hearing is None or self._closed:
             return
         reply = self._reply

@@ -88,7 +88,7 @@ class _LazyModel:
     root: Path
 
     def resolve(self) -> Path:
-        from edgeagent.models import model_path
+        from edgeagent.model_files.manifest import model_path
 
         return model_path(self.name, root=self.root)
 

@@ -36,7 +36,7 @@ from edgeagent import aio
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.stt.base import STT
 from edgeagent.vad.base import VADEvent, VADEventType
-from edgeagent.voice.listen import AudioHistory
+from edgeagent.voice.audio_history import AudioHistory
 from edgeagent.voice.turns import Step
 from edgeagent.wake.phrase import MAX_DISTANCE, Verdict, match_wake, phrase_of
 
@@ -100,7 +100,7 @@ class SpeechSpan:
 
     The wake word model and the VAD read the same frames in streams of their own: a wake
     model slower than real time (an overloaded board, emulation) reports the wake word after
-    the VAD has reported the speech that followed it, maybe all of the question. Hearing
+    the VAD has reported the speech that followed it, maybe all of the question. TurnTaking
     rewinds to the wake word's own stream time and replays those VAD events
     (:meth:`rewind`), so that the question is heard as it would have been without the lag.
     """

@@ -39,7 +39,7 @@ from edgeagent.voice.wake_check import CHECK_AFTER_S, PHRASE_MAX_S, TRUSTED_SCOR
 from edgeagent.wake.base import WakeEvent
 
 if TYPE_CHECKING:
-    from edgeagent.voice.hearing import Hearing
+    from edgeagent.voice.turn_taking import TurnTaking
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Seen(enum.Enum):
 LATE_S = 1.0
 """A wake word reported this long after it fired (a wake model slower than real time: an
 overloaded board, emulation) rewinds the hearing to its time and replays the VAD's events
-since (:meth:`~edgeagent.voice.hearing.Hearing.rewind`): the question it missed is heard. In
+since (:meth:`~edgeagent.voice.turn_taking.TurnTaking.rewind`): the question it missed is heard. In
 time (:class:`~edgeagent.wake.base.PeakHold` holds a firing up to ~0.25 s) nothing is rewound."""
 
 WAITING = -1
@@ -65,9 +65,9 @@ WAITING = -1
 
 
 class WakeGate:
-    """The wake-ups of one :class:`~edgeagent.voice.hearing.Hearing`."""
+    """The wake-ups of one :class:`~edgeagent.voice.turn_taking.TurnTaking`."""
 
-    def __init__(self, hearing: Hearing) -> None:
+    def __init__(self, hearing: TurnTaking) -> None:
         self._h = hearing
         self.stats = hearing.wake_stats
         self.phrases = WakePhrases(hearing.activation.wake_words)

@@ -213,7 +213,7 @@ class OpenWakeWord(WakeWord):
         if threads < 1:
             raise ConfigError(f"wake.threads must be at least 1, got {threads}")
         if model_dir is None:
-            from edgeagent.models import model_path
+            from edgeagent.model_files.manifest import model_path
 
             model_dir = model_path(MODEL_NAME)
         self.model_dir = Path(model_dir).expanduser()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeagent.control.errors import ControlError
 from edgeagent.control.patch import PROTOCOL_VERSION, parse_payload, parse_set_request, schema
-from edgeagent.room.control import RPC_CODES, RateLimiter, reply
+from edgeagent.room.config_rpc import RPC_CODES, RateLimiter, reply
 from edgeagent.web.feed import ChatRefused, Message, SessionFeed
 
 if TYPE_CHECKING:

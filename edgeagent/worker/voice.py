@@ -44,7 +44,7 @@ LOAD_TIMEOUT_S = 30.0
 def resolve(cfg: Config, voice: dict[str, Any]) -> dict[str, Any]:
     """``voice`` with a manifest model name (``edgeagent models list``, stage tts) made the path of
     its installed file; raises ModelError (with the fix) when that model is not installed."""
-    from edgeagent.models import load_manifest, model_path
+    from edgeagent.model_files.manifest import load_manifest, model_path
 
     name = voice.get("model")
     if not isinstance(name, str):

@@ -1,7 +1,7 @@
 """Microphone and speaker through sounddevice / PortAudio.
 
 The device is opened at the requested rate when it accepts it, else at its
-default rate or a usual one (:data:`~edgeagent.audio.devices.FALLBACK_RATES`), and
+default rate or a usual one (:data:`~edgeagent.audio.soundcards.FALLBACK_RATES`), and
 converted in our code. PortAudio calls our callbacks on its own thread: they do
 only cheap work (copy, mix down, resample a block) and hand results to the event
 loop with ``call_soon_threadsafe``. Opening and closing run in worker threads.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeagent.audio.devices import (
+from edgeagent.audio.soundcards import (
     PA_LOCK,
     DeviceInfo,
     DeviceSpec,

@@ -3,7 +3,7 @@
 ``edgeagent config get | set KEY=VALUE... | schema | watch --url ... --room ...`` joins
 the room as a participant of its own (identity ``edgeagent-controller-<host>`` unless
 ``--identity``; no audio) and calls the device's ``edgeagent.config.*`` RPC methods
-(:mod:`edgeagent.room.control`; the protocol is in the README). The token comes from ``--token``, or
+(:mod:`edgeagent.room.config_rpc`; the protocol is in the README). The token comes from ``--token``, or
 is minted from ``livekit.api_key``/``api_secret`` of the config (or ``--api-key`` /
 ``--api-secret``). The device is ``--device`` (default: ``livekit.identity`` of the
 config, else the only agent participant in the room).
@@ -31,7 +31,7 @@ from edgeagent.config import set_path
 from edgeagent.control.patch import PROTOCOL_VERSION
 from edgeagent.errors import EdgeAgentError
 from edgeagent.room.audio import ROLE_ATTRIBUTE
-from edgeagent.room.control import TOPIC
+from edgeagent.room.config_rpc import TOPIC
 
 CALL_TIMEOUT_S = 15.0
 

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from edgeagent import model_fetch, models
+from edgeagent.model_files import fetch as model_fetch
+from edgeagent.model_files import manifest as model_manifest
 from edgeagent.paths import models_dir
 
 
@@ -51,7 +52,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def licence_table(manifest: models.Manifest) -> str:
+def licence_table(manifest: model_manifest.Manifest) -> str:
     """The README's "Models and licences" table (Markdown); non-commercial licences flagged."""
     lines = ["| Model | Stage | Default | Size | Licence | What it is |", "|---|---|---|---|---|---|"]
     for m in manifest.models:
@@ -65,7 +66,7 @@ def licence_table(manifest: models.Manifest) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    manifest = models.load_manifest()
+    manifest = model_manifest.load_manifest()
     if args.markdown:
         print(licence_table(manifest), end="")
         return 0
@@ -74,7 +75,7 @@ def _list(args: argparse.Namespace) -> int:
     for m in manifest.models:
         size = model_fetch.human(m.size) if m.size else "?"
         rows.append((m.name, m.stage, "yes" if m.default else "no",
-                     models.model_status(m, root), size, m.licence))
+                     model_manifest.model_status(m, root), size, m.licence))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -91,9 +92,9 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    manifest = models.load_manifest()
-    targets = models.verify_targets(args.names, args.dir, manifest)
-    problems = models.verify(args.names, args.dir, manifest)
+    manifest = model_manifest.load_manifest()
+    targets = model_manifest.verify_targets(args.names, args.dir, manifest)
+    problems = model_manifest.verify(args.names, args.dir, manifest)
     bad = {p.model for p in problems}
     for m in targets:
         if m.name not in bad:
@@ -105,7 +106,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
-    print(models.model_path(args.name, args.dir))
+    print(model_manifest.model_path(args.name, args.dir))
     return 0
 
 

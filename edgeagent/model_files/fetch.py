@@ -25,7 +25,7 @@ from typing import IO, Protocol
 
 import edgeagent
 from edgeagent.errors import ModelError
-from edgeagent.models import CHUNK, MARKER, Manifest, ModelFile, file_problem, load_manifest
+from edgeagent.model_files.manifest import CHUNK, MARKER, Manifest, ModelFile, file_problem, load_manifest
 from edgeagent.paths import cache_dir, models_dir
 
 # -- progress ---------------------------------------------------------------------------

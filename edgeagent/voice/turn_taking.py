@@ -1,6 +1,6 @@
 """The user's side of a session: what the listener heard becomes wake-ups, turns and barge-ins.
 
-:class:`Hearing` reads the :class:`~edgeagent.voice.listener.Listener`'s queue in
+:class:`TurnTaking` reads the :class:`~edgeagent.voice.listener.Listener`'s queue in
 order. Wake words arm a listening window (and stop a reply); VAD windows and final
 transcripts go through the :class:`~edgeagent.voice.turns.TurnTracker`, whose steps
 open, flush, reopen and close the STT utterance; a committed turn is handed to the
@@ -30,7 +30,7 @@ from edgeagent.vad.base import VADEvent
 from edgeagent.voice.conversation import TurnRecord
 from edgeagent.voice.detectors import TurnDetector
 from edgeagent.voice.events import TRANSCRIPT, ErrorEvent, UserInputTranscribedEvent
-from edgeagent.voice.listen import AudioHistory
+from edgeagent.voice.audio_history import AudioHistory
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.reply import Reply
@@ -41,7 +41,7 @@ from edgeagent.voice.wake_gate import Seen, WakeGate
 from edgeagent.voice.words import is_stop, only_fillers
 
 if TYPE_CHECKING:
-    from edgeagent.voice.protocol import HearingHost
+    from edgeagent.voice.protocol import TurnTakingHost
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ AUDIO_TURN_S = 8.0
 """The audio end-of-turn model hears at most this much of the turn (Smart Turn's window)."""
 
 
-class Hearing:
+class TurnTaking:
     """Wake word, turn taking and barge-in for one session."""
 
-    def __init__(self, session: HearingHost, listener: Listener) -> None:
+    def __init__(self, session: TurnTakingHost, listener: Listener) -> None:
         self._s = self.session = session
         self._listener = listener
         self.activation = session.activation
