@@ -32,7 +32,7 @@ SUBCOMMAND_MODULES = (
     "edgeagent.audio.devices_cli",
     "edgeagent.config.cli",
     "edgeagent.room.job",
-    "edgeagent.worker.run",
+    "edgeagent.worker.cli",
     "edgeagent.device.service_cli",
     "edgeagent.web.job",
 )

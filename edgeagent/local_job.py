@@ -28,8 +28,8 @@ from edgeagent.errors import EdgeAgentError
 from edgeagent.paths import cache_dir
 
 if TYPE_CHECKING:
-    from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
     from edgeagent.audio.io import AudioInput, AudioOutput
+    from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
     from edgeagent.audio.wav import WavFileInput
     from edgeagent.config.voice import ActivationConfig
     from edgeagent.device.lifecycle import Lifecycle

@@ -24,10 +24,10 @@ import numpy.typing as npt
 import pytest
 from conftest import PulseDevices
 
-from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
-from edgeagent.audio.soundcards import DeviceInfo, choose_settings, find_device, list_devices
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.resample import float_to_int16, resample
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
+from edgeagent.audio.soundcards import DeviceInfo, choose_settings, find_device, list_devices
 from edgeagent.audio.wav import read_wav
 from edgeagent.errors import AudioError, DeviceNotFoundError
 

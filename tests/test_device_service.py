@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent.model_files import manifest as model_manifest
 from edgeagent.config import Config, load
 from edgeagent.device.nvidia import DROPIN, dropin_text
 from edgeagent.device.service import Layout, config_template, unit_text
+from edgeagent.model_files import manifest as model_manifest
 from edgeagent.paths import models_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,8 +108,9 @@ def test_install_status_uninstall_under_a_temp_root(tmp_path: Path) -> None:
 
     # The models, intact, owned by the service.
     assert model_manifest.verify((), lay.models) == []
+    default = [m.name for m in model_manifest.load_manifest().select()]
     assert [m.name for m in model_manifest.load_manifest().select()
-            if model_manifest.model_status(m, lay.models) == "installed"] == [m.name for m in model_manifest.load_manifest().select()]
+            if model_manifest.model_status(m, lay.models) == "installed"] == default
     assert stat.S_IMODE(lay.state.stat().st_mode) == 0o750 and lay.cache.is_dir()
     if os.geteuid() == 0:
         for path in (lay.state, lay.models, *lay.models.rglob("*")):

@@ -25,9 +25,9 @@ import numpy.typing as npt
 import pytest
 from speech import espeak, piper, save
 
-from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.echo import EchoCanceller
 from edgeagent.audio.frame import AudioFrame
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.errors import AudioFormatError, ConfigError
 
 RATE = 16_000

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from edgeagent.errors import ModelError
 from edgeagent.model_files import fetch as model_fetch
 from edgeagent.model_files import manifest as model_manifest
-from edgeagent.errors import ModelError
 
 EDGEAGENT = Path(sys.executable).parent / "edgeagent"
 DEFAULTS = {"silero-vad", "openwakeword", "whisper-tiny-en", "smollm2-135m", "piper-en-us-joe",

@@ -31,9 +31,9 @@ from edgeagent import config as config_mod
 from edgeagent.config.control import ControlConfig
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.control.store import ConfigStore
-from edgeagent.room.connection import RoomLink
-from edgeagent.room.config_rpc import RoomControl
 from edgeagent.room.config_client import Controller, ControllerError, controller_token
+from edgeagent.room.config_rpc import RoomControl
+from edgeagent.room.connection import RoomLink
 
 if TYPE_CHECKING:
     from conftest import LiveKitServer

@@ -20,8 +20,8 @@ from conftest import PulseDevices
 from live import Live, Recorder, loud_span, play, words
 from speech import espeak, piper, save, with_silence
 
-from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.frame import AudioFrame, Int16Array
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.config.voice import ActivationConfig
 from edgeagent.llm.chat import ChatContext, ChatMessage
 from edgeagent.voice import (

@@ -31,8 +31,8 @@ def make_devices(audio: AudioConfig) -> tuple[DeviceInput, DeviceOutput]:
 
 
 def make_input(audio: AudioConfig) -> DeviceInput:
-    from edgeagent.audio.soundcard import DeviceInput
     from edgeagent.audio.frame import RECOGNITION_RATE
+    from edgeagent.audio.soundcard import DeviceInput
 
     return DeviceInput(audio.input_device, rate=RECOGNITION_RATE, frame_ms=audio.frame_ms)
 

@@ -24,17 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeagent.audio.soundcards import (
-    PA_LOCK,
-    DeviceInfo,
-    DeviceSpec,
-    Kind,
-    check_settings,
-    choose_settings,
-    find_device,
-    list_devices,
-    sounddevice,
-)
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.io import AudioInput, IOCounters
 from edgeagent.audio.playback import BufferedOutput
@@ -46,6 +35,17 @@ from edgeagent.audio.resample import (
     Resampler,
     float_to_int16,
     mix_to_mono,
+)
+from edgeagent.audio.soundcards import (
+    PA_LOCK,
+    DeviceInfo,
+    DeviceSpec,
+    Kind,
+    check_settings,
+    choose_settings,
+    find_device,
+    list_devices,
+    sounddevice,
 )
 from edgeagent.errors import AudioError
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from edgeagent.aio import wait_for
+from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.soundcards import DeviceSpec
-from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.errors import EdgeAgentError
 
 #: Seconds a device may take to open (as ``edgeagent run``).

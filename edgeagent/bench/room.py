@@ -129,8 +129,8 @@ def room_questions(n: int, texts: Sequence[str] = QUESTIONS) -> list[tuple[str, 
 async def run_room(models: Any, server: Server, questions: Sequence[tuple[str, AudioFrame]], workdir: Path,
                    *, out_queue_ms: int | None = None) -> list[RoomTurn]:
     from edgeagent.bench import voice
-    from edgeagent.config.room import LiveKitConfig
     from edgeagent.config import Config
+    from edgeagent.config.room import LiveKitConfig
     from edgeagent.config.voice import AgentConfig
     from edgeagent.room.audio import RoomInput, RoomOutput
     from edgeagent.room.connection import RoomLink

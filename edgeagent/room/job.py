@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from edgeagent.control.store import ConfigStore
     from edgeagent.device.lifecycle import Lifecycle
     from edgeagent.room.audio import RoomInput, RoomOutput
-    from edgeagent.room.connection import RoomLink
     from edgeagent.room.config_rpc import RoomControl
+    from edgeagent.room.connection import RoomLink
     from edgeagent.room.conventions import RoomConventions
     from edgeagent.room.local import LocalRoomInput, LocalRoomOutput
     from edgeagent.voice.session import AgentSession
@@ -138,8 +138,8 @@ async def run_room(models: Models, cfg: config_mod.Config, stop: asyncio.Event, 
     from edgeagent.control.live import LiveApplier, open_store
     from edgeagent.home_assistant.tools import home_assistant_tools
     from edgeagent.room.audio import RoomInput
-    from edgeagent.room.connection import RoomLink
     from edgeagent.room.config_rpc import RoomControl
+    from edgeagent.room.connection import RoomLink
     from edgeagent.voice.agent import Agent
     from edgeagent.voice.compose import session_for, without_wake_word
 

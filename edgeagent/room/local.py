@@ -44,11 +44,11 @@ import numpy as np
 from livekit import rtc
 
 from edgeagent.aio import wait_for
-from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.audio.echo import SILENCE_PEAK, EchoCanceller
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame, Int16Array
 from edgeagent.audio.io import AudioInput, AudioOutput, IOCounters
 from edgeagent.audio.queue import SampleQueue
+from edgeagent.audio.soundcard import DeviceInput, DeviceOutput
 from edgeagent.config import AudioConfig
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.room.audio import RoomInput, RoomOutput

@@ -198,10 +198,13 @@ class Conversation:
             log.info("turn metrics %s", metrics.as_log(), extra={**metrics.log_fields(), **TRANSCRIPT})
             self._session.emit(MetricsCollectedEvent(metrics))
 
+    @property
+    def state(self) -> AgentState:
+        return self._state
+
     def set_state(self, state: AgentState) -> None:
         if state is not self._state:
             old, self._state = self._state, state
-            self._session.state = state
             log.info("state: %s", state.value, extra={"STATE": state.value})  # a journal field
             self._session.emit(AgentStateChangedEvent(old, state))
 

@@ -44,17 +44,11 @@ from edgeagent.vad.base import VAD
 from edgeagent.voice.agent import Agent
 from edgeagent.voice.conversation import Conversation
 from edgeagent.voice.detectors import AudioTurnModel, make_detector
-from edgeagent.voice.events import (
-    AgentState,
-    ErrorEvent,
-    EventEmitter,
-    SessionEvent,
-    SpeechCreatedEvent,
-)
-from edgeagent.voice.turn_taking import TurnTaking
+from edgeagent.voice.events import AgentState, ErrorEvent, EventEmitter, SessionEvent, SpeechCreatedEvent
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
+from edgeagent.voice.turn_taking import TurnTaking
 from edgeagent.voice.wake_check import WakeStats
 from edgeagent.wake.base import WakeWord
 
@@ -95,7 +89,6 @@ class AgentSession:
         self.max_reply_tokens = max_reply_tokens
         self.userdata: Any = {} if userdata is None else userdata
         self.wake_stats = WakeStats()  # what became of the wake word's firings (voice/wake_check.py)
-        self.state = AgentState.INITIALIZING
         self.conversation = Conversation(self)
         self._events = EventEmitter()
         self.detector = make_detector(self.turn_options, llm, audio_turn)  # a bad turn.detection fails here
@@ -126,6 +119,11 @@ class AgentSession:
     @property
     def current_agent(self) -> Agent:
         return self.conversation.agent
+
+    @property
+    def state(self) -> AgentState:
+        """The agent's state (``listening``, ``thinking``, ``speaking``, ...), as the conversation set it."""
+        return self.conversation.state
 
     @property
     def history(self) -> ChatContext:

@@ -27,10 +27,10 @@ from edgeagent.audio.frame import AudioFrame
 from edgeagent.config.voice import ActivationConfig, TurnConfig
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.vad.base import VADEvent
+from edgeagent.voice.audio_history import AudioHistory
 from edgeagent.voice.conversation import TurnRecord
 from edgeagent.voice.detectors import TurnDetector
 from edgeagent.voice.events import TRANSCRIPT, ErrorEvent, UserInputTranscribedEvent
-from edgeagent.voice.audio_history import AudioHistory
 from edgeagent.voice.listener import Listener
 from edgeagent.voice.preempt import Preemption
 from edgeagent.voice.reply import Reply

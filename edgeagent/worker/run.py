@@ -27,18 +27,14 @@ the ``agent`` grant); ``livekit.room`` is not used.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeagent import config as config_mod
-from edgeagent import terminal
 from edgeagent.aio import exit_status, until_first, wait_for
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.worker.jobs import WORKER_ID_ATTRIBUTE, Dispatcher, Job, JobRunner
@@ -244,46 +240,3 @@ async def run_worker(models: Models, cfg: config_mod.Config, stop: asyncio.Event
             await local.aclose()  # first: a job that ends now does not start it again
         await dispatcher.aclose()
         await link.aclose()
-
-
-# -- `edgeagent worker` ----------------------------------------------------------------------
-
-
-def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "worker", help="be a LiveKit agent worker: join the rooms applications dispatch this device into",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--url", help="LiveKit server URL (livekit.url)")
-    p.add_argument("--agent-name", help="the agent name applications dispatch (livekit.agent_name)")
-    p.add_argument("--identity", help="participant identity in the rooms (livekit.identity)")
-    p.add_argument("--local", action="store_true",
-                   help="the local mic and speaker work too, between jobs and during one (mode worker+local)")
-    p.add_argument("--config", type=Path, default=None, help="config file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    terminal.add_log_options(p)
-    p.set_defaults(func=main)
-
-
-def run_defaults() -> argparse.Namespace:
-    """The options of ``edgeagent run`` with nothing given: their defaults, from its own parser."""
-    from edgeagent import runner
-
-    parser = argparse.ArgumentParser()
-    runner.register(parser.add_subparsers())
-    return parser.parse_args(["run"])
-
-
-def main(args: argparse.Namespace) -> int:
-    from edgeagent import runner
-
-    overrides = [*args.set, f"livekit.mode={'worker+local' if args.local else 'worker'}"]
-    for key, value in (("url", args.url), ("agent_name", args.agent_name), ("identity", args.identity)):
-        if value is not None:
-            overrides.append(f"livekit.{key}={value}")
-    ns = run_defaults()  # every option of `edgeagent run` as its parser gives it, so none is missed
-    ns.config, ns.set = args.config, overrides
-    if not runner.load_config(ns).livekit.url:
-        print("edgeagent: a worker needs a server: give --url (and livekit.api_key/api_secret)", file=sys.stderr)
-        return terminal.USAGE
-    return runner.main(ns)
