@@ -52,6 +52,9 @@ class RealtimeServer:
         self.drop_after_deltas: int | None = None
         """Cut the socket after this many audio deltas of the next response."""
         self.refuse = False
+        self.hold_open_s = 0.0
+        """Keep each response open this long after its last audio (still "in progress": a user
+        who speaks then is cut by this server's VAD before the client's barge-in)."""
         self.port = 0
         self._runner: web.AppRunner | None = None
         self.sockets: list[web.WebSocketResponse] = []
@@ -228,6 +231,7 @@ class _Connection:
                                  "arguments": json.dumps({"on": "off" not in user_text.lower()})})
                 return
             await self._speak(rid, item_id, await self._answer())
+            await asyncio.sleep(self.s.hold_open_s)
         except asyncio.CancelledError:
             status = "cancelled"
         finally:

@@ -155,6 +155,25 @@ async def test_speaking_over_the_reply_cancels_and_truncates_it(
         assert any(m.interrupted for m in rig.session.history.messages if m.role == "assistant")
 
 
+async def test_a_reply_the_server_cuts_first_is_kept_as_interrupted(
+        models: Models, cloud_llm: LlamaLLM, tmp_path: Path) -> None:
+    """The server's VAD cancels a response at once (``response.done``, cancelled); our barge-in
+    waits ``interruption.min_duration_s``. The reply's text stays in the history, marked
+    interrupted (it was lost when the cancellation came first: a flake of the test above)."""
+    async with Rig(models, cloud_llm, tmp_path) as rig:
+        rig.server.hold_open_s = 30.0  # still in progress when the user speaks
+        rig.speaker.arm()
+        rig.mic.speak(piper_speech("Tell me a long story about a dragon and a knight."))
+        await rig.wait(lambda: rig.speaker.first_sample is not None, "the reply to start playing")
+        await asyncio.sleep(0.5)
+        rig.mic.speak(piper_speech("Stop, stop."))
+        await rig.wait(lambda: rig.session.interruptions, "the interruption")
+        assert [e for e in rig.server.received if e.get("type") == "response.cancel"] == [], (
+            "the server's own VAD should have cut the response before the client cancelled it")
+        said = [m for m in rig.session.history.messages if m.role == "assistant"]
+        assert len(said) == 1 and said[0].interrupted and said[0].content, rig.history()
+
+
 async def test_with_barge_in_off_speaking_over_the_reply_does_not_stop_it(
         models: Models, cloud_llm: LlamaLLM, tmp_path: Path) -> None:
     """[interruption] enabled = false holds on the realtime path too: the model is told not to

@@ -331,6 +331,8 @@ class RealtimeSession(RealtimeLive):
         if text and ev.status == "completed":
             self._add(ChatMessage("assistant", text))
             self._pending_user, self._turn_audio = None, []
+        elif text and self._response is not None:  # cut by the server (its VAD heard the user) before our barge-in
+            self._add(ChatMessage("assistant", text, interrupted=True))
         self._response, self._text = None, []
 
     def _add(self, msg: ChatMessage) -> None:
