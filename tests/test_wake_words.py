@@ -13,6 +13,7 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,8 @@ from edgeagent.voice import (
     WakeWordDetectedEvent,
     wake_gate,
 )
-from edgeagent.voice.wake_check import SURE_SCORE, TRUSTED_SCORE, WakePhrases, phrase_start
+from edgeagent.voice.wake_check import SURE_SCORE, TRUSTED_SCORE, WakePhrases, WakeStats, phrase_start
+from edgeagent.voice.wake_gate import WakeGate
 from edgeagent.wake.base import PeakHold, WakeEvent
 from edgeagent.wake.oww import OpenWakeWord
 from edgeagent.wake.phrase import Verdict, match_wake, phrase_of
@@ -85,6 +87,19 @@ def test_a_surer_firing_allows_a_nearer_miss_of_the_words_but_never_a_near_miss(
     for text in ("Hey Travis, the jar is on the shelf.", "Hey Mavis, come and see the garden.",
                  "Hey Davis, what time is it?", "Hey Marvin, turn it down.", "Harvest is early this year."):
         assert not jarvis.said(text, TRUSTED_SCORE - 0.01), text
+
+
+def test_the_surer_limit_strips_only_the_question_its_firing_began() -> None:
+    """The phrase comes off a question by the limit of the firing that began its turn; a turn no
+    firing began (a follow-up) keeps a near spelling ("Hey Jara, ...": the user's own words)."""
+    host: Any = SimpleNamespace(wake_stats=WakeStats(), activation=ActivationConfig())
+    gate = WakeGate(host)
+    text = "Hey Jara, please turn on the lights."
+    gate.score = SURE_SCORE  # as on_wake sets it
+    gate.opened(1, at_phrase=True)  # the question's turn, opened at its phrase
+    assert gate.phrases.without_phrase(text, gate.score) == "Please turn on the lights."
+    gate.opened(2, at_phrase=False)  # a follow-up, opened by the VAD
+    assert gate.phrases.without_phrase(text, gate.score) == text
 
 
 def test_only_the_start_of_the_phrase_waits_for_more() -> None:

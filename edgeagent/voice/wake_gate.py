@@ -73,9 +73,11 @@ class WakeGate:
         self.phrases = WakePhrases(hearing.activation.wake_words)
         self.check: WakeCheck | None = None
         """The wake-up waiting for its words, if any."""
-        self.score = 1.0
-        """The peak score of the latest firing: the phrase is taken off its question by the
-        limit of that score (:meth:`~edgeagent.voice.wake_check.WakePhrases.without_phrase`)."""
+        self.score = 0.0
+        """The peak score of the firing of the turn being heard: the phrase is taken off its
+        question by the limit of that score
+        (:meth:`~edgeagent.voice.wake_check.WakePhrases.without_phrase`); 0 for a turn that no
+        firing began (a follow-up): the strict limit."""
 
     def on_wake(self, ev: WakeEvent) -> None:
         h = self._h
@@ -155,6 +157,8 @@ class WakeGate:
         """A new utterance ``uid`` opened, from the phrase on (``at_phrase``) or not: a check
         waiting for the question's decides by its transcripts; one whose utterance it replaced
         (or a question too late to hear the phrase) decodes the phrase instead."""
+        if not at_phrase:
+            self.score = 0.0  # a turn no firing began
         check = self.check
         if check is not None and check.utterance == WAITING and at_phrase:
             check.utterance = uid
