@@ -41,8 +41,15 @@ RUN_TIMEOUT_S = 300
 METRICS = re.compile(r"^metrics: turn=\w+ end_of_utterance_delay_ms=\d+ .*e2e_latency_ms=(\d+) ", re.M)
 
 
+NUMBERS = {w: str(i) for i, w in enumerate((
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"))}
+
+
 def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9']+", text.lower()))
+    """The words of ``text``, a number word as its digits: Whisper writes "8" for a voice's
+    "eight" ("A spider has eight legs." came back as "Spider as 8 legs.")."""
+    return {NUMBERS.get(w, w) for w in re.findall(r"[a-z0-9']+", text.lower())}
 
 
 @dataclass(frozen=True)
