@@ -12,9 +12,10 @@ link, each direction is impaired on its own: a round trip across the pair pays t
 
 The handler speaks the NFQUEUE netlink protocol over ``AF_NETLINK``/``NETLINK_NETFILTER``
 with the stdlib only (linux/netfilter/nfnetlink.h and nfnetlink_queue.h): a nfnetlink
-header after each netlink header, NFQNL_MSG_CONFIG to bind the queue (copy mode META: no
-payload is copied), NFQNL_MSG_PACKET with NFQA_PACKET_HDR (the packet id) for each packet,
-NFQNL_MSG_VERDICT with NFQA_VERDICT_HDR {verdict, id} back. It also echoes UDP datagrams on
+header after each netlink header, NFQNL_MSG_CONFIG to bind the queue (copy mode PACKET, 20
+bytes: the IPv4 header, to count UDP), NFQNL_MSG_PACKET with NFQA_PACKET_HDR (the packet id) and
+NFQA_PAYLOAD for each packet, NFQNL_MSG_VERDICT with NFQA_VERDICT_HDR {verdict, id} back.
+Verdicts may come in any order (the kernel finds a packet by its id). It also echoes UDP datagrams on
 the namespace's address: :class:`Impairment` probes through the pair with them and refuses to
 start unless the round trip shows the added delay. On exit the rules go first, then the handler
 (which accepts what it still holds) prints its counters, kept as :attr:`Impairment.stats`.
@@ -47,10 +48,11 @@ NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLMSG_ERROR = 2
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG = 0, 1, 2
-NFQA_PACKET_HDR, NFQA_VERDICT_HDR = 1, 2
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_PAYLOAD = 1, 2, 10
 NFQA_CFG_CMD, NFQA_CFG_PARAMS = 1, 2
 NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
-NFQNL_COPY_META = 1
+NFQNL_COPY_PACKET = 2
+IPPROTO_UDP = 17
 NF_DROP, NF_ACCEPT = 0, 1
 NF_INET_LOCAL_IN = 1  # the hook of a packet that came in on the veth end (else LOCAL_OUT: going out)
 NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -72,7 +74,7 @@ class NfQueue:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind((0, 0))
         self._config(_attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, socket.AF_INET)))
-        self._config(_attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)))
+        self._config(_attr(NFQA_CFG_PARAMS, struct.pack("!IB", 20, NFQNL_COPY_PACKET)))
         self.sock.setblocking(False)
 
     def _send(self, msg: int, attrs: bytes, flags: int) -> int:
@@ -100,9 +102,9 @@ class NfQueue:
         self.sock.setblocking(True)
         self._config(_attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_UNBIND, socket.AF_INET)))
 
-    def packets(self) -> list[tuple[int, int]]:
-        """(packet id, hook) of every packet waiting on the socket (none: empty)."""
-        out: list[tuple[int, int]] = []
+    def packets(self) -> list[tuple[int, int, int]]:
+        """(packet id, hook, IP protocol) of every packet waiting on the socket (none: empty)."""
+        out: list[tuple[int, int, int]] = []
         while True:
             try:
                 data = self.sock.recv(65536)
@@ -112,7 +114,8 @@ class NfQueue:
                 if kind == NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET:
                     attrs = _attrs(payload[4:])  # after the nfgenmsg
                     packet_id, _, hook = struct.unpack_from("!IHB", attrs[NFQA_PACKET_HDR])
-                    out.append((packet_id, hook))
+                    ip = attrs.get(NFQA_PAYLOAD, b"")
+                    out.append((packet_id, hook, ip[9] if len(ip) > 9 else -1))
 
     def verdict(self, packet_id: int, verdict: int) -> None:
         self._send(NFQNL_MSG_VERDICT, _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id)), 0)
@@ -146,6 +149,7 @@ class Stats:
     seen: int = 0
     seen_in: int = 0
     seen_out: int = 0
+    udp: int = 0  # of those seen: RTP/RTCP (livekit-server's media runs on UDP here), the probes
     dropped: int = 0
     delayed: int = 0
     hold_s: float = 0.0  # summed: from the packet's arrival at the handler to its accept verdict
@@ -161,7 +165,7 @@ class Stats:
         return self.hold_s / self.delayed if self.delayed else 0.0
 
     def __str__(self) -> str:
-        return (f"{self.seen} packets ({self.seen_in} in, {self.seen_out} out), {self.dropped} dropped "
+        return (f"{self.seen} packets ({self.seen_in} in, {self.seen_out} out, {self.udp} UDP), {self.dropped} dropped "
                 f"({100 * self.drop_fraction:.1f} %), {self.delayed} delayed by {1000 * self.mean_hold_s:.0f} ms "
                 f"on average (max {1000 * self.max_hold_s:.0f} ms), {self.overruns} socket overruns")
 
@@ -209,8 +213,9 @@ def _take(queue: NfQueue, stats: Stats, held: list[tuple[float, int, float]], rn
         print(f"netem: {e}", file=sys.stderr, flush=True)
         return
     now = time.monotonic()
-    for packet_id, hook in packets:
+    for packet_id, hook, proto in packets:
         stats.seen += 1
+        stats.udp += proto == IPPROTO_UDP
         if hook == NF_INET_LOCAL_IN:
             stats.seen_in += 1
         else:

@@ -11,8 +11,8 @@ so it meets the loss and the delay twice. For each reply, what alice heard on th
 is transcribed (the default Whisper model) and compared with the text the agent spoke (its
 "agent: ..." log line, so that whatever the LLM answered, each run is judged against its own
 reply): the word error rate of the impaired replies must be within 10 points of the clean ones.
-The impairment's own counters (packets dropped, mean delay added) are asserted too, so that a
-link that was not impaired cannot pass.
+The impairment's own counters (packets dropped, mean delay added, most of them UDP: the media)
+are asserted too, so that a link that was not impaired cannot pass.
 
 Why not ``tc qdisc add dev ... root netem loss 5% delay 80ms 40ms``: this kernel has no
 ``sch_netem`` (nor ``gact``; see test_room_blackout.py), but it has NFQUEUE, so an iptables
@@ -153,5 +153,6 @@ async def test_replies_keep_their_words_under_5_percent_loss_and_80_ms_jitter(
     assert imp.stats.drop_fraction >= 0.03, f"the link was not impaired as asked: {imp.stats}"
     assert imp.stats.mean_hold_s >= 0.06, f"the link was not impaired as asked: {imp.stats}"
     assert imp.stats.seen >= 500, f"too little traffic crossed the impaired link: {imp.stats}"
+    assert imp.stats.udp >= 0.5 * imp.stats.seen, f"the media (UDP) did not cross the impaired link: {imp.stats}"
     assert wer_bad <= wer_clean + MARGIN, \
         f"WER {100 * wer_bad:.1f} % impaired against {100 * wer_clean:.1f} % clean:\n  {report}"
