@@ -12,13 +12,13 @@ link is back, a participant who joins must see the agent with its voice track wi
 15 s, and the device must then stay in the room without a second join of its identity
 (no duplicate-identity fight).
 
-Not here: the loss/jitter half of item 3 (5 % loss, 80 ms +- 40 ms, WER of the reply's
-room transcript within 10 points of a clean run) needs ``tc qdisc add dev ... root netem
-loss 5% delay 80ms 40ms`` on the veth pair, i.e. the ``sch_netem`` qdisc in the kernel. This
-kernel (6.18, no /lib/modules to load one from) lacks it: ``tc qdisc add ... netem`` answers
-"Error: Specified qdisc kind is unknown". Nothing else here makes loss or jitter either: the
-``gact`` action (its ``random netrand drop 5``) and the ``matchall`` classifier are missing too;
-``tbf`` is there, but it only limits the rate (a queueing delay, no loss, no jitter).
+The loss/jitter half of item 3 (5 % loss, 80 ms +- 40 ms, WER of the reply heard in the room
+within 10 points of a clean run) is tests/test_room_netem.py. Not with ``tc qdisc add dev ...
+root netem loss 5% delay 80ms 40ms``: this kernel (6.18, no /lib/modules to load one from) lacks
+the ``sch_netem`` qdisc ("Error: Specified qdisc kind is unknown"), and the ``gact`` action (its
+``random netrand drop 5``) and the ``matchall`` classifier too; ``tbf`` is there, but it only
+limits the rate. That test drops and delays the veth's packets in userspace instead, from an
+NFQUEUE iptables rule (tests/netem.py).
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class Peer:
 
         self._spawn(read())
 
-    async def join(self, server: LiveKitServer, room: str) -> None:
+    async def join(self, server: LiveKitServer | Server, room: str) -> None:
         token = (api.AccessToken(server.api_key, server.api_secret).with_identity(self.identity)
                  .with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt())
         await bounded(self.room.connect(server.url, token), f"{self.identity} join")
