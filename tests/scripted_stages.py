@@ -7,7 +7,7 @@ handoff, fallback) is tested in milliseconds of work, never at the mercy of a mo
 - :class:`ScriptedVAD`: a 20 ms (or any) frame louder than ``speech_dbfs`` is speech, quieter is
   silence, through the product's own :class:`~edgeagent.vad.segmenter.Segmenter`; a test speaks
   with :func:`voice` (loud noise) into :class:`~edgeagent.bench.scripted.ScriptedMic`.
-- :class:`ScriptedWake`: fires on :func:`wake_marker` (a frame louder than ``marker_dbfs``).
+- :class:`ScriptedWake`: fires at the end of a :func:`wake_marker` (frames louder than ``marker_dbfs``).
 - :class:`ScriptedSTT`: each final transcript (one per flush) is the script's next one, in order
   across utterances ("" when the script has run out: nothing recognised).
 - :class:`ScriptedLLM`: replays text pieces and tool calls (the same ones each reply, or what
@@ -127,7 +127,8 @@ def _vad_event(kind: VADEventType, upd: SegmenterUpdate, p: float) -> VADEvent:
 
 
 class ScriptedWake(WakeWord):
-    """Fires ``words[0]`` (score 1.0) at each :func:`wake_marker` (once per marker)."""
+    """Fires ``words[0]`` (score 1.0: trusted, no words check) at the end of each
+    :func:`wake_marker`."""
 
     provider = "scripted"
 
@@ -159,7 +160,7 @@ class _WakeStream(StageStream[AudioFrame, WakeEvent]):
             start = pushed / RECOGNITION_RATE
             pushed += item.num_samples
             loud = rms_dbfs(item) > self._wake.marker_dbfs
-            if loud and not on_marker:
+            if on_marker and not loud:  # as a wake word model, at the end of the phrase
                 self._emit(WakeEvent(self._wake.words[0], 1.0, start, start))
             on_marker = loud
 

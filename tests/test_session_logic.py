@@ -12,8 +12,11 @@ Each path keeps at least one test with the real models (PulseAudio null sinks, `
 
 - turn (one answer after the end-of-turn wait; a fragment waits, and its continuation joins the
   same turn): ``test_session_turns.py::test_a_question_with_a_pause_gets_one_answer_and_the_
-  fragments_reply_is_never_heard``; ``test_session.py::test_no_reply_without_the_wake_word_and_a_
-  follow_up_needs_none`` (a complete question, answered once);
+  fragments_reply_is_never_heard``; ``test_session.py::test_wake_word_then_question_gets_a_
+  spoken_answer`` (a complete question, answered once); the longest wait of a fragment with
+  nothing after it has no session test with real models (``test_turns.py`` tests the tracker);
+- wake word (no turn without it, the phrase taken off the question, a follow-up needs none):
+  ``test_session.py::test_no_reply_without_the_wake_word_and_a_follow_up_needs_none``;
 - barge-in (speech pauses, words stop, no words resume, a short sound is ignored):
   ``test_session.py::test_barge_in_stops_the_reply_fast_and_a_cough_does_not`` and
   ``::test_a_backchannel_resumes_the_reply_and_stop_ends_it``; ``interruption.enabled = false``
@@ -42,6 +45,7 @@ from scripted_stages import (
     ScriptedWake,
     failing_llm,
     voice,
+    wake_marker,
 )
 
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
@@ -63,6 +67,7 @@ from edgeagent.voice import (
     RunContext,
     TurnMetrics,
     UserInputTranscribedEvent,
+    WakeWordDetectedEvent,
     function_tool,
 )
 from edgeagent.voice.compose import session_for
@@ -127,14 +132,14 @@ class Scene:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def until(self, what: str, done: Callable[[], bool]) -> None:
-        """Wait until ``done()`` (checked at each event), at most :data:`WAIT_S`."""
+        """Wait until ``done()`` (checked at each event, and every 50 ms), at most :data:`WAIT_S`."""
         deadline = time.monotonic() + WAIT_S
         while not done():
             left = deadline - time.monotonic()
             assert left > 0, f"{what}: not within {WAIT_S} s; events: {self.events}"
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.05))
 
     def states(self) -> list[AgentState]:
         return [e.new_state for e in self.of(AgentStateChangedEvent)]
@@ -198,6 +203,24 @@ async def test_a_pause_after_a_fragment_waits_and_the_rest_joins_the_same_turn(t
         assert turn.preempt_misses == 1 and turn.preempt_hit is True  # the fragment's reply: begun, dropped
         assert [ctx.messages[-1].content for ctx in llm.asked] == ["What is the", QUESTION]
         assert scene.states().count(AgentState.SPEAKING) == 1  # nothing of the fragment's reply was heard
+
+
+async def test_wake_mode_answers_after_the_wake_word_and_a_follow_up_needs_none(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(CONFIG, activation=ActivationConfig(mode="wake", follow_up_s=3.0))
+    transcripts = ["Hey Jarvis.", "Hey Jarvis, what is the capital of France?", "And of Spain?"]
+    llm = ScriptedLLM([REPLY])
+    async with Scene(tmp_path, transcripts=transcripts, llm=llm, cfg=cfg) as scene:
+        scene.say(voice(0.5), silence(0.2))  # no wake word: not heard
+        await scene.until("the mic heard it", lambda: not scene.mic.busy)
+        assert scene.stt.heard == [] and [type(e) for e in scene.events] == [AgentStateChangedEvent]
+        scene.say(wake_marker(0.3), silence(0.5), voice(0.5))
+        await scene.answered(1)
+        scene.say(voice(0.5))  # within follow_up_s: no wake word needed
+        await scene.answered(2)
+        assert [e.word for e in scene.of(WakeWordDetectedEvent)] == ["hey_jarvis"]
+        assert scene.stt.heard == transcripts  # the phrase alone, the question told it, the follow-up
+        assert scene.finals() == [QUESTION, "And of Spain?"]  # the wake phrase taken off
+        assert [role for role, _, _ in scene.items()] == ["user", "assistant", "user", "assistant"]
 
 
 # -- barge-in ----------------------------------------------------------------------------
