@@ -1,5 +1,5 @@
-"""Preemptive replies and degenerate text, reply by reply: a scripted LLM (it replays a given
-script at a given pace, so these tests are deterministic) speaking through the real Piper
+"""Preemptive replies and degenerate text, reply by reply: a scripted LLM (scripted_stages.py: it
+replays a given script at a given pace, so these tests are deterministic) speaking through the real Piper
 voice into a real-time WAV speaker. The same paths with every real model, on the virtual
 mic and speaker, are in test_session_turns.py."""
 
@@ -11,50 +11,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from scripted_stages import ScriptedLLM
 
 from edgeagent.audio.wav import WavFileOutput, read_wav
-from edgeagent.llm.base import LLM, LLMOptions
-from edgeagent.llm.chat import ChatChunk, ChatContext, ToolCall
+from edgeagent.llm.chat import ChatContext, ToolCall
 from edgeagent.llm.tools import FunctionTool
-from edgeagent.stage import StageStream
 from edgeagent.tts.base import TTS
 from edgeagent.voice.reply import Reply
 from edgeagent.voice.speech import SpeechHandle
-
-
-class ScriptedLLM(LLM):
-    """Replays ``pieces`` (text, or a ToolCall) one every ``every_s`` seconds; records when
-    each piece went out and when the stream was closed."""
-
-    provider = "scripted"
-
-    def __init__(self, pieces: Sequence[str | ToolCall], every_s: float = 0.02) -> None:
-        super().__init__()
-        self.options = LLMOptions()
-        self.pieces, self.every_s = list(pieces), every_s
-        self.sent: list[tuple[float, str]] = []
-        self.closed_at: float | None = None
-
-    def chat(self, ctx: ChatContext, tools: Sequence[FunctionTool] = (), *, temperature: float | None = None,
-             max_tokens: int | None = None) -> StageStream[None, ChatChunk]:
-        return _Script(self)
-
-
-class _Script(StageStream[None, ChatChunk]):
-    def __init__(self, llm: ScriptedLLM) -> None:
-        self._llm = llm
-        super().__init__()
-
-    async def _run(self) -> None:
-        for piece in self._llm.pieces:
-            await asyncio.sleep(self._llm.every_s)
-            self._llm.sent.append((time.monotonic(), piece if isinstance(piece, str) else "<tool>"))
-            self._emit(ChatChunk(text=piece) if isinstance(piece, str) else ChatChunk(tool_calls=(piece,)))
-
-    async def aclose(self) -> None:
-        if self._llm.closed_at is None:
-            self._llm.closed_at = time.monotonic()
-        await super().aclose()
 
 
 class Host:
