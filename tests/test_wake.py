@@ -22,10 +22,10 @@ from edgeagent.wake.oww import (
     DEFAULT_THRESHOLD,
     OpenWakeWord,
     OpenWakeWordStream,
-    Trigger,
     word_name,
 )
 from edgeagent.wake.porcupine import ENV_KEY, PorcupineWakeWord
+from edgeagent.wake.trigger import Trigger
 
 RATE = 16_000
 Voice = Callable[[str], AudioFrame]
@@ -210,6 +210,19 @@ def test_trigger_without_refractory_still_fires_once_per_rise() -> None:
     assert [t.update(s, 0.08 * i) for i, s in enumerate(scores)] == [
         False, True, False, False, False, True, False
     ]
+
+
+def test_a_firing_the_model_was_not_sure_of_fires_again_once_when_it_is() -> None:
+    """Inside the refractory time, a word whose firing peaked under TRUSTED_SCORE fires once
+    more (``again``) when its score comes back sure; one that was sure, or fired again, does not.
+    The scores are scripts/bench-accuracy's espeak-ng "Hey Jarvis, set a timer..." (call-us-2)."""
+    t = Trigger(threshold=0.1, trigger_level=2, refractory=2.0)
+    scores = [0.14, 0.26, 0.03, 0.13, 0.05, 0.98, 0.97, 0.95, 0.99, 0.02, 0.9, 0.9]
+    fired = [(i, t.again) for i, s in enumerate(scores) if t.update(s, 0.08 * i)]
+    assert fired == [(1, False), (6, True)]
+    sure = Trigger(threshold=0.1, trigger_level=2, refractory=2.0)
+    scores = [0.2, 0.8, 0.05, 0.9, 0.9, 0.9]
+    assert [(i, sure.again) for i, s in enumerate(scores) if sure.update(s, 0.08 * i)] == [(1, False)]
 
 
 def test_word_names_and_errors(tmp_path: Path) -> None:

@@ -35,9 +35,9 @@ from edgeagent.voice import (
     WakeWordDetectedEvent,
     wake_gate,
 )
-from edgeagent.voice.wake_check import SURE_SCORE, TRUSTED_SCORE, WakePhrases, WakeStats, phrase_start
+from edgeagent.voice.wake_check import SURE_SCORE, WakePhrases, WakeStats, phrase_start
 from edgeagent.voice.wake_gate import WakeGate
-from edgeagent.wake.base import PeakHold, WakeEvent
+from edgeagent.wake.base import TRUSTED_SCORE, PeakHold, WakeEvent
 from edgeagent.wake.oww import OpenWakeWord
 from edgeagent.wake.phrase import Verdict, match_wake, phrase_of
 
@@ -100,6 +100,14 @@ def test_the_surer_limit_strips_only_the_question_its_firing_began() -> None:
     assert gate.phrases.without_phrase(text, gate.score) == "Please turn on the lights."
     gate.opened(2, at_phrase=False)  # a follow-up, opened by the VAD
     assert gate.phrases.without_phrase(text, gate.score) == text
+
+
+def test_the_peak_hold_carries_a_firing_again() -> None:
+    hold = PeakHold(steps=3)
+    assert hold.fired("w", 0.75, 1.0, again=True) is None
+    event = hold.step("w", 0.7, 1.08)
+    assert event is not None and event.again and event.score == 0.75
+    assert not WakeEvent("w", 0.2, 1.0).again
 
 
 def test_only_the_start_of_the_phrase_waits_for_more() -> None:

@@ -42,12 +42,12 @@ from edgeagent.voice.wake_check import (
     PHRASE_ALONE_S,
     PHRASE_MAX_S,
     RECENT_SPEECH_S,
-    TRUSTED_SCORE,
     WakePhrases,
     phrase_start,
 )
-from edgeagent.wake.base import PeakHold
-from edgeagent.wake.oww import DEFAULT_REFRACTORY, DEFAULT_TRIGGER_LEVEL, STEP_S, Trigger
+from edgeagent.wake.base import TRUSTED_SCORE, PeakHold
+from edgeagent.wake.oww import DEFAULT_REFRACTORY, DEFAULT_TRIGGER_LEVEL, STEP_S
+from edgeagent.wake.trigger import Trigger
 
 TAIL_S = 0.3
 """Audio after the speech end that the STT gets (VAD lag, the last consonant)."""
@@ -147,6 +147,8 @@ class Firing:
     """The peak score, and the time of its step (about the end of the phrase)."""
     out_at: float
     """Stream time the event came out (the score stopped rising: :class:`PeakHold`)."""
+    again: bool = False
+    """The model became sure of the firing before (:attr:`edgeagent.wake.base.WakeEvent.again`)."""
 
 
 def firings(scores: np.ndarray, threshold: float) -> list[Firing]:
@@ -159,10 +161,10 @@ def firings(scores: np.ndarray, threshold: float) -> list[Firing]:
         now = (i + 1) * STEP_S
         event = peaks.step("w", float(s), now)
         if trigger.update(float(s), now):
-            event = peaks.fired("w", float(s), now)
+            event = peaks.fired("w", float(s), now, again=trigger.again)
         if event is not None:
-            out.append(Firing(event.timestamp, event.score, event.phrase_end, now))
-    return out + [Firing(e.timestamp, e.score, e.phrase_end, now) for e in peaks.flush()]
+            out.append(Firing(event.timestamp, event.score, event.phrase_end, now, event.again))
+    return out + [Firing(e.timestamp, e.score, e.phrase_end, now, e.again) for e in peaks.flush()]
 
 
 def _speech_at(segments: Sequence[tuple[float, float]], t: float) -> tuple[float, float] | None:
@@ -202,11 +204,18 @@ class Outcome:
 def judge(models: Models, audio: AudioFrame, heard: Heard, threshold: float, phrases: WakePhrases,
           key: int, verify: bool = True, turn: TurnConfig | None = None) -> Outcome:
     out = Outcome()
+    last: tuple[Firing, bool] | None = None  # the last new firing, accepted or not
     for fire in firings(heard.scores, threshold):
-        out.fired += 1
+        if fire.again:  # as the session's WakeGate: a sure score accepts the firing its words did not
+            if last is None or last[1] or fire.peak < TRUSTED_SCORE:
+                continue
+            fire, verify_it = last[0], False
+        else:
+            out.fired += 1
+            verify_it = verify and fire.peak < TRUSTED_SCORE
         start, end = question_stretch(heard.segments, fire, audio.duration, turn or TurnConfig())
-        text = _accepted(models, audio, heard, fire, (start, end), phrases, key,
-                         verify and fire.peak < TRUSTED_SCORE)
+        text = _accepted(models, audio, heard, fire, (start, end), phrases, key, verify_it)
+        last = (fire, text is not None)
         if text is not None:
             out.accepted += 1
             out.heard.append(phrases.without_phrase(text, fire.peak))

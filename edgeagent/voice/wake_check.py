@@ -45,13 +45,6 @@ WAKE_LOOKBACK_S = 2.5
 slowly lasts about 1.2 s and the model fires up to ~0.5 s after its end."""
 PREFIX_S = 0.3
 """Audio kept before the speech start the VAD found (its onset lags the first sound)."""
-TRUSTED_SCORE = 0.7
-"""A wake-up whose model score peaks at or above this is accepted without the words. Measured
-with scripts/bench-accuracy's set (threshold 0.1, noise suppression before the wake model only):
-the words check alone dropped 2 of the 30 tuning calls, both with peaks of 0.98-0.99 (Whisper
-garbled the phrase in 10-12 dB noise); trusting a peak of 0.5, 0.7 or 0.9 kept all 30 and
-answered no near miss ("Hey Travis", the highest, peaked between 0.3 and 0.5: trusting 0.3
-answered it in 3 voices). 0.7 sits between the two."""
 SURE_SCORE = 0.3
 """A firing that peaks at or above this (still under :data:`TRUSTED_SCORE`) needs words only
 within :data:`SURE_DISTANCE` of the phrase, not :data:`~edgeagent.wake.phrase.MAX_DISTANCE`.

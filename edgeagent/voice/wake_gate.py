@@ -1,6 +1,6 @@
 """Wake-ups of one session's hearing: accepted by their score, or by their words.
 
-A firing at or above :data:`~edgeagent.voice.wake_check.TRUSTED_SCORE` (or with
+A firing at or above :data:`~edgeagent.wake.base.TRUSTED_SCORE` (or with
 ``activation.verify_wake`` off) is accepted at once, and the question's turn, opened at
 the phrase, tells the STT the phrase ("Hey Jarvis,"), so Whisper keeps the question's
 first word. A firing under it is checked by its words (:mod:`edgeagent.voice.wake_check`)
@@ -35,8 +35,8 @@ from edgeagent import aio
 from edgeagent.stt.base import SpeechEvent, SpeechEventType
 from edgeagent.voice.events import WakeWordDetectedEvent
 from edgeagent.voice.turns import Phase, Step
-from edgeagent.voice.wake_check import CHECK_AFTER_S, PHRASE_MAX_S, TRUSTED_SCORE, WakeCheck, WakePhrases
-from edgeagent.wake.base import WakeEvent
+from edgeagent.voice.wake_check import CHECK_AFTER_S, PHRASE_MAX_S, WakeCheck, WakePhrases
+from edgeagent.wake.base import TRUSTED_SCORE, WakeEvent
 
 if TYPE_CHECKING:
     from edgeagent.voice.turn_taking import TurnTaking
@@ -81,6 +81,11 @@ class WakeGate:
 
     def on_wake(self, ev: WakeEvent) -> None:
         h = self._h
+        if ev.again:  # the model became sure of the firing just before: not a new wake-up
+            if self.check is not None and ev.score >= TRUSTED_SCORE:
+                log.info("wake word %s: the model is now sure (score %.2f)", ev.word, ev.score)
+                self._accept(self.check)
+            return
         log.info("wake word %s (score %.2f)", ev.word, ev.score)
         self.stats.fired += 1
         self.score = ev.score

@@ -52,6 +52,7 @@ from edgeagent.wake.features import (
     FrontEnd,
     onnx_session,
 )
+from edgeagent.wake.trigger import Trigger
 
 STEP_S = CHUNK / RECOGNITION_RATE
 WARMUP_STEPS = 5
@@ -86,40 +87,6 @@ def find_word(word: str, model_dir: Path) -> tuple[str, Path]:
             "(or give the path to a custom .onnx model)"
         )
     return word, found[-1]
-
-
-class Trigger:
-    """One word's decision rule.
-
-    Fires when the score is at or above ``threshold`` for ``trigger_level``
-    consecutive steps; then it is disarmed until the score falls below the
-    threshold again (one utterance fires once) and stays silent for
-    ``refractory`` seconds in any case.
-    """
-
-    def __init__(self, threshold: float, trigger_level: int, refractory: float) -> None:
-        self.threshold = threshold
-        self.trigger_level = trigger_level
-        self.refractory = refractory
-        self._run = 0
-        self._armed = True
-        self._last_fire: float | None = None
-
-    def update(self, score: float, now: float) -> bool:
-        """Account one step's score at stream time ``now``; True when the word fires."""
-        over = score >= self.threshold
-        if not self._armed:
-            self._armed = not over
-            return False
-        if self._last_fire is not None and now - self._last_fire < self.refractory:
-            return False
-        self._run = self._run + 1 if over else 0
-        if self._run < self.trigger_level:
-            return False
-        self._run = 0
-        self._armed = False
-        self._last_fire = now
-        return True
 
 
 @dataclass(frozen=True)
@@ -377,7 +344,7 @@ class OpenWakeWordStream(StageStream[AudioFrame, WakeEvent]):
                 self.max_scores[word] = max(self.max_scores[word], score)
                 event = self._peaks.step(word, score, now)
                 if trigger.update(score, now):
-                    event = self._peaks.fired(word, score, now)
+                    event = self._peaks.fired(word, score, now, again=trigger.again)
                 if event is not None:
                     self._emit(event)
             if self._stat_steps >= self._owner.metrics_steps:
