@@ -302,3 +302,27 @@ def test_the_first_clause_can_be_cut_by_time_at_its_last_complete_word() -> None
     digits = ClauseSplitter()
     digits.push("7,987,98")
     assert digits.cut() == ["7,987,98"]  # no space ever comes: a number goes out whole
+
+
+def test_a_replaced_utterance_leaves_no_final_owed() -> None:
+    """The STT utterance is opened again from the wake phrase while a flush of the old one is
+    unanswered (a fast "Hey Jarvis, set a timer…": its phrase's final came alone, the user had
+    paused again since): that final never comes. The tracker stops waiting for it (and, paused,
+    flushes the new utterance), so the question's own final ends the turn; it used to be taken
+    for a stale one, every later final too, and the turn never ended."""
+    tr = TurnTracker(TurnConfig(min_delay_s=0.3, max_delay_s=2.0))
+    assert tr.open_at(1.0, speaking=True)[0].action is Action.OPEN
+    assert [s.action for s in tr.on_vad(window(1.6, True, silence=W))] == [Action.FLUSH]  # flush 1
+    assert [s.action for s in tr.on_vad(window(1.7, True))] == [Action.REOPEN]
+    assert [s.action for s in tr.on_vad(window(1.9, True, silence=W))] == [Action.FLUSH]  # flush 2
+    assert tr.on_final("") == []  # the phrase alone: flush 1's final, stale (flush 2 is pending)
+    assert [s.action for s in tr.new_utterance()] == [Action.FLUSH]  # paused: the new one is asked
+    assert tr.on_final("Set a timer.") == []  # the question's final counts, waiting for the detector
+    assert tr.set_delay("Set a timer.", 0.3) == []
+    acts = quiet(tr, 1.9 - W, 2.4)
+    assert acts and acts[0] == (Action.COMMIT, "Set a timer."), acts
+    speaking = TurnTracker(TurnConfig())
+    speaking.open_at(1.0, speaking=True)
+    speaking.on_vad(window(1.6, True, silence=W))
+    speaking.on_vad(window(1.7, True))
+    assert speaking.new_utterance() == []  # speaking: the next pause flushes the new utterance

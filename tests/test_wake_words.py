@@ -220,6 +220,24 @@ async def test_a_near_miss_fires_the_model_but_gets_no_reply(models: Models, tmp
     assert not states & {AgentState.THINKING, AgentState.SPEAKING}, states
 
 
+async def test_a_fast_call_whose_phrase_came_alone_first_still_gets_its_question(
+        models: Models, tmp_path: Path) -> None:
+    """bench-accuracy's call-us-2 (espeak-ng en-us, fast: "Hey Jarvis, set a timer for ten
+    minutes."): the model peaks late, in the question; the first final ("Hey Jarvis") ends
+    within PHRASE_ALONE_S of that peak, so it is the phrase alone, and the utterance is heard
+    again from the phrase, while a flush of the old one is still unanswered. That final never
+    came, every later final was taken for a stale one, and the session listened for ever
+    with no question (no reply within 60 s)."""
+    from edgeagent.bench.accuracy_set import calls
+
+    item = calls("us")[2]
+    async with hearing(models, tmp_path, item.audio) as heard:
+        await wait_reply(heard)
+    stats = heard.session.wake_stats
+    assert (stats.fired, stats.accepted, stats.rejected) == (1, 1, 0), (stats, heard.events)
+    assert "timer" in " ".join(heard.finals).lower(), heard.finals
+
+
 async def test_a_call_at_a_low_model_score_is_accepted_by_its_words(models: Models, tmp_path: Path) -> None:
     """espeak-ng at 230 wpm: hey_jarvis scores under 0.5 (openWakeWord's own threshold misses
     it); the default threshold fires, the words confirm it, and the question is answered."""

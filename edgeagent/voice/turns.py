@@ -132,6 +132,16 @@ class TurnTracker:
             self._delay = 0.0
         return self._check()
 
+    def new_utterance(self) -> list[Step]:
+        """The STT utterance was replaced (heard again from the wake phrase): the finals of the
+        flushes the old one had not answered will not come. Paused and still waiting for one,
+        the new utterance is flushed for the pause's final."""
+        self._finals = self._flushes
+        if self.phase is not Phase.PAUSED or self._text is not None:
+            return []
+        self._flushes += 1
+        return [Step(Action.FLUSH)]
+
     def set_delay(self, text: str, delay: float) -> list[Step]:
         """The detector's verdict on ``text``: how much silence it needs (ignored when stale)."""
         if self._text is None or self._text != text.strip() or self.phase is not Phase.PAUSED:
