@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import pytest
 
 
 def _ip(*args: str) -> None:
@@ -73,3 +76,14 @@ class NetNs:
         """The namespace goes, and the veth pair with it."""
         subprocess.run(["ip", "link", "del", self.outer_if], capture_output=True, timeout=10, check=False)
         _ip("netns", "del", self.name)
+
+
+def made(why: str | None, what: str) -> Iterator[NetNs]:
+    """A namespace for a fixture to yield, removed after; ``why`` (not None): ``what`` fails saying so."""
+    if why is not None:
+        pytest.fail(f"{what} cannot run: {why}")
+    ns = NetNs.make()
+    try:
+        yield ns
+    finally:
+        ns.remove()

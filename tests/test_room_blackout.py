@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from live import Recorder, bounded, play, words
-from netns import NetNs, why_not
+from netns import NetNs, made, why_not
 from speech import piper, save, with_silence
 from test_room_local import Peer, device_in_room, loud_times, wait_until
 from test_room_restart import BACK_WITHIN_S, agent_with_voice, logged, timeline
@@ -54,14 +54,7 @@ STAY_S = 5.0  # after the rejoin, the device stays in the room this long without
 
 @pytest.fixture
 def netns() -> Iterator[NetNs]:
-    why = why_not()
-    if why is not None:
-        pytest.fail(f"the blackout test cannot run: {why}")
-    ns = NetNs.make()
-    try:
-        yield ns
-    finally:
-        ns.remove()
+    yield from made(why_not(), "the blackout test")
 
 
 @pytest.fixture

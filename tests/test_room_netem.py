@@ -26,7 +26,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,19 +33,19 @@ from live import bounded
 from livekit import rtc
 from netem import Impairment
 from netem import why_not as netem_why_not
-from netns import NetNs
+from netns import NetNs, made
 from speech import piper, with_silence
+from test_room_blackout import server  # noqa: F401  (the fixture: livekit-server in the namespace)
 from test_room_local import RATE, Peer, device_in_room, wait_until
 from test_room_restart import agent_with_voice, logged
 
 from edgeagent.audio.frame import AudioFrame
 from edgeagent.audio.resample import resample
-from edgeagent.bench.server import Server, start_server
+from edgeagent.bench.server import Server
 from edgeagent.bench.stt import edit_distance, normalize
 from edgeagent.voice import Models
 
 pytestmark = [pytest.mark.livekit, pytest.mark.pulse, pytest.mark.reliability]
-ROOT = Path(__file__).resolve().parents[1]
 LOSS, DELAY_S, JITTER_S = 0.05, 0.08, 0.04
 MARGIN = 0.10  # the impaired replies' WER may exceed the clean ones' by this much
 CLEAN = ("Why is the sky blue?", "How do bees make honey?")
@@ -56,24 +55,7 @@ QUIET_S = 1.5  # a reply has ended at alice once its track was this long without
 
 @pytest.fixture
 def netns() -> Iterator[NetNs]:
-    why = netem_why_not()
-    if why is not None:
-        pytest.fail(f"the loss/jitter test cannot run: {why}")
-    ns = NetNs.make()
-    try:
-        yield ns
-    finally:
-        ns.remove()
-
-
-@pytest.fixture
-def server(netns: NetNs, tmp_path: Path) -> Iterator[Server]:
-    """livekit-server inside the namespace, on its end of the veth pair."""
-    srv = start_server(ROOT, tmp_path / "livekit", host=netns.inner, prefix=netns.exec)
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from made(netem_why_not(), "the loss/jitter test")
 
 
 class Listener(Peer):
@@ -127,7 +109,7 @@ def word_errors(pairs: list[tuple[str, str]]) -> tuple[int, int]:
 
 
 async def test_replies_keep_their_words_under_5_percent_loss_and_80_ms_jitter(
-    models: Models, netns: NetNs, server: Server, caplog: pytest.LogCaptureFixture
+    models: Models, netns: NetNs, server: Server, caplog: pytest.LogCaptureFixture,  # noqa: F811
 ) -> None:
     caplog.set_level(logging.INFO, "edgeagent")
     room = f"netem-{uuid.uuid4().hex[:8]}"
