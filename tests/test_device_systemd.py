@@ -552,7 +552,10 @@ async def test_run_in_a_room_notifies_too(livekit_server: LiveKitServer, tmp_pat
         stderr=asyncio.subprocess.STDOUT, env=env))
     try:
         await until(lambda: index_of(notify, "READY=1") is not None, "READY=1", 180, proc)
-        assert any(ln.startswith("edgeagent: joining room svc-") for ln in proc.lines), proc.out
+        # Printed before READY=1 was sent, but the pipe and the notify socket are two channels:
+        # READY=1 can be read here first (ci22: the line was not read yet when it was).
+        await until(lambda: any(ln.startswith("edgeagent: joining room svc-") for ln in proc.lines),
+                    "the joining line", 5, proc)
         await until(lambda: index_of(notify, "WATCHDOG=1") is not None, "a watchdog ping", 5, proc)
         proc.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.proc.wait(), seconds(unit_setting("TimeoutStopSec")))
