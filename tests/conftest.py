@@ -96,16 +96,42 @@ class LiveKitServer:
     url: str
     api_key: str
     api_secret: str
+    log: Path  # the server's log, which records each worker registration
+
+    def log_mark(self) -> int:
+        """Where the server's log ends now: pass it as ``since`` to :meth:`knows_worker`."""
+        return self.log.stat().st_size
+
+    async def knows_worker(self, agent_name: str, count: int = 1, since: int = 0, timeout: float = 10.0) -> None:
+        """Wait until the server's log, after byte ``since``, says it has recorded ``count``
+        registrations of workers named ``agent_name``. Dispatch only after this: livekit-server
+        (service/agentservice.go) answers a worker's registration *before* it records the worker
+        and invalidates its cache of agent names, and a dispatch that comes in between is dropped
+        for good ("not dispatching agent job since no worker is available"), so a worker that has
+        just seen its registration answered may not be dispatchable yet."""
+        want = f'"agentName": "{agent_name}"'
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self.log.open("rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
+            found = sum("worker registered" in line and want in line for line in text.splitlines())
+            if found >= count:
+                return
+            assert loop.time() < deadline, f"the server's log records {found} of {count} workers {agent_name}"
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
 def livekit_server() -> LiveKitServer:
-    """The loopback livekit-server that scripts/test starts (env LIVEKIT_URL/API_KEY/API_SECRET)."""
-    env = {k: os.environ.get(k, "") for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
+    """The loopback livekit-server that scripts/test starts (env LIVEKIT_URL/API_KEY/API_SECRET/LOG)."""
+    env = {k: os.environ.get(k, "") for k in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "LIVEKIT_LOG")}
     missing = [k for k, v in env.items() if not v]
     if missing:
         pytest.fail(f"{', '.join(missing)} not set: run the tests via scripts/test, which starts livekit-server")
-    return LiveKitServer(env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
+    return LiveKitServer(env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"],
+                         Path(env["LIVEKIT_LOG"]))
 
 
 @pytest.fixture

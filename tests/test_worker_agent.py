@@ -53,6 +53,7 @@ async def test_dispatched_agent_answers_and_is_free_again(livekit_server: LiveKi
     rooms = [f"{name}-api", f"{name}-token"]
     try:
         await until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await livekit_server.knows_worker(name)
         # 1. create_dispatch, with metadata partly bad: the job runs, each bad entry is one error line
         meta = {"instructions": "You are a helpful voice assistant. Answer in one short sentence.",
                 "tts": {"speed": "fast"}, "language": "fr", "nonsense": 1}
@@ -140,6 +141,7 @@ async def test_worker_local_answers_on_the_board_between_jobs_and_during_one(
                            livekit_server.api_secret)
     try:
         await until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await livekit_server.knows_worker(name)
         await until(lambda: "listening" in capsys.readouterr().out, 15, "the local agent listening")
         await local_answer("before any job")
         await asyncio.sleep(3.0)  # the rest of the reply on the speaker

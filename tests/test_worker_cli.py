@@ -39,20 +39,18 @@ async def test_worker_command(livekit_server: LiveKitServer) -> None:
     lkapi = api.LiveKitAPI(livekit_server.url.replace("ws", "http", 1), livekit_server.api_key,
                            livekit_server.api_secret)
     try:
-        deadline = time.monotonic() + 120  # the command loads the models before it registers
-        joined = False
-        while not joined:
+        await livekit_server.knows_worker(name, timeout=120)  # the command loads the models first
+        await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+            agent_name=name, room=room)), 10)
+        deadline = time.monotonic() + 10
+        while True:
             assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "the worker never joined a dispatched room"
-            await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-                agent_name=name, room=room)), 10)  # lost until the worker has registered: dispatch again
-            for _ in range(20):
-                people = (await asyncio.wait_for(lkapi.room.list_participants(
-                    api.ListParticipantsRequest(room=room)), 5)).participants
-                if any(p.identity == f"{name}-device" for p in people):
-                    joined = True
-                    break
-                await asyncio.sleep(0.1)
+            people = (await asyncio.wait_for(lkapi.room.list_participants(
+                api.ListParticipantsRequest(room=room)), 5)).participants
+            if any(p.identity == f"{name}-device" for p in people):
+                break
+            assert time.monotonic() < deadline, "the worker never joined the dispatched room"
+            await asyncio.sleep(0.1)
         await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 10)
         await asyncio.sleep(0.5)
     finally:

@@ -97,6 +97,7 @@ async def test_a_job_has_its_voice_and_drives_the_led_and_the_status(
     room = f"{name}-room"
     try:
         await until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await livekit_server.knows_worker(name)
         assert colour(factory) == OFF  # no session: idle
         async with user_in(livekit_server, room) as user:
             await dispatch(lkapi, name, room, {"tts": {"provider": "espeak"}, "voice": "en-gb"})
@@ -154,6 +155,7 @@ async def test_a_voice_that_does_not_load_and_a_voice_from_the_manifest(
     rooms = [f"{name}-missing", f"{name}-joe"]
     try:
         await until(lambda: statuses and statuses[-1].startswith("worker available"), 15, "registered")
+        await livekit_server.knows_worker(name)
         async with user_in(livekit_server, rooms[0]) as user:
             await dispatch(lkapi, name, rooms[0], {"voice": "/nonexistent/voice.onnx"})
             await user.listening()

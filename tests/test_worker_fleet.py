@@ -53,11 +53,13 @@ async def fleet(server: LiveKitServer, name: str, n: int) -> AsyncIterator[list[
         d = Dispatcher(lk, room_only(lk))
         d.link = WorkerLink(lk, d)
         workers.append(d)
+    mark = server.log_mark()
     try:
         for d in workers:
             assert d.link is not None
             await d.link.start()
         await until(lambda: all(d.state == "available" for d in workers), 10, "the workers registered")
+        await server.knows_worker(name, n, since=mark)
         yield workers
     finally:
         for d in workers:
@@ -142,11 +144,13 @@ async def test_a_worker_killed_mid_job(livekit_server: LiveKitServer) -> None:
     name = f"kill-{uuid.uuid4().hex[:6]}"
     room = f"{name}-room"
     lkapi = _http(livekit_server)
+    mark = livekit_server.log_mark()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).with_name("fleet_worker.py")), livekit_server.url,
         livekit_server.api_key, livekit_server.api_secret, name, f"{name}-victim", stdout=asyncio.subprocess.PIPE)
     try:
         await _line(proc, "worker available", 20)
+        await livekit_server.knows_worker(name, since=mark)
         await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name=name, room=room)), 10)
         await _line(proc, "worker full", 5)
@@ -183,7 +187,8 @@ async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on
     from conftest import LiveKitServer
 
     srv = own_server
-    server = LiveKitServer(srv.url, srv.api_key, srv.api_secret)
+    assert srv.log_path is not None
+    server = LiveKitServer(srv.url, srv.api_key, srv.api_secret, srv.log_path)
     lkapi = _http(server)
     name = f"restart-{uuid.uuid4().hex[:6]}"
     try:
@@ -206,6 +211,7 @@ async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on
             srv.kill()
             await until(lambda: not worker.link.registered.is_set(), 5, "the worker saw the server go")  # type: ignore[union-attr]
             await asyncio.sleep(1.0)
+            mark = server.log_mark()
             await asyncio.to_thread(srv.restart)
             took = await until(lambda: worker.link.registrations == 2 and worker.state == "full", 15,  # type: ignore[union-attr]
                                "registered again, still full")
@@ -224,6 +230,7 @@ async def test_worker_registers_again_after_a_server_restart_and_its_job_goes_on
                 await asyncio.sleep(0.1)
             await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=f"{name}-a")), 10)
             await until(lambda: worker.state == "available" and worker.done == 1, 5, "available after the job")
+            await server.knows_worker(name, since=mark)
             await asyncio.wait_for(lkapi.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=name, room=f"{name}-b")), 10)
             await until(lambda: worker.state == "full", 5, "a new dispatch taken after the restart")
