@@ -6,6 +6,7 @@ A missing service is a loud failure that names the command to run, never a skip.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -83,12 +84,53 @@ def loopback(pulse: PulseDevices) -> Iterator[None]:
         subprocess.run(["pactl", "unload-module", module], timeout=10, check=True)
 
 
-@pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    """Every default model, loaded once per test module (a module may change their options)."""
+@pytest.fixture(scope="session")
+def _shared_models() -> Iterator[Models]:
     loaded = asyncio.run(asyncio.wait_for(Models.load(), 180))
     yield loaded
     asyncio.run(asyncio.wait_for(loaded.aclose(), 30))
+
+
+@pytest.fixture(scope="module")
+def models(_shared_models: Models, request: pytest.FixtureRequest) -> Iterator[Models]:
+    """Every default model, loaded once per test session. A module that changed them (a remote
+    reload swaps a stage, a speed change alters Piper's settings, a session left a metrics
+    listener behind) gets them loaded afresh after it, so the next module starts from the
+    defaults; the reload is printed with what changed."""
+    before = stage_settings(_shared_models)
+    yield _shared_models
+    changed = sorted(k for k, v in stage_settings(_shared_models).items() if before.get(k) != v)
+    if changed:
+        print(f"\n{request.module.__name__} changed the shared models ({', '.join(changed)}): loaded afresh")
+        asyncio.run(asyncio.wait_for(_reload(_shared_models), 180))
+
+
+async def _reload(shared: Models) -> None:
+    fresh = await Models.load()
+    await shared.aclose()
+    for f in dataclasses.fields(Models):
+        setattr(shared, f.name, getattr(fresh, f.name))
+
+
+SIMPLE = (int, float, str, bool, Path, type(None), tuple, dict)
+
+
+def stage_settings(models: Models) -> dict[str, object]:
+    """What a test module may change in the shared stages: which object each stage is, its
+    settings (simple values and dataclasses, one level down) and how many metrics listeners it
+    has; not its threads, caches or timings."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(Models):
+        stage = getattr(models, f.name)
+        out[f.name] = id(stage)
+        for name, value in (vars(stage) if stage is not None else {}).items():
+            if name.startswith(("last_", "_last")):
+                continue
+            if name == "_metric_listeners":
+                out[f"{f.name}.listeners"] = len(value)
+            elif isinstance(value, SIMPLE) or dataclasses.is_dataclass(value):
+                out[f"{f.name}.{name}"] = repr(value)
+    return out
 
 
 @dataclass(frozen=True)
