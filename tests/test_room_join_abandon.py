@@ -13,6 +13,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import pytest
+
 from edgeagent.config.room import LiveKitConfig
 from edgeagent.room.connection import RoomLink
 
@@ -54,6 +56,7 @@ def link_to(url: str, **options: float) -> RoomLink:
     return RoomLink(cfg, connect_timeout_s=0.3, **options)
 
 
+@pytest.mark.reliability  # a fault test: with the others in `scripts/test -m reliability`
 async def test_a_join_that_times_out_is_waited_for_before_the_next() -> None:
     async with silent_server(hold_s=1.5) as (srv, url):
         link = link_to(url, abandon_s=20.0)
