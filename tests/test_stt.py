@@ -294,6 +294,41 @@ async def test_final_reuses_a_decode_that_covers_the_utterance(
     assert len(calls) == 1, "the FINAL decoded again although the partial decode covered all the speech"
 
 
+@pytest.mark.parametrize("told", [True, False], ids=["vad-told", "not-told"])
+async def test_a_tail_the_vad_calls_no_speech_does_not_cost_a_second_decode(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int], told: bool
+) -> None:
+    """A decode covers the speech; then 120 ms that are louder than the quiet rule allows (the
+    fading end of a word, breath, room noise) and the flush. Told by the VAD that those 120 ms
+    are no speech (``flush(quiet_s)``), the FINAL is that decode; not told, it decodes again."""
+    speech = piper("Open the garage door.")
+    tail = AudioFrame.from_float(0.05 * np.random.default_rng(3).standard_normal(round(0.12 * RECOGNITION_RATE)),
+                                 RECOGNITION_RATE)
+    stream = unpaced_whisper.stream()
+    events: list[SpeechEvent] = []
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for event in stream:
+            events.append(event)
+            first.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        stream.push(AudioFrame.concat([speech, AudioFrame.silence(0.05, RECOGNITION_RATE)]))  # starts a decode
+        await asyncio.wait_for(first.wait(), TIMEOUT)
+        stream.push(tail)
+        stream.flush(tail.duration if told else 0.0)
+        stream.end_input()
+        await asyncio.wait_for(reader, TIMEOUT)
+    finally:
+        reader.cancel()
+        await stream.aclose()
+    assert [e.type for e in events] == [SpeechEventType.INTERIM, SpeechEventType.FINAL]
+    assert wer("Open the garage door.", events[1].text) <= 0.25, events[1].text
+    assert len(decode_calls) == (1 if told else 2), decode_calls
+
+
 async def test_a_short_quiet_after_speech_starts_the_decode_the_final_reuses(
     unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
 ) -> None:

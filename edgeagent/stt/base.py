@@ -35,6 +35,12 @@ class SpeechEvent:
 class STTStream(StageStream[AudioFrame, SpeechEvent]):
     """The frames of one utterance in, its transcripts out (see :meth:`STT.stream`)."""
 
+    def flush(self, quiet_s: float = 0.0) -> None:
+        """The utterance is over for now: its FINAL is due. ``quiet_s``: how much of the audio
+        pushed last the VAD heard as no speech (a stream may take a decode that covers the
+        audio before it as the FINAL). Default: the marker only."""
+        super().flush()
+
     def reopen(self) -> None:
         """The user carried on after flush(): where the stream can, its next FINAL covers the
         whole utterance, not only what came after the flush. Default: it cannot (the next FINAL

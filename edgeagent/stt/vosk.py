@@ -167,7 +167,7 @@ class VoskStream(STTStream):
         self._flush_times: list[float] = []
         super().__init__()
 
-    def flush(self) -> None:
+    def flush(self, quiet_s: float = 0.0) -> None:
         super().flush()
         self._flush_times.append(time.monotonic())
 

@@ -18,7 +18,10 @@ window), so a :class:`WhisperStream`:
 - on ``flush()`` (the session calls it when the VAD first reports silence)
   starts the FINAL decode at once, or reuses a decode that already covers the
   utterance: one of exactly the current audio, or one whose only missing audio
-  is a quiet tail (every 10 ms block ``reuse_quiet_db`` below the loudest).
+  is a quiet tail (every 10 ms block ``reuse_quiet_db`` below the loudest) or
+  audio the VAD heard as no speech (``flush(quiet_s)``): a partial begun as the
+  speech ended is the FINAL even when the last word's fading tail is louder than
+  that (it was decoded again after the partial, ~200 ms later, in scripts/bench).
 """
 
 from __future__ import annotations
@@ -195,13 +198,14 @@ class WhisperStream(STTStream):
         self._stt = stt
         self._language = language
         self._prefix = prefix
-        self._flush_times: collections.deque[float] = collections.deque()
+        self._flush_times: collections.deque[tuple[float, float]] = collections.deque()
+        """(monotonic time, quiet_s) of each flush() not yet read from the input."""
         self._tasks: set[asyncio.Task[Transcript | None]] = set()
         super().__init__()
 
-    def flush(self) -> None:
+    def flush(self, quiet_s: float = 0.0) -> None:
         super().flush()
-        self._flush_times.append(time.monotonic())
+        self._flush_times.append((time.monotonic(), max(0.0, quiet_s)))
 
     def reopen(self) -> None:
         """The user carried on after flush(): the next FINAL covers the last utterance's
@@ -216,8 +220,8 @@ class WhisperStream(STTStream):
         try:
             async for item in self._inputs():
                 if isinstance(item, Flush):
-                    flushed = self._flush_times.popleft() if self._flush_times else time.monotonic()
-                    await self._finalize(utt, flushed)
+                    flushed, quiet_s = self._flush_times.popleft() if self._flush_times else (time.monotonic(), 0.0)
+                    await self._finalize(utt, flushed, round(quiet_s * RECOGNITION_RATE))
                     previous, utt = utt, _Utterance()
                 elif isinstance(item, _Reopen):
                     if previous is not None:
@@ -292,7 +296,10 @@ class WhisperStream(STTStream):
 
     # -- the final transcript ---------------------------------------------------
 
-    async def _finalize(self, utt: _Utterance, flushed: float) -> None:
+    async def _finalize(self, utt: _Utterance, flushed: float, quiet: int = 0) -> None:
+        """The FINAL: the latest decode when it covers the utterance (all of its audio, or all but
+        a quiet tail: one the VAD heard as no speech, ``quiet`` samples, or one every 10 ms
+        block of which is ``reuse_quiet_db`` below the loudest); else a decode of it all."""
         utt.finalizing = True
         utt.buffer.finish()
         last = utt.decode
@@ -300,7 +307,7 @@ class WhisperStream(STTStream):
         buf = utt.buffer
         how = "decoded"
         if last is not None and (
-            last.samples == buf.num_samples or buf.quiet_after(last.samples, self._stt.reuse_quiet_db)
+            last.samples >= buf.num_samples - quiet or buf.quiet_after(last.samples, self._stt.reuse_quiet_db)
         ):
             how = "reused a finished decode" if last.task.done() else "reused a running decode"
             result = await last.task  # it covers the whole utterance: reuse it

@@ -213,9 +213,10 @@ class Listener:
         self._stt_reader = asyncio.ensure_future(self._read_stt(uid, stream))
         return uid
 
-    def flush(self) -> None:
+    def flush(self, quiet_s: float = 0.0) -> None:
+        """The open utterance's FINAL is due; the VAD heard its last ``quiet_s`` as no speech."""
         if self._stt is not None and not self._stt.closed:
-            self._stt.flush()
+            self._stt.flush(quiet_s)
 
     def reopen(self) -> None:
         if self._stt is not None and not self._stt.closed:

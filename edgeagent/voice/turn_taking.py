@@ -335,7 +335,7 @@ class TurnTaking:
                 self.turn = TurnRecord()
                 self.preemption.new_turn()
             elif step.action is Action.FLUSH:
-                listener.flush()
+                listener.flush(self.tracker.silence)
                 self.wakes.paused()
             elif step.action is Action.REOPEN:
                 listener.reopen()
