@@ -27,7 +27,7 @@ from edgeagent.bench.stt import normalize, wer
 from edgeagent.errors import ModelError
 from edgeagent.metrics import STTMetrics
 from edgeagent.stage import StageStream
-from edgeagent.stt.base import SpeechEvent, SpeechEventType
+from edgeagent.stt.base import SpeechEvent, SpeechEventType, STTStream
 from edgeagent.stt.buffer import UtteranceBuffer
 from edgeagent.stt.vosk import VoskSTT
 from edgeagent.stt.whisper import WhisperSTT
@@ -263,13 +263,10 @@ async def test_partials_arrive_while_a_long_utterance_is_pushed(unpaced_whisper:
     print(f"{len(partial)} partials; final delay {1000 * final.final_delay:.0f} ms; RTF {record.rtf:.3f}")
 
 
-async def test_final_reuses_a_decode_that_covers_the_utterance(
-    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
-) -> None:
-    whisper = unpaced_whisper
-    calls = decode_calls
-    speech = piper("Open the garage door.")
-    stream = whisper.stream()
+async def _decode_then_flush(stream: STTStream, speech: AudioFrame,
+                             tail: AudioFrame, quiet_s: float) -> list[SpeechEvent]:
+    """``speech`` and 50 ms of quiet (a decode starts), its INTERIM, then ``tail`` and
+    ``flush(quiet_s)``: every event of the stream."""
     events: list[SpeechEvent] = []
     first = asyncio.Event()
 
@@ -280,18 +277,26 @@ async def test_final_reuses_a_decode_that_covers_the_utterance(
 
     reader = asyncio.create_task(read())
     try:
-        stream.push(AudioFrame.concat([speech, AudioFrame.silence(0.05, RECOGNITION_RATE)]))  # starts a decode
-        stream.push(AudioFrame.silence(0.3, RECOGNITION_RATE))  # only a quiet tail after it
+        stream.push(AudioFrame.concat([speech, AudioFrame.silence(0.05, RECOGNITION_RATE)]))
         await asyncio.wait_for(first.wait(), TIMEOUT)
-        stream.flush()
+        stream.push(tail)
+        stream.flush(quiet_s)
         stream.end_input()
         await asyncio.wait_for(reader, TIMEOUT)
     finally:
         reader.cancel()
         await stream.aclose()
+    return events
+
+
+async def test_final_reuses_a_decode_that_covers_the_utterance(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
+) -> None:
+    events = await _decode_then_flush(unpaced_whisper.stream(), piper("Open the garage door."),
+                                      AudioFrame.silence(0.3, RECOGNITION_RATE), 0.0)  # only a quiet tail
     assert [e.type for e in events] == [SpeechEventType.INTERIM, SpeechEventType.FINAL]
     assert events[1].text == events[0].text and wer("Open the garage door.", events[1].text) <= 0.25
-    assert len(calls) == 1, "the FINAL decoded again although the partial decode covered all the speech"
+    assert len(decode_calls) == 1, "the FINAL decoded again although the partial decode covered all the speech"
 
 
 @pytest.mark.parametrize("told", [True, False], ids=["vad-told", "not-told"])
@@ -301,29 +306,10 @@ async def test_a_tail_the_vad_calls_no_speech_does_not_cost_a_second_decode(
     """A decode covers the speech; then 120 ms that are louder than the quiet rule allows (the
     fading end of a word, breath, room noise) and the flush. Told by the VAD that those 120 ms
     are no speech (``flush(quiet_s)``), the FINAL is that decode; not told, it decodes again."""
-    speech = piper("Open the garage door.")
     tail = AudioFrame.from_float(0.05 * np.random.default_rng(3).standard_normal(round(0.12 * RECOGNITION_RATE)),
                                  RECOGNITION_RATE)
-    stream = unpaced_whisper.stream()
-    events: list[SpeechEvent] = []
-    first = asyncio.Event()
-
-    async def read() -> None:
-        async for event in stream:
-            events.append(event)
-            first.set()
-
-    reader = asyncio.create_task(read())
-    try:
-        stream.push(AudioFrame.concat([speech, AudioFrame.silence(0.05, RECOGNITION_RATE)]))  # starts a decode
-        await asyncio.wait_for(first.wait(), TIMEOUT)
-        stream.push(tail)
-        stream.flush(tail.duration if told else 0.0)
-        stream.end_input()
-        await asyncio.wait_for(reader, TIMEOUT)
-    finally:
-        reader.cancel()
-        await stream.aclose()
+    events = await _decode_then_flush(unpaced_whisper.stream(), piper("Open the garage door."), tail,
+                                      tail.duration if told else 0.0)
     assert [e.type for e in events] == [SpeechEventType.INTERIM, SpeechEventType.FINAL]
     assert wer("Open the garage door.", events[1].text) <= 0.25, events[1].text
     assert len(decode_calls) == (1 if told else 2), decode_calls
