@@ -154,15 +154,16 @@ class LiveKitServer:
         want = f'"agentName": "{agent_name}"'
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            with self.log.open("rb") as f:
-                f.seek(since)
-                text = f.read().decode(errors="replace")
-            found = sum("worker registered" in line and want in line for line in text.splitlines())
-            if found >= count:
-                return
-            assert loop.time() < deadline, f"the server's log records {found} of {count} workers {agent_name}"
-            await asyncio.sleep(0.02)
+        found, rest = 0, b""
+        with self.log.open("rb") as f:
+            f.seek(since)
+            while True:  # only what was written since the last look is read
+                *lines, rest = (rest + f.read()).split(b"\n")
+                found += sum(b"worker registered" in ln and want.encode() in ln for ln in lines)
+                if found >= count:
+                    return
+                assert loop.time() < deadline, f"the server's log records {found} of {count} workers {agent_name}"
+                await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ open, flush, reopen and close the STT utterance; a committed turn is handed to t
 session to answer. Speech over a reply pauses it (``interruption.min_duration_s``);
 words stop it, no words or only fillers resume it.
 
-As soon as the transcript of a pause is final, the reply to it begins ahead of the turn
-decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it over, the user
-carrying on drops it.
+As soon as the transcript of a pause is final, the reply to it begins ahead of the
+turn decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it
+over, the user carrying on drops it.
 
 Wake-ups are accepted or dropped by :class:`~edgeagent.voice.wake_gate.WakeGate`.
 """
@@ -87,6 +87,7 @@ class TurnTaking:
         return self.tracker.active or self.ptt or self._listener.now <= self.armed_until
 
     # -- what the wake gate reads and does ---------------------------------------
+
     @property
     def now(self) -> float:
         """Stream time of the input."""
