@@ -87,7 +87,6 @@ class TurnTaking:
         return self.tracker.active or self.ptt or self._listener.now <= self.armed_until
 
     # -- what the wake gate reads and does ---------------------------------------
-
     @property
     def now(self) -> float:
         """Stream time of the input."""
