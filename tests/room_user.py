@@ -23,8 +23,10 @@ class User:
         self.room = rtc.Room()
         self.finals: list[str] = []
         self.loud = 0
+        self.states: list[str] = []  # the agent's lk.agent.state, each change as it reached us
         self.tasks: set[asyncio.Task[None]] = set()
         self.room.on("track_subscribed", self._on_track)
+        self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.register_text_stream_handler("lk.transcription", self._on_text)
 
     def _spawn(self, coro: object) -> None:
@@ -39,6 +41,10 @@ class User:
                     (reader.info.attributes or {}).get("lk.transcribed_track_id"):
                 self.finals.append(text)
         self._spawn(read())
+
+    def _on_attributes(self, changed: dict[str, str], p: rtc.Participant) -> None:
+        if "lk.agent.state" in changed and p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self.states.append(changed["lk.agent.state"])
 
     def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
         async def listen() -> None:
@@ -62,14 +68,24 @@ class User:
 
     async def ask(self, question: str) -> str:
         """Wait for the agent to listen, ask, and return its answer once it was heard and is over."""
-        a = await self.listening()
-        finals, loud = len(self.finals), self.loud
+        await self.listening()
+        finals, loud, states = len(self.finals), self.loud, len(self.states)
         await asyncio.wait_for(self.room.local_participant.send_text(question, topic="lk.chat"), 10)
         deadline = time.monotonic() + 60
-        while len(self.finals) == finals or self.loud == loud or a.attributes.get("lk.agent.state") != "listening":
-            assert time.monotonic() < deadline, f"no answer: {self.finals[finals:]}, loud {self.loud - loud}"
+        # Over when the agent's words and voice came and its state went away from listening and back.
+        # The state must be seen to change: the attribute travels apart from the transcript and
+        # the audio, and can reach us after them (seen in CI: the answer's text and voice came
+        # while "thinking" had not reached us yet, so "listening" was still the state we knew).
+        while len(self.finals) == finals or self.loud == loud or not self._answered(states):
+            assert time.monotonic() < deadline, \
+                f"no answer: {self.finals[finals:]}, loud {self.loud - loud}, states {self.states[states:]}"
             await asyncio.sleep(0.05)
         return self.finals[finals]
+
+    def _answered(self, since: int) -> bool:
+        """Did the agent's state leave listening after ``since`` and come back to it?"""
+        seen = self.states[since:]
+        return bool(seen) and seen[-1] == "listening" and any(s != "listening" for s in seen)
 
     async def leave(self) -> None:
         for task in list(self.tasks):

@@ -106,8 +106,9 @@ async def test_a_job_has_its_voice_and_drives_the_led_and_the_status(
             await until(lambda: colour(factory) == LISTENING, 5, "the LED shows the job's session listening")
             t_ask = time.monotonic()
             answer = await user.ask("What is the capital of France?")
-            t_answered = time.monotonic()
             assert words(answer), answer
+            await until(lambda: colour(factory) == LISTENING, 5, "the LED back to listening after the answer")
+            t_answered = time.monotonic()
             life.request_reload()  # SIGHUP: the file's live settings reach the job's session
             await until(lambda: logged(caplog, "config: tts.speed = 1.5 (was 1.0), now"), 10, "the reload applied")
         await end_job(lkapi, room, statuses)
