@@ -368,6 +368,29 @@ async def test_the_agent_does_not_hear_itself(models: Models, loopback: None, pu
     assert len({"please", "stop", "talking", "talk", "now"} & heard) >= 2, transcript
 
 
+def _hold_the_gil() -> None:
+    sum(range(40_000_000))  # one C call, ~0.5 s here: no other Python thread runs meanwhile
+
+
+async def test_an_underrun_mid_reply_does_not_let_the_agent_hear_itself(models: Models, loopback: None) -> None:
+    """The speaker's audio thread starved (a Python callback, so: the GIL held) makes the output
+    run dry: the echo comes later than AEC3 expects, and until it re-finds the delay the agent's
+    own voice gets through. Seen in CI (an ALSA underrun under load) and here, before the mic was
+    ignored while the canceller settles: the reply stopped in 6 runs of 6 ("user: That's it.")."""
+    live = Live(models)
+    async with live.running():
+        await asyncio.sleep(1.0)
+        handle = live.session.say(SELF_TALK)
+        await live.wait_state(AgentState.SPEAKING, 20)
+        for _ in range(3):
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(_hold_the_gil)
+        await asyncio.wait_for(handle.wait_for_playout(), 40)
+        await asyncio.sleep(1.0)
+    assert live.out.last_underflow is not None, "the output never ran dry: the test did not do what it says"
+    assert (handle.interrupted, len(live.of(WakeWordDetectedEvent))) == (False, 0)
+
+
 async def test_a_backchannel_resumes_the_reply_and_stop_ends_it(
     models: Models, pulse: PulseDevices, tmp_path: Path
 ) -> None:

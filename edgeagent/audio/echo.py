@@ -29,7 +29,8 @@ Measured on the PulseAudio loop of tests/test_echo.py (echo 80-210 ms after
 hand-over): feeding reverse frames in bursts as they arrived (no interleave) lost
 AEC3's alignment for 5-10 s in about half the runs; with the interleave and the
 hint it converges within the first 0.5 s and holds 60-75 dB of reduction, except
-right after an output underrun (the real delay jumps, AEC3 needs ~1 s).
+right after an output underrun (the real delay jumps, AEC3 needs ~1 s; the listener
+ignores the mic meanwhile, see :attr:`EchoCanceller.unsettled`).
 
 Timing of the output: the APM works on exactly 10 ms frames, so capture audio is
 cut into 10 ms frames and a leftover under 10 ms waits for the next call. The
@@ -73,6 +74,10 @@ MAX_PENDING_S = 1.0
 REVERSE_LEAD = 0.03
 #: The delay hint the APM accepts, in ms (it refuses values outside).
 MAX_DELAY_MS = 500
+#: After the output ran dry, the echo comes later than before and AEC3 lets it through until
+#: it has found the new delay; for this long the cancelled mic is not to be trusted while
+#: the far end plays (see :attr:`EchoCanceller.unsettled`).
+RESETTLE_S = 1.5
 
 
 @dataclass
@@ -202,6 +207,16 @@ class EchoCanceller:
         output = self._output
         latency = output.output_latency if output is not None else 0.0
         return time.monotonic() - last < latency + ECHO_TAIL
+
+    @property
+    def unsettled(self) -> bool:
+        """The far end plays and the output ran dry within :data:`RESETTLE_S`: the echo's
+        delay just jumped, and until AEC3 has found it again the agent's own voice comes
+        through (tests/test_session.py: an underrun mid-reply, and the agent heard
+        "That's it." in its own words and stopped)."""
+        output = self._output
+        last = output.last_underflow if output is not None else None
+        return last is not None and time.monotonic() - last < RESETTLE_S and self.active
 
     def _collect_reverse(self) -> None:
         """Turn the blocks the tap queued into 10 ms reverse frames at our rate (not fed yet)."""

@@ -153,6 +153,9 @@ class BufferedOutput(AudioOutput):
         #: over). An echo canceller uses it as its far-end reference. The block is reused
         #: by the sink: copy it, and return quickly (no blocking, no heavy work).
         self.on_render: Callable[[Int16Array, int, float], None] | None = None
+        #: Monotonic time the sink itself last ran dry (a device's output underflow, set on
+        #: its thread): what it plays from then on is later than when it was handed over.
+        self.last_underflow: float | None = None
         self.sink_rate: int | None = None
         self._volume = 1.0
         self._buf: PlaybackBuffer | None = None

@@ -302,6 +302,7 @@ class DeviceOutput(BufferedOutput):
         try:
             now = time.monotonic()
             if status.output_underflow:
+                self.last_underflow = now
                 self._post(self._count_underflow)
             block = self._block if frames == len(self._block) else np.zeros(frames, np.int16)
             self.render(block, now)

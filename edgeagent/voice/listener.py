@@ -193,9 +193,12 @@ class Listener:
 
     @property
     def deaf(self) -> bool:
-        """Ignoring the mic because our own voice may be in it."""
-        if self.echo is not None or not self.ignore_own_playback:
+        """Ignoring the mic because our own voice may be in it: while the agent plays and
+        for a tail after, without an echo canceller; with one, only while it is unsettled."""
+        if not self.ignore_own_playback:
             return False
+        if self.echo is not None:
+            return bool(self.echo.unsettled)
         return self._playing or time.monotonic() < self._played_until + ECHO_TAIL_S
 
     # -- utterances --------------------------------------------------------------
@@ -276,7 +279,7 @@ class Listener:
             self._origin = frame.timestamp - self.now
         if self.echo is not None:
             frame = self.echo.process_capture(frame)
-        if self.muted or (self.echo is None and self.deaf):
+        if self.muted or self.deaf:
             frame = AudioFrame.from_int16(np.zeros(frame.num_samples, np.int16), RECOGNITION_RATE, frame.timestamp)
         self._pushed += frame.num_samples
         self.history.add(frame)
