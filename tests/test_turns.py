@@ -287,6 +287,14 @@ def test_degenerate_reply_text_is_recognised_within_a_few_tokens() -> None:
     assert not degenerate("The capital of France is Paris. It is large, large and old.")
     assert not degenerate("It costs 1,000,000 dollars, or 3.14 each.")
     assert not degenerate("Bye bye!")
+    # A sentence over and over (SmolLM2, in a CI run): cut as it ends the second time, not before.
+    said = "They can learn to fly by experience and instinct, and they can also learn to fly by instinct. "
+    before = "Birds can learn to fly by experience and instinct. "
+    first = next(n for n in range(1, 400) if degenerate((before + said * 3)[:n]))
+    assert len(before + said) + 60 < first <= len(before + said * 2), (before + said * 3)[:first]
+    assert not degenerate("I think so. I think so. Yes, I am sure.")  # short pieces twice are speech
+    assert not degenerate("Paris is the capital of France. Berlin is the capital of Germany. "
+                          "Rome is the capital of Italy.")
 
 
 def test_the_first_clause_can_be_cut_by_time_at_its_last_complete_word() -> None:

@@ -275,17 +275,29 @@ _DIGITS = re.compile(r"[\d][\d,.]{15,}$")
 _TRAILING_NUMBER = re.compile(r"\S*\d\S*$")
 NO_SPACE_CHARS = 40
 """No word is this long: text without a space for this many characters is not speech."""
+SAID_TWICE_CHARS = (25, 240)
+"""A piece of text this long (least, most characters) said twice in a row is a loop: SmolLM2
+can say one sentence over and over ("They can learn to fly by experience and instinct, and they
+can also learn to fly by instinct." four times, 30 s of speech, in a CI run)."""
 
 
 def degenerate(text: str) -> bool:
     """The text ends in a loop a voice must not read out: one short piece five times over
-    ("987,987,987,..."), a number of 16 or more digits and separators, or
-    :data:`NO_SPACE_CHARS` characters without a space. Each is caught within a few tokens of
-    where it begins (well under 1 s of LLM time), not after a whole sentence of it."""
+    ("987,987,987,..."), a number of 16 or more digits and separators,
+    :data:`NO_SPACE_CHARS` characters without a space, or a longer piece (a sentence) twice
+    in a row. Each is caught within a few tokens of where it begins (well under 1 s of LLM
+    time), a sentence as its second time ends."""
     tail = text[-240:]
-    if _DIGITS.search(tail) or _LOOP.search(tail):
+    if _DIGITS.search(tail) or _LOOP.search(tail) or _said_twice(text[-2 * SAID_TWICE_CHARS[1]:]):
         return True
     return len(tail) >= NO_SPACE_CHARS and not any(ch.isspace() for ch in tail[-NO_SPACE_CHARS:])
+
+
+def _said_twice(tail: str) -> bool:
+    """``tail`` ends in one piece of :data:`SAID_TWICE_CHARS` characters said twice in a row
+    (in whatever phase: text with period p has its last p characters twice over at its end)."""
+    least, most = SAID_TWICE_CHARS
+    return any(tail[-p:] == tail[-2 * p : -p] for p in range(least, min(most, len(tail) // 2) + 1))
 
 
 
