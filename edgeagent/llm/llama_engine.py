@@ -2,8 +2,7 @@
 
 :class:`LlamaEngine` keeps the token history that is in the KV cache and, for
 each new prompt, keeps the longest common prefix and evaluates only the rest
-(the system prompt and earlier turns are evaluated once); when turns were cut out
-after the prefix (the history slid), what follows them is kept too, moved back. Generation and the
+(the system prompt and earlier turns are evaluated once). Generation and the
 end-of-turn probe share this one history, so whichever runs next reuses what
 the other left. Not thread safe: call it from the stage's inference thread only.
 """
@@ -31,12 +30,6 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "smollm2-135m"
 """The manifest name of the default model."""
-
-
-SHIFT_PROBE = 16
-"""Tokens of a new prompt, after what is cached of it, looked for further on in the cache."""
-SHIFT_MIN_TOKENS = 64
-"""A stretch cut out of the cache only when at least this many tokens after it are kept."""
 
 
 def default_model_path() -> Path:
@@ -81,7 +74,6 @@ class LlamaEngine:
         self.n_vocab: int = self.llm.n_vocab()
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._vocab = self.llm._model.vocab
-        self._can_shift = bool(llama_cpp.llama_memory_can_shift(self.llm._ctx.memory))
         self._tokens: list[int] = []
         self._logits_valid = False
         """The context's logits are those after the last cached token (no decode or cut since)."""
@@ -125,7 +117,7 @@ class LlamaEngine:
         """
         if not tokens:
             raise ValueError("empty prompt")
-        common = self._shift(tokens, self._common(tokens))
+        common = self._common(tokens)
         if common == len(tokens) == len(self._tokens) and self._logits_valid:
             return common  # exactly what is cached, and the logits after it are still there
         keep = min(common, len(tokens) - 1)
@@ -137,7 +129,7 @@ class LlamaEngine:
         """:meth:`prefill` in one batch that also returns the log-softmax of the logits after
         ``tokens[mark]`` (the end-of-turn probe's, inside the reply's prompt). None when the
         new tokens do not fit one batch (nothing done)."""
-        keep = min(self._shift(tokens, self._common(tokens)), mark, len(tokens) - 1)
+        keep = min(self._common(tokens), mark, len(tokens) - 1)
         new = list(tokens[keep:])
         if not 0 <= mark < len(tokens) or len(new) > self.llm.n_batch:
             return None
@@ -154,40 +146,6 @@ class LlamaEngine:
                 break
             common += 1
         return common
-
-    def _shift(self, tokens: Sequence[int], common: int) -> int:
-        """When ``tokens`` are the cached ones with a stretch after the first ``common`` cut out
-        (a history that slid: the system prompt kept, the oldest turns gone), remove that stretch
-        from the cache and move what followed it back (llama.cpp shifts the cached keys'
-        positions) instead of evaluating it all again; how many leading ``tokens`` are cached now.
-
-        What was cached after the stretch was evaluated with the stretch before it, so it is not
-        the same as evaluating it afresh (llama.cpp's own "context shift" makes the same trade).
-        A soak's re-cut of half a 64-message history took 4.8 s before its reply here (2 cores)."""
-        cached = self._tokens
-        probe = list(tokens[common : common + SHIFT_PROBE])
-        if len(probe) < SHIFT_PROBE or len(cached) - common < SHIFT_MIN_TOKENS or not self._can_shift:
-            return common
-        start = next((i for i in range(common + 1, len(cached) - SHIFT_PROBE + 1)
-                      if cached[i : i + SHIFT_PROBE] == probe), None)
-        if start is None:
-            return common
-        same = SHIFT_PROBE
-        for a, b in zip(cached[start + same :], tokens[common + same :], strict=False):
-            if a != b:
-                break
-            same += 1
-        if same < SHIFT_MIN_TOKENS:
-            return common
-        ctx = self.llm._ctx
-        ctx.kv_cache_seq_rm(0, common, start)
-        ctx.kv_cache_seq_shift(0, start, -1, common - start)
-        del cached[common:start]
-        self.llm.n_tokens = len(cached)
-        self.llm.input_ids[: len(cached)] = cached
-        self._logits_valid = False
-        log.debug("cache: %d tokens cut out after the first %d, %d moved back", start - common, common, same)
-        return common + same
 
     def truncate(self, n: int) -> None:
         """Forget everything after the first ``n`` tokens."""

@@ -122,8 +122,7 @@ class Generator:
         (~5 s here, 2 cores, once 64 messages are reached: scripts/soak). When the first message of the last
         prompt is gone while the conversation goes on, the prompt starts half way through the
         history instead, at a user turn, and stays there until that message is gone too: one
-        cut every ~half a history, not a change every turn (and at the cut the engine keeps
-        the rest cached, moved back: :meth:`LlamaEngine.prefill`)."""
+        evaluation of half the history every ~half a history, not of all of it every turn."""
         w = self.window
         if w.start is not None and any(m is w.start for m in body):
             body = body[next(i for i, m in enumerate(body) if m is w.start):]
