@@ -151,7 +151,7 @@ class LiveKitServer:
         and invalidates its cache of agent names, and a dispatch that comes in between is dropped
         for good ("not dispatching agent job since no worker is available"), so a worker that has
         just seen its registration answered may not be dispatchable yet."""
-        want = f'"agentName": "{agent_name}"'
+        want = f'"agentName": "{agent_name}"'.encode()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         found, rest = 0, b""
@@ -159,7 +159,7 @@ class LiveKitServer:
             f.seek(since)
             while True:  # only what was written since the last look is read
                 *lines, rest = (rest + f.read()).split(b"\n")
-                found += sum(b"worker registered" in ln and want.encode() in ln for ln in lines)
+                found += sum(b"worker registered" in ln and want in ln for ln in lines)
                 if found >= count:
                     return
                 assert loop.time() < deadline, f"the server's log records {found} of {count} workers {agent_name}"

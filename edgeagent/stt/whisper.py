@@ -230,7 +230,7 @@ class WhisperStream(STTStream):
                     utt.buffer.push(item)
                     self._maybe_partial(utt)
             if utt.buffer.num_samples:  # end_input() ends the last utterance too
-                await self._finalize(utt, time.monotonic())
+                await self._finalize(utt, time.monotonic(), 0)
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -296,7 +296,7 @@ class WhisperStream(STTStream):
 
     # -- the final transcript ---------------------------------------------------
 
-    async def _finalize(self, utt: _Utterance, flushed: float, quiet: int = 0) -> None:
+    async def _finalize(self, utt: _Utterance, flushed: float, quiet: int) -> None:
         """The FINAL: the latest decode when it covers the utterance (all of its audio, or all but
         a quiet tail: one the VAD heard as no speech, ``quiet`` samples, or one every 10 ms
         block of which is ``reuse_quiet_db`` below the loudest); else a decode of it all."""

@@ -300,8 +300,6 @@ def _said_twice(tail: str) -> bool:
     return any(tail[-p:] == tail[-2 * p : -p] for p in range(least, min(most, len(tail) // 2) + 1))
 
 
-
-
 def _nothing() -> None:
     pass
 

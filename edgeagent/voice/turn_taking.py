@@ -7,9 +7,9 @@ open, flush, reopen and close the STT utterance; a committed turn is handed to t
 session to answer. Speech over a reply pauses it (``interruption.min_duration_s``);
 words stop it, no words or only fillers resume it.
 
-As soon as the transcript of a pause is final, the reply to it begins ahead of the
-turn decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it
-over, the user carrying on drops it.
+As soon as the transcript of a pause is final, the reply to it begins ahead of the turn
+decision (:class:`~edgeagent.voice.preempt.Preemption`); the commit hands it over, the user
+carrying on drops it.
 
 Wake-ups are accepted or dropped by :class:`~edgeagent.voice.wake_gate.WakeGate`.
 """
