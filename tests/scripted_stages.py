@@ -215,7 +215,8 @@ class ScriptedLLM(LLM):
     """Replays ``pieces`` (text, or a ToolCall) one every ``every_s`` seconds for each reply, or
     what ``reply_to(context)`` returns for it; with ``error``, every reply fails with it (after
     ``every_s``). Records when each piece went out (``sent``), when the stream was closed
-    (``closed_at``) and every context it was asked (``asked``).
+    (``closed_at``), every context it was asked (``asked``) and every one it was given to
+    evaluate ahead of a turn (``readied``, by :meth:`prefill`).
 
     The turn detector's words model: a turn ending in one of :data:`UNFINISHED` is a fragment
     (P(end) 1e-4), any other a finished turn (P(end) 0.9)."""
@@ -232,6 +233,7 @@ class ScriptedLLM(LLM):
         self.sent: list[tuple[float, str]] = []
         self.closed_at: float | None = None
         self.asked: list[ChatContext] = []
+        self.readied: list[ChatContext] = []
 
     def chat(self, ctx: ChatContext, tools: Sequence[FunctionTool] = (), *, temperature: float | None = None,
              max_tokens: int | None = None) -> StageStream[None, ChatChunk]:
@@ -244,6 +246,10 @@ class ScriptedLLM(LLM):
 
     async def prepare_turn(self, ctx: ChatContext, user_text: str) -> bool:
         return True
+
+    async def prefill(self, ctx: ChatContext, tools: Sequence[FunctionTool] = ()) -> int:
+        self.readied.append(ctx.copy())
+        return 0
 
 
 class _Script(StageStream[None, ChatChunk]):

@@ -321,6 +321,32 @@ async def test_a_history_that_slides_keeps_its_prompt_cached(llm: LlamaLLM, metr
     assert 1 <= len(recut) <= 2, [(m.prompt_tokens, m.cached_tokens) for m in slid]
 
 
+@pytest.mark.parametrize("ready", [True, False], ids=["readied", "control"])
+async def test_a_history_readied_after_each_reply_is_cut_before_the_next_question(ready: bool) -> None:
+    """After each reply the session evaluates the history ahead of the next turn (prefill): a
+    history that leaves no room for another turn is cut then, while nobody waits, so no question
+    waits for half the window to be evaluated again (4.5-9 s at each cut of the 60-minute soak).
+    The control, with no prefill between turns, shows such a cut lands on a question."""
+    small = LlamaLLM(n_ctx=384, temperature=0.0, max_tokens=32)
+    got: list[LLMMetrics] = []
+    small.on_metrics(lambda m: got.append(m) if isinstance(m, LLMMetrics) else None)
+    try:
+        ctx = conversation()
+        for i in range(16):
+            ctx.add("user", f"Tell me about the number {i}.")
+            await collect(small, ctx, max_tokens=1)
+            ctx.add("assistant", f"The number {i} comes after {i - 1} and before {i + 1}.")
+            if ready:
+                assert await asyncio.wait_for(small.prefill(ctx), 60) <= 384 - 32 - 64
+        evaluated = [m.prompt_tokens - m.cached_tokens for m in got]
+        if ready:
+            assert max(evaluated[1:]) <= 20, evaluated
+        else:
+            assert max(evaluated[1:]) > 60, evaluated
+    finally:
+        await small.aclose()
+
+
 def test_model_file_that_fails_to_load_names_file_and_fix(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)

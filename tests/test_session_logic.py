@@ -183,6 +183,16 @@ async def test_a_finished_question_is_answered_once_after_the_short_wait(tmp_pat
         assert len(llm.asked) == 1 and llm.asked[0].messages[-1] == ChatMessage("user", QUESTION)
 
 
+async def test_after_a_reply_the_history_is_evaluated_ahead_of_the_next_turn(tmp_path: Path) -> None:
+    llm = ScriptedLLM(["Paris is ", "the capital ", "of France."])
+    async with Scene(tmp_path, transcripts=[QUESTION], llm=llm) as scene:
+        at_start = len(llm.readied)  # the instructions, as the agent started
+        scene.say(voice(0.5))
+        await scene.answered()
+        await scene.until("the history readied", lambda: len(llm.readied) == at_start + 1)
+        assert llm.readied[-1].messages[1:] == [ChatMessage("user", QUESTION), ChatMessage("assistant", REPLY)]
+
+
 async def test_a_fragment_waits_the_longest_wait_when_nothing_follows(tmp_path: Path) -> None:
     async with Scene(tmp_path, transcripts=["Turn on the"], llm=ScriptedLLM(["Turn on what?"])) as scene:
         scene.say(voice(0.4))

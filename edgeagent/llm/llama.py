@@ -44,6 +44,10 @@ __all__ = ["LLMError", "LlamaChatStream", "LlamaLLM"]
 
 _TERMINAL = (".", "?", "!")
 
+NEXT_TURN_TOKENS = 64
+"""Room :meth:`LlamaLLM.prefill` leaves for the next user turn (a spoken question is 10-30
+tokens, its chat markup a few more): a longer turn still fits, by a cut at that turn."""
+
 
 class LlamaLLM(LLM):
     """llama.cpp provider (registry name ``llama``).
@@ -217,15 +221,23 @@ class LlamaLLM(LLM):
         return self._gen.fit(msgs, tools, 1, render)
 
     async def prefill(self, ctx: ChatContext, tools: Sequence[FunctionTool] = ()) -> int:
-        """Evaluate ``ctx`` (e.g. just the system prompt) into the KV cache ahead of the first turn.
+        """Evaluate ``ctx`` (the system prompt before the first turn, the history after a reply)
+        into the KV cache, so that the next turn evaluates only what is new.
 
-        Returns the number of tokens now cached. Later calls reuse them.
+        The prompt is fitted as the next turn's will be, with :data:`NEXT_TURN_TOKENS` more room:
+        a history that would not leave room for another turn is cut now, while the device is
+        idle, not when the user has asked (a cut evaluates half the window again). Returns the
+        number of tokens now cached.
         """
         self._last_tools = tuple(tools)
+        reserve = min(self.options.max_tokens, self._engine.n_ctx // 4) + NEXT_TURN_TOKENS
 
         def run() -> int:
-            text = self.template.render(ctx.messages, tools, add_generation_prompt=False)
-            return self._engine.prefill(self._engine.tokenize(text)) if text else 0
+            def render(ms: list[ChatMessage]) -> str:
+                return self.template.render(ms, tools, add_generation_prompt=False)
+
+            tokens = self._gen.fit(ctx.messages, tools, reserve, render)
+            return self._engine.prefill(tokens) if tokens else 0
 
         await self._thread.run(run)
         return self._engine.n_tokens

@@ -70,7 +70,9 @@ class LlamaEngine:
                         "model runs on the CPU (scripts/setup builds it with CUDA where nvcc is)", n_gpu_layers)
         self.path = model_path
         self.seed = seed
-        self.n_ctx: int = self.llm.n_ctx()
+        self.n_ctx: int = min(self.llm.n_ctx(), len(self.llm.input_ids))
+        """llama.cpp rounds its context up (384 -> 512 tokens); llama-cpp-python's token array
+        has the size asked for, and a prompt longer than that failed to decode."""
         self.n_vocab: int = self.llm.n_vocab()
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._vocab = self.llm._model.vocab

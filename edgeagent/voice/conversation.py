@@ -73,6 +73,7 @@ class Conversation:
         self.history = ChatContext()
         self._agent: Agent | None = None
         self._state = AgentState.INITIALIZING
+        self._readying: asyncio.Future[int] | None = None
 
     @property
     def agent(self) -> Agent:
@@ -130,8 +131,20 @@ class Conversation:
         await agent.on_enter()
 
     async def exit(self) -> None:
+        if self._readying is not None:
+            self._readying.cancel()
         if self._agent is not None:
             await self._agent.on_exit()
+
+    def ready_next_turn(self) -> None:
+        """Evaluate the history into the LLM's cache now, while nobody speaks, not when the user
+        has asked: a history that has grown too long is cut here (the next prompt evaluates
+        half the window again: 4.5-9 s at each cut of the 60-minute soak, in the reply's time)."""
+        if self._readying is not None and not self._readying.done():
+            return
+        future = asyncio.ensure_future(self._session.llm.prefill(self.llm_context(), self.agent.tools))
+        future.add_done_callback(_log_failure)
+        self._readying = future
 
     # -- tools -----------------------------------------------------------------------
 
@@ -192,6 +205,7 @@ class Conversation:
             self.add(ChatMessage("assistant", text, interrupted=handle.interrupted))
         log.info("agent: %s%s", text or "(nothing)", " (interrupted)" if handle.interrupted else "",
                  extra=TRANSCRIPT if text else None)
+        self.ready_next_turn()
         turn = handle.turn
         if isinstance(turn, TurnRecord):
             metrics = turn_metrics(turn, reply, handle.interrupted)
@@ -210,6 +224,11 @@ class Conversation:
 
     def on_first_audio(self, handle: SpeechHandle) -> None:
         self._session.on_first_audio()
+
+
+def _log_failure(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning("the history could not be evaluated ahead of the next turn: %s", exc)
 
 
 def turn_metrics(turn: TurnRecord, reply: Reply, interrupted: bool) -> TurnMetrics:
