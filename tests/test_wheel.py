@@ -20,6 +20,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from nosound import no_sound_card, no_sound_env
 
 import edgeagent
@@ -38,6 +39,8 @@ PACKAGE_DATA = (
     "edgeagent/py.typed",
 )
 INSTALL_TIMEOUT_S = 600
+
+pytestmark = pytest.mark.packaging  # run beside the reliability tests (README: Tests), ~28 s
 RUN_TIMEOUT_S = 300
 
 
