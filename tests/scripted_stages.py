@@ -184,7 +184,7 @@ class ScriptedSTT(STT):
         self.heard.append(text)
         return text
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> STTStream:
         return _STTStream(self)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

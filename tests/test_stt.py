@@ -315,6 +315,34 @@ async def test_a_tail_the_vad_calls_no_speech_does_not_cost_a_second_decode(
     assert len(decode_calls) == (1 if told else 2), decode_calls
 
 
+@pytest.mark.parametrize("known", [True, False], ids=["length-told", "length-not-told"])
+async def test_a_stream_told_its_phrase_and_its_length_never_decodes_the_phrase_alone(
+    unpaced_whisper: CountingWhisperSTT, decode_calls: list[int], known: bool
+) -> None:
+    """A question heard from its wake phrase on, the STT told the phrase and how long it lasts
+    (``prefix_s``): a decode of the phrase and the pause after it could only write the phrase,
+    and none starts (told only the words, the end guess decodes it); the question then decodes
+    as usual, and its FINAL begins with the phrase."""
+    phrase = trim(espeak("Hey Jarvis,"))
+    stream = unpaced_whisper.stream(prefix="Hey Jarvis,", prefix_s=phrase.duration if known else 0.0)
+    try:
+        for chunk in with_silence(phrase, 0.0, 0.3).chunks(RECOGNITION_RATE // 50):
+            stream.push(chunk)
+        if known:
+            await asyncio.sleep(0.5)  # the stream has taken it all in
+            assert decode_calls == []
+        deadline = time.monotonic() + TIMEOUT
+        while not known and not decode_calls:
+            assert time.monotonic() < deadline, "no decode of the phrase and its pause"
+            await asyncio.sleep(0.01)
+        events, _ = await run_stream(stream, with_silence(espeak("How many legs does a spider have?"), 0.0, 0.3))
+    finally:
+        await stream.aclose()
+    final = events[-1]
+    assert final.type is SpeechEventType.FINAL and final.text.startswith("Hey Jarvis"), final.text
+    assert wer("how many legs does a spider have", final.text[len("Hey Jarvis,"):]) <= 0.3, final.text
+
+
 async def test_a_short_quiet_after_speech_starts_the_decode_the_final_reuses(
     unpaced_whisper: CountingWhisperSTT, decode_calls: list[int]
 ) -> None:

@@ -45,7 +45,7 @@ class OpenAISTT(CloudProvider, STT):
         self.first_byte_s = first_byte_s
         self.http = CloudHTTP(base_url, api_key=api_key, connect_s=connect_s, total_s=total_s)
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> STTStream:
         return OpenAISTTStream(self, language or self.language)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

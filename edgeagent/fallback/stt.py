@@ -44,8 +44,8 @@ class FallbackSTT(Chained, STT):
         for m in self.chain.members:
             await m.stage.warmup()
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> FallbackSTTStream:
-        return FallbackSTTStream(self.chain, language, prefix)
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> FallbackSTTStream:
+        return FallbackSTTStream(self.chain, language, prefix, prefix_s)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
         errors = []
@@ -65,9 +65,9 @@ class FallbackSTT(Chained, STT):
 
 
 class FallbackSTTStream(STTStream):
-    def __init__(self, chain: Chain, language: str | None, prefix: str = "") -> None:
+    def __init__(self, chain: Chain, language: str | None, prefix: str = "", prefix_s: float = 0.0) -> None:
         self._chain = chain
-        self._language, self._prefix = language, prefix
+        self._language, self._prefix, self._prefix_s = language, prefix, prefix_s
         self._events: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
         self._order = chain.candidates()
         self._pos = 0
@@ -168,7 +168,7 @@ class FallbackSTTStream(STTStream):
 
     def _open(self) -> None:
         self._gen += 1
-        inner: STTStream = self._member.stage.stream(self._language, prefix=self._prefix)
+        inner: STTStream = self._member.stage.stream(self._language, prefix=self._prefix, prefix_s=self._prefix_s)
         self._inner = inner
         self._reader = asyncio.ensure_future(forward(inner, self._gen, self._events))
         self._deadline = None

@@ -35,7 +35,7 @@ class QuestionRelay(STT):
         super().__init__()
         self._sink = sink
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> STTStream:
         return _RelayStream(self._sink)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

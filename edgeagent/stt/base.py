@@ -62,13 +62,14 @@ class STT(Stage):
         return None
 
     @abc.abstractmethod
-    def stream(self, language: str | None = None, *, prefix: str = "") -> STTStream:
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> STTStream:
         """Push the frames of an utterance; flush() ends it and yields FINAL.
 
         After a FINAL the stream starts a new utterance; end_input() ends the stream.
         ``prefix``: words the audio is known to begin with (a wake phrase the wake word model
-        heard); an STT that can be told them (Whisper) writes them so and hears what follows
-        better; the transcripts may begin with them either way.
+        heard), said in its first ``prefix_s`` seconds (0: not known); an STT that can be told
+        them (Whisper) writes them so and hears what follows better, and need not decode that
+        stretch alone; the transcripts may begin with them either way.
         """
 
     @abc.abstractmethod

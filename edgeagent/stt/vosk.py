@@ -139,7 +139,7 @@ class VoskSTT(STT):
 
     # -- the STT contract -------------------------------------------------------
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> VoskStream:
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> VoskStream:
         return VoskStream(self, language or self.language)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:

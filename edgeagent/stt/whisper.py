@@ -83,6 +83,9 @@ class _Utterance:
     partials: int = 0
     last_interim: str = ""
     processing_s: float = 0.0
+    known: int = 0
+    """Samples at its start whose words are known (the stream's prefix, a wake phrase): a decode
+    of them alone would only write those words, so none starts before sound after them."""
 
 
 class WhisperSTT(STT):
@@ -168,8 +171,8 @@ class WhisperSTT(STT):
 
     # -- the STT contract -------------------------------------------------------
 
-    def stream(self, language: str | None = None, *, prefix: str = "") -> WhisperStream:
-        return WhisperStream(self, language or self.language, prefix)
+    def stream(self, language: str | None = None, *, prefix: str = "", prefix_s: float = 0.0) -> WhisperStream:
+        return WhisperStream(self, language or self.language, prefix, prefix_s)
 
     async def recognize(self, audio: AudioFrame, language: str | None = None) -> SpeechEvent:
         buf = UtteranceBuffer()
@@ -194,10 +197,11 @@ class WhisperSTT(STT):
 class WhisperStream(STTStream):
     """One stream of utterances: INTERIM while audio arrives, FINAL on each flush()."""
 
-    def __init__(self, stt: WhisperSTT, language: str, prefix: str = "") -> None:
+    def __init__(self, stt: WhisperSTT, language: str, prefix: str = "", prefix_s: float = 0.0) -> None:
         self._stt = stt
         self._language = language
         self._prefix = prefix
+        self._known = round(prefix_s * RECOGNITION_RATE) if prefix else 0
         self._flush_times: collections.deque[tuple[float, float]] = collections.deque()
         """(monotonic time, quiet_s) of each flush() not yet read from the input."""
         self._tasks: set[asyncio.Task[Transcript | None]] = set()
@@ -215,7 +219,7 @@ class WhisperStream(STTStream):
         self._in.put_nowait(_REOPEN)
 
     async def _run(self) -> None:
-        utt = _Utterance()
+        utt = _Utterance(known=self._known)
         previous: _Utterance | None = None
         try:
             async for item in self._inputs():
@@ -242,10 +246,10 @@ class WhisperStream(STTStream):
         last = utt.decode
         if last is not None and not last.task.done():
             return  # busy: skip, never queue
-        done = last.samples if last is not None else 0
+        done = last.samples if last is not None else utt.known
         buf = utt.buffer
-        if buf.quiet_after(done, stt.reuse_quiet_db):
-            return  # nothing but quiet since the last decode
+        if buf.num_samples <= done or buf.quiet_after(done, stt.reuse_quiet_db):
+            return  # nothing but quiet (or the known prefix) since the last decode
         new = buf.num_samples - done
         if new >= self._guess_gap() and buf.quiet_after(buf.num_samples - END_GUESS_SAMPLES, stt.reuse_quiet_db):
             self._start_decode(utt, partial=True)  # perhaps the end: the FINAL will reuse it

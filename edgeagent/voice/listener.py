@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from typing import Any
 
@@ -203,12 +204,12 @@ class Listener:
 
     # -- utterances --------------------------------------------------------------
 
-    def open_utterance(self, start: float, prefix: str = "") -> int:
+    def open_utterance(self, start: float, prefix: str = "", prefix_end: float = -math.inf) -> int:
         """A new STT stream fed from stream time ``start`` on (``prefix``: words it begins with,
-        see :meth:`STT.stream`); returns its id."""
+        said until ``prefix_end``, see :meth:`STT.stream`); returns its id."""
         self.drop_utterance()
         self.utterance_id += 1
-        stream = self._stt_stage.stream(prefix=prefix)
+        stream = self._stt_stage.stream(prefix=prefix, prefix_s=max(0.0, prefix_end - start))
         self._stt = stream
         for frame in self.history.after(start):
             stream.push(frame)

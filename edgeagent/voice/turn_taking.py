@@ -50,6 +50,7 @@ VAD_WINDOW_S = 0.05
 before (Silero hears 32 ms windows): a window later would only say the silence went on."""
 AUDIO_TURN_S = 8.0
 """The audio end-of-turn model hears at most this much of the turn (Smart Turn's window)."""
+NOT_TOLD = ("", -math.inf, -math.inf, -math.inf)
 
 
 class TurnTaking:
@@ -74,9 +75,8 @@ class TurnTaking:
         self.wakes = WakeGate(self)
         self._phrase = ""  # the wake phrase the turn began with ("Hey Jarvis,"), if any
         self._phrase_at = (-math.inf, -math.inf)  # stream times that phrase started and ended
-        self._tell = ("", -math.inf, -math.inf)
-        """(phrase, at, by): the next utterance, if its audio starts by then, starts at the phrase
-        (at), its STT told the phrase ("": not told)."""
+        self._tell = NOT_TOLD
+        """(phrase, at, end, by): an utterance opened by ``by`` starts at the phrase (said at-end), told it."""
         self._preparing: asyncio.Future[None] | None = None
 
     @property
@@ -120,7 +120,7 @@ class TurnTaking:
     def open_at_phrase(self, start: float, phrase: str, phrase_end: float, *, tell: bool) -> int:
         """Open the question's turn at its wake phrase ``phrase``, said from ``start`` to
         ``phrase_end``, its STT told the phrase (``tell``) or not; returns the utterance's id."""
-        self._tell = (phrase if tell else "", start, math.inf)
+        self._tell = (phrase if tell else "", start, phrase_end, math.inf)
         self.apply(self.tracker.open_at(start, speaking=True))
         self._phrase, self._phrase_at = phrase, (start, phrase_end)
         return self._listener.utterance_id
@@ -130,11 +130,11 @@ class TurnTaking:
         """Stream time by which a question after a wake phrase said on its own must begin."""
         return self._speech.ended + RECENT_SPEECH_S
 
-    def question_after_phrase(self, phrase: str, start: float) -> None:
-        """The wake phrase ``phrase`` (from ``start``) was said on its own: a question that begins
-        by :attr:`question_due` is heard from the phrase on, the STT told it unless the words
-        of the wake-up are still to be checked (then that question's transcripts check them)."""
-        self._tell = ("" if self.wakes.waiting else phrase, start, self.question_due)
+    def question_after_phrase(self, phrase: str, start: float, end: float) -> None:
+        """The wake phrase ``phrase`` (``start`` to ``end``) was said on its own: a question that
+        begins by :attr:`question_due` is heard from the phrase on, the STT told it unless the
+        words of the wake-up are still to be checked (then that question's transcripts check them)."""
+        self._tell = ("" if self.wakes.waiting else phrase, start, end, self.question_due)
 
     def drop_turn(self) -> None:
         """The turn being heard (and a reply begun ahead for it) is dropped."""
@@ -268,7 +268,7 @@ class TurnTaking:
         said = phrases.without_phrase(ev.text, self.wakes.score) if self.activation.mode == "wake" else ev.text
         if alone:  # the wake phrase alone: Whisper, told it, may go on with words nobody said
             said = ""  # a question soon after is heard with the phrase before it, as if in one breath
-            self.question_after_phrase(self._phrase, self._phrase_at[0])
+            self.question_after_phrase(self._phrase, *self._phrase_at)
         if ev.type is SpeechEventType.INTERIM:
             self._s.emit(UserInputTranscribedEvent(said, is_final=False))
             self._prepare(said)
@@ -276,11 +276,11 @@ class TurnTaking:
         self.turn.final_at = time.monotonic()
         stt = self._s.stt
         self.turn.stt_provider = stt.last_served or stt.provider
-        at, phrase = self._phrase_at[0], self._tell[0]
+        (at, end), phrase = self._phrase_at, self._tell[0]
         self.apply(self.tracker.on_final(said))
         if alone and self.tracker.active:  # the user went on: heard again from the phrase on
-            self._tell = ("", -math.inf, -math.inf)
-            self.wakes.opened(listener.open_utterance(at, phrase), at_phrase=True)
+            self._tell = NOT_TOLD
+            self.wakes.opened(listener.open_utterance(at, phrase, end), at_phrase=True)
             self.apply(self.tracker.new_utterance())  # the old one's pending finals are gone
         text = self.tracker.pending_text
         if text:
@@ -327,11 +327,11 @@ class TurnTaking:
         listener = self._listener
         for step in steps:
             if step.action is Action.OPEN:
-                phrase, at, by = self._tell
+                phrase, at, end, by = self._tell
                 at_phrase = step.start <= by  # (Whisper writes a question better after its phrase)
-                uid = listener.open_utterance(at, phrase) if at_phrase else listener.open_utterance(step.start)
+                uid = listener.open_utterance(at, phrase, end) if at_phrase else listener.open_utterance(step.start)
                 self.wakes.opened(uid, at_phrase)
-                self._phrase, self._phrase_at, self._tell = "", (-math.inf, -math.inf), ("", -math.inf, -math.inf)
+                self._phrase, self._phrase_at, self._tell = "", (-math.inf, -math.inf), NOT_TOLD
                 self.turn = TurnRecord()
                 self.preemption.new_turn()
             elif step.action is Action.FLUSH:

@@ -115,7 +115,7 @@ class WakeGate:
             # The question's audio starts with the phrase (no first word lost); its text loses it.
             h.open_at_phrase(start, self.phrases.spoken(ev.word), ev.phrase_end, tell=created is None)
         elif not h.tracker.active:
-            h.question_after_phrase(self.phrases.spoken(ev.word), start)
+            h.question_after_phrase(self.phrases.spoken(ev.word), start, ev.phrase_end)
         h.replay(late)
 
     @property
