@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -278,11 +279,20 @@ async def test_empty_input_and_empty_reply(llm: LlamaLLM, metrics: list[LLMMetri
     assert len(metrics) == 2 and metrics[1].completion_tokens == 0 and not metrics[1].cancelled
 
 
-async def test_long_conversation_is_trimmed_to_the_window(metrics: list[LLMMetrics]) -> None:
+@contextlib.asynccontextmanager
+async def small_llm() -> AsyncIterator[tuple[LlamaLLM, list[LLMMetrics]]]:
+    """A model with a 384-token context (a few turns fill it) and the metrics of its replies."""
     small = LlamaLLM(n_ctx=384, temperature=0.0, max_tokens=32)
     got: list[LLMMetrics] = []
     small.on_metrics(lambda m: got.append(m) if isinstance(m, LLMMetrics) else None)
     try:
+        yield small, got
+    finally:
+        await small.aclose()
+
+
+async def test_long_conversation_is_trimmed_to_the_window(metrics: list[LLMMetrics]) -> None:
+    async with small_llm() as (small, got):
         ctx = conversation()
         for i in range(12):
             ctx.add("user", f"Tell me something about the number {i}, in one sentence please.")
@@ -291,8 +301,6 @@ async def test_long_conversation_is_trimmed_to_the_window(metrics: list[LLMMetri
         text, _, _ = await collect(small, ctx)
         assert "paris" in text.lower()
         assert got[-1].prompt_tokens <= 384 - 32
-    finally:
-        await small.aclose()
 
 
 async def test_a_history_that_slides_keeps_its_prompt_cached(llm: LlamaLLM, metrics: list[LLMMetrics]) -> None:
@@ -327,10 +335,7 @@ async def test_a_history_readied_after_each_reply_is_cut_before_the_next_questio
     history that leaves no room for another turn is cut then, while nobody waits, so no question
     waits for half the window to be evaluated again (4.5-9 s at each cut of the 60-minute soak).
     The control, with no prefill between turns, shows such a cut lands on a question."""
-    small = LlamaLLM(n_ctx=384, temperature=0.0, max_tokens=32)
-    got: list[LLMMetrics] = []
-    small.on_metrics(lambda m: got.append(m) if isinstance(m, LLMMetrics) else None)
-    try:
+    async with small_llm() as (small, got):
         ctx = conversation()
         for i in range(16):
             ctx.add("user", f"Tell me about the number {i}.")
@@ -343,8 +348,6 @@ async def test_a_history_readied_after_each_reply_is_cut_before_the_next_questio
             assert max(evaluated[1:]) <= 20, evaluated
         else:
             assert max(evaluated[1:]) > 60, evaluated
-    finally:
-        await small.aclose()
 
 
 def test_model_file_that_fails_to_load_names_file_and_fix(tmp_path: Path) -> None:
