@@ -84,25 +84,7 @@ def diag() -> dict[str, Any]:
     out["maps_mb"] = _rss_by_mapping()
     if tracemalloc.is_tracing():
         out["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / mb, 1)
-        out["traced_growth"] = _traced_growth()
     return out
-
-
-_first_snapshot: list[Any] = []
-
-
-def _traced_growth() -> list[str]:
-    """The 10 source lines whose live Python allocations grew most since the first sample
-    (``PYTHONTRACEMALLOC=1`` starts the tracing): "file:line +KiB +blocks"."""
-    import tracemalloc
-
-    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
-    if not _first_snapshot:
-        _first_snapshot.append(snap)
-        return []
-    stats = snap.compare_to(_first_snapshot[0], "lineno")
-    return [f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} "
-            f"{s.size_diff / 1024:+.0f} KiB {s.count_diff:+d}" for s in stats[:10]]
 
 
 def _rss_by_mapping() -> dict[str, int]:
