@@ -15,7 +15,7 @@ import pytest
 from edgeagent.errors import ModelError
 from edgeagent.llm import toolcall
 from edgeagent.llm.chat import ChatChunk, ChatContext, ChatMessage, Role, ToolCall
-from edgeagent.llm.llama import LlamaLLM
+from edgeagent.llm.llama import NEXT_TURN_TOKENS, LlamaLLM
 from edgeagent.llm.llama_engine import Utf8Stream
 from edgeagent.llm.prompt import template_for
 from edgeagent.llm.tools import FunctionTool, function_tool
@@ -342,7 +342,7 @@ async def test_a_history_readied_after_each_reply_is_cut_before_the_next_questio
             await collect(small, ctx, max_tokens=1)
             ctx.add("assistant", f"The number {i} comes after {i - 1} and before {i + 1}.")
             if ready:
-                assert await asyncio.wait_for(small.prefill(ctx), 60) <= 384 - 32 - 64
+                assert await asyncio.wait_for(small.prefill(ctx), 60) <= 384 - 32 - NEXT_TURN_TOKENS
         evaluated = [m.prompt_tokens - m.cached_tokens for m in got]
         if ready:
             assert max(evaluated[1:]) <= 20, evaluated

@@ -191,7 +191,7 @@ class LlamaLLM(LLM):
         """The reply's prompt (as :meth:`chat` will ask for it) evaluated in one batch with the
         probe's logits at its end; None when the probe is not the start of that prompt."""
         messages = (*msgs, ChatMessage("user", reply_text))
-        reserve = min(self.options.max_tokens, self._engine.n_ctx // 4)
+        reserve = self._gen.reply_reserve(self.options.max_tokens)
         prompt = self._gen.fit(messages, tools, reserve, lambda ms: self.template.render(ms, tools))
         if prompt[: len(probe)] != probe:
             return None
@@ -230,7 +230,7 @@ class LlamaLLM(LLM):
         number of tokens now cached.
         """
         self._last_tools = tuple(tools)
-        reserve = min(self.options.max_tokens, self._engine.n_ctx // 4) + NEXT_TURN_TOKENS
+        reserve = self._gen.reply_reserve(self.options.max_tokens) + NEXT_TURN_TOKENS
 
         def run() -> int:
             def render(ms: list[ChatMessage]) -> str:

@@ -141,11 +141,15 @@ class Generator:
         w.seen = body
         return body
 
+    def reply_reserve(self, max_tokens: int) -> int:
+        """Tokens a prompt leaves free for its reply: ``max_tokens``, at most a quarter of the window."""
+        return min(max_tokens, self.engine.n_ctx // 4)
+
     # -- one reply ----------------------------------------------------------
 
     def run(self, req: Request, emit: Emit, cancel: threading.Event, stats: Stats) -> None:
         eng = self.engine
-        reserve = min(req.max_tokens, eng.n_ctx // 4)
+        reserve = self.reply_reserve(req.max_tokens)
         prompt = self.fit(req.messages, req.tools, reserve, lambda ms: self.template.render(ms, req.tools))
         stats.prompt_tokens = len(prompt)
         stats.cached_tokens = eng.prefill(prompt)
