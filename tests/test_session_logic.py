@@ -48,6 +48,7 @@ from scripted_stages import (
     wake_marker,
 )
 
+from edgeagent import heap
 from edgeagent.audio.frame import RECOGNITION_RATE, AudioFrame
 from edgeagent.bench.scripted import ScriptedMic, TimedSpeaker
 from edgeagent.config import Config
@@ -191,6 +192,26 @@ async def test_after_a_reply_the_history_is_evaluated_ahead_of_the_next_turn(tmp
         await scene.answered()
         await scene.until("the history readied", lambda: len(llm.readied) == at_start + 1)
         assert llm.readied[-1].messages[1:] == [ChatMessage("user", QUESTION), ChatMessage("assistant", REPLY)]
+
+
+async def test_after_the_history_is_readied_the_heap_gives_its_free_pages_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+    llm = ScriptedLLM(["Paris is ", "the capital ", "of France."])
+    readied = llm.prefill
+
+    async def prefill(*args: Any, **kwargs: Any) -> int:
+        cached = await readied(*args, **kwargs)
+        order.append("readied")
+        return cached
+
+    monkeypatch.setattr(llm, "prefill", prefill)
+    monkeypatch.setattr(heap, "release", lambda: order.append("released") or True)
+    async with Scene(tmp_path, transcripts=[QUESTION], llm=llm) as scene:
+        scene.say(voice(0.5))
+        await scene.answered()
+        await scene.until("the heap released", lambda: order[-1:] == ["released"])
+        assert order[-2:] == ["readied", "released"] and order.count("released") == order.count("readied") - 1
 
 
 async def test_a_fragment_waits_the_longest_wait_when_nothing_follows(tmp_path: Path) -> None:

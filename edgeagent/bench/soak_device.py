@@ -87,6 +87,25 @@ def diag() -> dict[str, Any]:
     return out
 
 
+_dumps = [0]
+
+
+def _dump_traces() -> None:
+    """With ``PYTHONTRACEMALLOC`` set and ``EDGEAGENT_SOAK_DIAG=DIR``, every 5th sample (after the
+    sample went out, so the soak's wait for it is not held up) dumps a tracemalloc snapshot to
+    ``DIR/traces-N.tm``; ``python -m edgeagent.bench.soak_traces DIR`` compares them. It holds the
+    device's loop for a few seconds: a diagnosis run's latencies mean nothing."""
+    import tracemalloc
+
+    where = os.environ.get("EDGEAGENT_SOAK_DIAG", "")
+    if not tracemalloc.is_tracing() or not os.path.isdir(where):
+        return
+    n = _dumps[0]
+    _dumps[0] += 1
+    if n % 5 == 0:
+        tracemalloc.take_snapshot().dump(os.path.join(where, f"traces-{n // 5:03d}.tm"))
+
+
 def _rss_by_mapping() -> dict[str, int]:
     """Resident MB by mapped file (anonymous memory under ``[anon]``), the 10 largest."""
     rss: dict[str, int] = {}
@@ -123,6 +142,7 @@ async def commands(stop: asyncio.Event) -> None:
                 print("soak diag " + json.dumps({"rss_mb": sample["rss_mb"], **diag()}), file=sys.stderr,
                       flush=True)
             emit(ev="sample", **sample)
+            _dump_traces()
         elif cmd == "stop":
             break
     stop.set()  # "stop", or the soak went away

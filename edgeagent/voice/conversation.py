@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeagent import heap
 from edgeagent.aio import wait_for
 from edgeagent.llm.chat import ChatContext, ChatMessage, ToolCall
 from edgeagent.llm.tools import FunctionTool, RunContext, ToolError
@@ -142,9 +143,14 @@ class Conversation:
         half the window again: 4.5-9 s at each cut of the 60-minute soak, in the reply's time)."""
         if self._readying is not None and not self._readying.done():
             return
-        future = asyncio.ensure_future(self._session.llm.prefill(self.llm_context(), self.agent.tools))
+        future = asyncio.ensure_future(self._ready())
         future.add_done_callback(_log_failure)
         self._readying = future
+
+    async def _ready(self) -> int:
+        cached = await self._session.llm.prefill(self.llm_context(), self.agent.tools)
+        await asyncio.get_running_loop().run_in_executor(None, heap.release)  # the turn's garbage, back
+        return cached
 
     # -- tools -----------------------------------------------------------------------
 
