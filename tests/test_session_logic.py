@@ -206,7 +206,11 @@ async def test_after_the_history_is_readied_the_heap_gives_its_free_pages_back(
         return cached
 
     monkeypatch.setattr(llm, "prefill", prefill)
-    monkeypatch.setattr(heap, "release", lambda: order.append("released") or True)
+    def release() -> bool:
+        order.append("released")
+        return True
+
+    monkeypatch.setattr(heap, "release", release)
     async with Scene(tmp_path, transcripts=[QUESTION], llm=llm) as scene:
         scene.say(voice(0.5))
         await scene.answered()
