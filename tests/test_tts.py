@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
@@ -442,3 +445,37 @@ def test_every_voice_takes_speed_and_model(piper_tts: PiperTTS) -> None:
     assert fast._syn.length_scale == 0.5
     fast.speed_change(1.0)()
     assert fast._syn.length_scale is None
+
+
+# A long clause, then RssAnon, in a process of its own: onnxruntime's arena grows to the longest
+# input so far and keeps it unless the run shrinks it (edgeagent.tts.piper.run_options).
+LONG_CLAUSE = textwrap.dedent("""
+    import sys
+    from edgeagent.tts import piper
+
+    def anon_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) // 1024
+
+    path, fix = piper.resolve_model(None)
+    voice = piper._load_voice(path, fix, 2)
+    voice.session.run_options = piper.run_options() if sys.argv[1] == "shrink" else piper.ort.RunOptions()
+    list(voice.synthesize("Hello there."))
+    before = anon_mb()
+    seconds = sum(len(c.audio_int16_bytes) for c in voice.synthesize(" ".join([
+        "the quick brown fox jumps over the lazy dog and then it runs far away into the green hills"] * 4))) / 2 / 22050
+    print(seconds, anon_mb() - before)
+""")
+
+
+def test_a_long_clause_leaves_the_memory_it_took() -> None:
+    def grown_mb(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", LONG_CLAUSE, mode], capture_output=True, text=True,
+                             timeout=120, check=True).stdout.split()
+        assert float(out[0]) > 15, out  # the clause was spoken: ~20 s of audio in one run
+        return float(out[1])
+
+    kept, control = grown_mb("shrink"), grown_mb("keep")
+    assert kept < 100, f"RssAnon grew {kept} MB after one long clause"
+    assert control > 200, f"control (no shrink): RssAnon grew only {control} MB"

@@ -82,9 +82,32 @@ def diag() -> dict[str, Any]:
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
     out.update({k: int(status[k].split()[0]) // 1024 for k in ("RssAnon", "RssFile")})
     out["maps_mb"] = _rss_by_mapping()
+    out["largest"] = _largest_containers()
     if tracemalloc.is_tracing():
         out["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / mb, 1)
     return out
+
+
+def _largest_containers() -> list[str]:
+    """The 8 largest lists, deques, dicts and sets the gc tracks or that a tracked object holds
+    (a dict of plain values is not tracked itself): "type len first-item": a container that
+    grows from sample to sample holds what leaks."""
+    import collections
+    import gc
+
+    kinds = (list, dict, set, collections.deque)
+    seen: dict[int, Any] = {}
+    for o in gc.get_objects():
+        for x in (o, *gc.get_referents(o)):
+            if isinstance(x, kinds) and len(x) >= 256:
+                seen[id(x)] = x
+    top = sorted(seen.values(), key=len, reverse=True)[:8]
+    return [f"{type(x).__name__} {len(x)} {_first(x)}" for x in top]
+
+
+def _first(x: Any) -> str:
+    item = next(iter(x.items() if isinstance(x, dict) else x), None)
+    return repr(item)[:60]
 
 
 _dumps = [0]
