@@ -73,7 +73,8 @@ def _load_voice(path: Path, fix: str, threads: int) -> PiperVoice:
     # Each clause has a length of its own: a memory pattern planned for one input shape is kept
     # for each new one, and onnxruntime's arena, grown for the longest clause so far, is never
     # given back (with these defaults, 150 replies of a soak's log voiced one after the other took
-    # a voice's RSS from 145 MB to 1.26 GB; with neither, it stayed at 207-217 MB). No pattern
+    # a voice's RSS from 145 MB to 1.26 GB; with no pattern and the arena shrunk after each run, it
+    # stayed at 207-217 MB). No pattern
     # here, and each run gives the arena back when it ends (run_options;
     # tests/test_tts.py::test_a_long_clause_leaves_the_memory_it_took).
     options.enable_mem_pattern = False
