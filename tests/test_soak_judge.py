@@ -41,7 +41,7 @@ def test_windows_and_limits_scale_for_a_short_run() -> None:
     assert rss_limit_mb_per_h(50 * 60) == 5.0 and rss_limit_mb_per_h(90 * 60) == 5.0
     assert rss_limit_mb_per_h(120) == pytest.approx(125.0)  # 4.17 MB over two minutes
     assert sample_interval_s(60) == 30 and sample_interval_s(3) == 10
-    assert warmup_cycles(3) == 6 and warmup_cycles(60) == 0  # the history full (64 messages, 12 a pass)
+    assert warmup_cycles(3) == 6 and warmup_cycles(60) == 6  # the history full (64 messages, 12 a pass)
 
 
 def test_a_short_runs_warm_up_counts_in_no_window() -> None:

@@ -9,9 +9,8 @@ room participant (:mod:`edgeagent.bench.participant`) that speaks questions and 
 ``lk.chat`` messages, and a controller (this process) that calls ``edgeagent.config.get``
 and ``set`` at its allowed rate. The spoken script (:mod:`edgeagent.bench.soak_drive`)
 loops for N minutes; between two steps, every 30 s (10 s in a run under 10 minutes), the
-device is sampled: RSS, open descriptors, threads, asyncio tasks, CPU. A run under 30
-minutes first goes through the script until the device's history is full (6 passes), as a
-warm-up. The verdict is
+device is sampled: RSS, open descriptors, threads, asyncio tasks, CPU. A run first goes
+through the script until the device's history is full (6 passes), as a warm-up. The verdict is
 :func:`edgeagent.bench.soak_judge.judge` (its docstring says how a short run's windows and
 RSS limit scale). Prints a table, writes a PNG chart and ``soak.json``, prints one JSON
 line last; exit 0 passed, 1 a check failed, 2 it could not be set up.
