@@ -257,12 +257,12 @@ async def test_a_dropped_reply_leaves_no_trace_in_the_next_one() -> None:
     assert isinstance(sampled, LlamaLLM)
     try:
         question = conversation("Tell me a fun fact about cats.")
-        clean, _, _ = await collect(sampled, question)
+        clean, _, _ = await collect(sampled, question, max_tokens=24)
         stream = sampled.chat(conversation("What is the capital of"), max_tokens=200)
         for _ in range(5):
             await asyncio.wait_for(stream.__anext__(), TIMEOUT)
         await asyncio.wait_for(stream.aclose(), 5)
-        again, _, _ = await collect(sampled, question)
+        again, _, _ = await collect(sampled, question, max_tokens=24)
         assert again == clean
         engine = sampled._gen.engine
         prompt = engine.tokenize(sampled.template.render(question.messages, (), add_generation_prompt=True))
@@ -309,22 +309,22 @@ async def test_a_history_that_slides_keeps_its_prompt_cached(llm: LlamaLLM, metr
     evaluated the whole history again (scripts/soak: the first reply's wait went from ~0.1 s to
     ~5 s once 64 messages were reached). From where the history slid, the prompt starts half way
     through it and keeps that start: a turn evaluates only what is new, but for one re-cut when
-    that start is dropped in turn."""
-    from edgeagent.voice.conversation import MAX_HISTORY
-
+    that start is dropped in turn. The caller here keeps 16 messages: the session's 64 give the
+    same arithmetic in four times the turns."""
+    keep = 16
     history: list[ChatMessage] = []
 
     def add(role: Role, text: str) -> None:  # as Conversation.add does
         history.append(ChatMessage(role, text))
-        del history[:-MAX_HISTORY]
+        del history[:-keep]
 
-    for i in range(MAX_HISTORY // 2 + 24):
+    for i in range(keep // 2 + 6):
         add("user", f"Number {i}?")
         ctx = conversation()
         ctx.messages.extend(history)
         await collect(llm, ctx, max_tokens=1)
         add("assistant", f"It is {i}.")
-    slid = metrics[MAX_HISTORY // 2:]  # the turns after the history was full
+    slid = metrics[keep // 2:]  # the turns after the history was full
     recut = [m for m in slid if m.prompt_tokens - m.cached_tokens > 40]
     assert 1 <= len(recut) <= 2, [(m.prompt_tokens, m.cached_tokens) for m in slid]
 

@@ -1,9 +1,9 @@
 """Where a soak's Python memory grew: ``python -m edgeagent.bench.soak_traces DIR [N]``.
 
 Compares the tracemalloc snapshots that an ``EDGEAGENT_SOAK_DIAG=DIR`` soak run with
-``PYTHONTRACEMALLOC=1`` dumped (see :mod:`edgeagent.bench.soak_device`): the middle snapshot (past the warm-up of a run
-under 30 minutes) against the last, and prints the N (default 25) tracebacks whose live
-allocations grew most, in KiB and in blocks.
+``PYTHONTRACEMALLOC=1`` dumped (see :mod:`edgeagent.bench.soak_device`): the middle
+snapshot (past the warm-up) against the last, and prints the N (default 25) tracebacks
+whose live allocations grew most, in KiB and in blocks.
 """
 
 from __future__ import annotations
