@@ -34,10 +34,16 @@ def _trim() -> Callable[[int], int] | None:
     return fn
 
 
+released = 0
+"""How many times :func:`release` gave the heap's free pages back, in this process."""
+
+
 def release() -> bool:
     """Return the heap's free pages to the system; False where the C library cannot."""
+    global released
     fn = _trim()
     if fn is None:
         return False
     fn(0)
+    released += 1
     return True
